@@ -1,0 +1,200 @@
+"""Backups: one private directory per run, holding the files as they were and `metadata.json`.
+
+Layout: `<directory>/secrets-backup-YYYYMMDD-HHMMSS[-N]/<relative path of each file>`,
+directories 700, files 600, and a `.gitignore` that keeps the whole tree out of git.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import BackupError, SelectionError
+from .fsio import ensure_private_dir, write_atomic
+
+__all__ = ["PREFIX", "Backup", "BackupStore", "age", "local_time"]
+
+PREFIX = "secrets-backup-"
+_ID = re.compile(r"^(?P<stamp>\d{8}-\d{6})(?:-(?P<n>\d+))?$")
+METADATA = "metadata.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Backup:
+    """One backup directory and what its metadata says about the run."""
+
+    id: str
+    path: Path
+    metadata: Mapping[str, Any]
+
+    @property
+    def kind(self) -> str:
+        """`rotation` or `pre-restore`."""
+        return str(self.metadata.get("kind", "rotation"))
+
+    @property
+    def status(self) -> str:
+        """Where the run got to: planned, applied, restarted, verified, rolled-back, failed..."""
+        return str(self.metadata.get("status", "unknown"))
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The backed-up files, relative to the stack root."""
+        return tuple(self.metadata.get("files", ()))
+
+    @property
+    def created(self) -> float:
+        """When the backup was taken, as a Unix time, read from its id (local time)."""
+        stamp = _ID.match(self.id)
+        assert stamp is not None
+        return time.mktime(time.strptime(stamp["stamp"], "%Y%m%d-%H%M%S"))
+
+    def sort_key(self) -> tuple[str, int]:
+        """Chronological order: the timestamp, then the same-second counter."""
+        match = _ID.match(self.id)
+        assert match is not None
+        return match["stamp"], int(match["n"] or 1)
+
+    def read(self, name: str) -> bytes:
+        """The backed-up bytes of file `name`."""
+        try:
+            return (self.path / name).read_bytes()
+        except OSError as exc:
+            raise BackupError(f"backup {self.id}: cannot read {name} ({exc.strerror})") from None
+
+
+@dataclass(frozen=True, slots=True)
+class BackupStore:
+    """The backups of one stack, under `directory`."""
+
+    root: Path
+    directory: Path
+
+    @classmethod
+    def for_stack(cls, root: Path, directory: str) -> BackupStore:
+        """The store of the stack at `root`, with `directory` relative to it."""
+        return cls(root, root / directory)
+
+    def prepare(self) -> None:
+        """Create the backup directory, private, with a `.gitignore` that ignores everything."""
+        ensure_private_dir(self.directory)
+        ignore = self.directory / ".gitignore"
+        if not ignore.exists():
+            write_atomic(ignore, b"# Secret backups: never commit them.\n*\n")
+
+    def create(self, kind: str, files: Iterable[str], now: float | None = None, **fields: Any) -> Backup:
+        """Copy `files` from the stack into a new backup directory with a unique id."""
+        self.prepare()
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(time.time() if now is None else now))
+        for n in range(1, 10_000):
+            ident = stamp if n == 1 else f"{stamp}-{n}"
+            path = self.directory / f"{PREFIX}{ident}"
+            try:
+                path.mkdir(mode=0o700)
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise BackupError(f"{self.directory}: no free backup id for {stamp}")
+        names = sorted(set(files))
+        self._copy(path, names)
+        metadata = {
+            "timestamp": ident,
+            "kind": kind,
+            "status": fields.pop("status", "planned"),
+            "rotated_secrets": [],
+            "affected_services": [],
+            "files": names,
+            "version": __version__,
+            **fields,
+        }
+        write_atomic(path / METADATA, _dump(metadata))
+        return Backup(ident, path, metadata)
+
+    def _copy(self, path: Path, names: Iterable[str]) -> None:
+        for name in names:
+            target = path / name
+            ensure_private_dir(target.parent)
+            try:
+                data = (self.root / name).read_bytes()
+            except OSError as exc:
+                raise BackupError(f"{self.root / name}: cannot back up ({exc.strerror})") from None
+            write_atomic(target, data)
+
+    def attach(self, backup: Backup, files: Iterable[str]) -> Backup:
+        """Copy `files` from the stack into an existing backup, such as the run a precheck opened."""
+        names = sorted(set(files) | set(backup.files))
+        self._copy(backup.path, names)
+        return self.update(backup, files=names)
+
+    def update(self, backup: Backup, **fields: Any) -> Backup:
+        """Rewrite the backup's metadata with `fields` changed."""
+        metadata = {**backup.metadata, **fields}
+        write_atomic(backup.path / METADATA, _dump(metadata))
+        return Backup(backup.id, backup.path, metadata)
+
+    def all(self) -> list[Backup]:
+        """Every readable backup, oldest first."""
+        if not self.directory.is_dir():
+            return []
+        found = []
+        for path in self.directory.iterdir():
+            ident = path.name.removeprefix(PREFIX)
+            if not path.name.startswith(PREFIX) or not _ID.match(ident):
+                continue
+            try:
+                metadata = json.loads((path / METADATA).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            found.append(Backup(ident, path, metadata))
+        return sorted(found, key=Backup.sort_key)
+
+    def get(self, ident: str) -> Backup:
+        """The backup with id `ident`, or directory name `secrets-backup-<id>`."""
+        wanted = Path(ident).name.removeprefix(PREFIX)
+        for backup in self.all():
+            if backup.id == wanted:
+                return backup
+        raise SelectionError(f"--backup: no backup '{ident}' in {self.directory} (see restore --list)")
+
+    def latest(self, kind: str = "rotation") -> Backup | None:
+        """The newest backup of `kind`, if any."""
+        matching = [b for b in self.all() if b.kind == kind]
+        return matching[-1] if matching else None
+
+    def prune(self, retention_days: int, keep: Iterable[str] = (), now: float | None = None) -> list[str]:
+        """Delete backups older than `retention_days`, never the newest one nor those in `keep`."""
+        backups = self.all()
+        limit = (time.time() if now is None else now) - retention_days * 86400
+        protected = set(keep) | ({backups[-1].id} if backups else set())
+        removed = []
+        for backup in backups:
+            if backup.id not in protected and backup.created < limit:
+                shutil.rmtree(backup.path)
+                removed.append(backup.id)
+        return removed
+
+
+def _dump(metadata: Mapping[str, Any]) -> bytes:
+    return (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode()
+
+
+def age(seconds: float) -> str:
+    """A short human age such as `3m`, `5h` or `12d`."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(max(seconds, 0))}s"
+
+
+def local_time(stamp: float) -> str:
+    """A Unix time as ISO 8601 local time with offset, for metadata and the audit log."""
+    return datetime.fromtimestamp(stamp).astimezone().isoformat(timespec="seconds")

@@ -1,0 +1,373 @@
+"""Load and validate `secrets-config.yaml`, the contract with existing users.
+
+`load` checks the file on its own; `check_stack` checks it against a stack's files.
+Both raise `ConfigError` with one line naming the file and the key at fault.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from . import envfile
+from .errors import ConfigError
+
+__all__ = [
+    "ALPHABETS",
+    "BackupSpec",
+    "ComposeSpec",
+    "Config",
+    "PostgresTarget",
+    "SecretSpec",
+    "check_stack",
+    "find_config",
+    "interpolate",
+    "load",
+    "parse_duration",
+]
+
+ALPHABETS = {
+    "alnum": "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+    "hex": "0123456789abcdef",
+    "base64url": "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+}
+TYPES = ("random", "jwt-token", "static")
+MIN_RANDOM_LENGTH = 16
+DEFAULT_JWT_LIFETIME = 5 * 366 * 86400
+_DURATION = re.compile(r"^(\d+)\s*([smhdwy]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 366 * 86400}
+_SECRET_KEYS = {
+    "type",
+    "length",
+    "alphabet",
+    "role",
+    "depends_on",
+    "issuer",
+    "expires_in",
+    "files",
+    "auto_rotate",
+    "description",
+    "restart_services",
+    "encrypts_data",
+    "apply",
+}
+_POSTGRES_KEYS = {"host", "port", "dbname", "user", "roles", "after", "container"}
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresTarget:
+    """A live PostgreSQL whose roles must follow a password secret before the files change."""
+
+    roles: tuple[str, ...]
+    host: str = "localhost"
+    port: str = "5432"
+    dbname: str = "postgres"
+    user: str = "postgres"
+    after: tuple[str, ...] = ()
+    container: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How messages name this database: its container, or host and port."""
+        where = f"container {self.container}" if self.container else f"{self.host}:{self.port}"
+        return f"postgres {where}/{self.dbname}"
+
+
+@dataclass(frozen=True, slots=True)
+class SecretSpec:
+    """One secret as the configuration describes it."""
+
+    name: str
+    type: str
+    files: tuple[str, ...]
+    length: int = 32
+    alphabet: str = "alnum"
+    role: str | None = None
+    depends_on: str | None = None
+    issuer: str = "supabase"
+    expires_in: int = DEFAULT_JWT_LIFETIME
+    auto_rotate: bool = True
+    description: str = ""
+    restart_services: tuple[str, ...] = ()
+    encrypts_data: bool = False
+    apply: tuple[PostgresTarget, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BackupSpec:
+    """Where backups live, relative to the stack root, and how long they are kept."""
+
+    directory: str = "backups/secrets"
+    retention_days: int = 90
+
+
+@dataclass(frozen=True, slots=True)
+class ComposeSpec:
+    """How to reach the stack's compose project."""
+
+    command: str | None = None
+    project: str | None = None
+    files: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A validated configuration: secrets in dependency order, backups, compose."""
+
+    path: Path
+    secrets: Mapping[str, SecretSpec]
+    backup: BackupSpec = field(default_factory=BackupSpec)
+    compose: ComposeSpec = field(default_factory=ComposeSpec)
+
+    def dependents(self, name: str) -> tuple[str, ...]:
+        """Every `jwt-token` signed, directly or not, by secret `name`, in signing order."""
+        found: list[str] = []
+        for spec in self.secrets.values():
+            if spec.depends_on == name or (spec.depends_on in found):
+                found.append(spec.name)
+        return tuple(found)
+
+
+def parse_duration(value: object, where: str) -> int:
+    """Seconds in `30d`, `12h`, `5y` or a plain number of seconds."""
+    match = _DURATION.match(str(value).strip())
+    if isinstance(value, bool) or match is None:
+        raise ConfigError(f"{where}: '{value}' is not a duration such as 3600, 12h, 30d or 5y")
+    return int(match[1]) * _UNITS[match[2]]
+
+
+def find_config(root: Path, explicit: str | None, bundled: Path) -> Path:
+    """The configuration to use: `--config`, else the stack's own, else the bundled one."""
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_absolute():
+            path = Path.cwd() / path
+        if not path.is_file():
+            raise ConfigError(f"{explicit}: no such configuration file (--config)")
+        return path
+    for candidate in (root / "secrets-config.yaml", root / "scripts" / "secrets-config.yaml"):
+        if candidate.is_file():
+            return candidate
+    return bundled
+
+
+def load(path: Path) -> Config:
+    """Read and validate `path`; every problem is a `ConfigError` naming the file and key."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}:{where}: YAML syntax error: {problem}") from None
+    return _build(path, raw)
+
+
+def _build(path: Path, raw: Any) -> Config:
+    def fail(key: str, message: str) -> ConfigError:
+        return ConfigError(f"{path}: {key}: {message}")
+
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with a 'secrets' section")
+    secrets_raw = raw.get("secrets")
+    if not isinstance(secrets_raw, dict) or not secrets_raw:
+        raise fail("secrets", "expected a non-empty mapping of secret names")
+    secrets = {
+        str(name): _secret(str(name), body, lambda k, m, n=name: fail(f"secrets.{n}.{k}", m))
+        for name, body in secrets_raw.items()
+    }
+    for spec in secrets.values():
+        if spec.type == "jwt-token" and spec.depends_on not in secrets:
+            raise fail(
+                f"secrets.{spec.name}.depends_on",
+                f"'{spec.depends_on}' is not a secret in this file",
+            )
+    ordered = _signing_order(secrets, lambda k, m: fail(k, m))
+    return Config(
+        path=path,
+        secrets={name: secrets[name] for name in ordered},
+        backup=_backup(raw.get("backup") or {}, fail),
+        compose=_compose(raw.get("compose") or {}, fail),
+    )
+
+
+def _secret(name: str, body: Any, fail: Any) -> SecretSpec:
+    if not isinstance(body, dict):
+        raise fail("type", "expected a mapping with at least 'type' and 'files'")
+    unknown = sorted(set(body) - _SECRET_KEYS)
+    if unknown:
+        raise fail(unknown[0], "unknown setting")
+    kind = body.get("type")
+    if kind not in TYPES:
+        raise fail("type", f"unknown type '{kind}' (expected random, jwt-token or static)")
+    files = body.get("files")
+    if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files):
+        raise fail("files", "expected a non-empty list of paths relative to the stack root")
+    for name_ in files:
+        posix = PurePosixPath(name_)
+        if posix.is_absolute() or ".." in posix.parts or name_.startswith("~"):
+            raise fail("files", f"'{name_}' leaves the stack root; use a path relative to it")
+    length = body.get("length", 32)
+    if isinstance(length, bool) or not isinstance(length, int):
+        raise fail("length", f"'{length}' is not a whole number")
+    alphabet = body.get("alphabet", "alnum")
+    if alphabet not in ALPHABETS:
+        raise fail("alphabet", f"unknown alphabet '{alphabet}' (expected {', '.join(ALPHABETS)})")
+    if kind == "random" and length < MIN_RANDOM_LENGTH:
+        raise fail("length", f"{length} is too short; random secrets need at least {MIN_RANDOM_LENGTH}")
+    if kind == "jwt-token" and not body.get("depends_on"):
+        raise fail("depends_on", "a jwt-token needs the secret that signs it")
+    if kind == "jwt-token" and not body.get("role"):
+        raise fail("role", "a jwt-token needs the JWT 'role' claim")
+    services = body.get("restart_services") or []
+    if not isinstance(services, list) or not all(isinstance(s, str) for s in services):
+        raise fail("restart_services", "expected a list of compose service names")
+    for flag in ("auto_rotate", "encrypts_data"):
+        if flag in body and not isinstance(body[flag], bool):
+            raise fail(flag, f"expected true or false, not '{body[flag]}'")
+    return SecretSpec(
+        name=name,
+        type=kind,
+        files=tuple(files),
+        length=length,
+        alphabet=alphabet,
+        role=body.get("role"),
+        depends_on=body.get("depends_on"),
+        issuer=str(body.get("issuer", "supabase")),
+        expires_in=parse_duration(body.get("expires_in", DEFAULT_JWT_LIFETIME), f"{name}.expires_in")
+        if "expires_in" in body
+        else DEFAULT_JWT_LIFETIME,
+        auto_rotate=body.get("auto_rotate", kind != "static"),
+        description=str(body.get("description", "")),
+        restart_services=tuple(services),
+        encrypts_data=body.get("encrypts_data", False),
+        apply=_apply(body.get("apply"), kind, fail),
+    )
+
+
+def _apply(raw: Any, kind: str, fail: Any) -> tuple[PostgresTarget, ...]:
+    if raw is None:
+        return ()
+    if kind != "random":
+        raise fail("apply", "only random secrets can be applied to a live database")
+    items = raw if isinstance(raw, list) else [raw]
+    targets = []
+    for index, item in enumerate(items):
+        key = "apply" if len(items) == 1 else f"apply[{index}]"
+        if not isinstance(item, dict) or set(item) != {"postgres"} or not isinstance(item["postgres"], dict):
+            raise fail(key, "expected 'postgres:' with connection settings and 'roles'")
+        body = item["postgres"]
+        unknown = sorted(set(body) - _POSTGRES_KEYS)
+        if unknown:
+            raise fail(f"{key}.postgres.{unknown[0]}", "unknown setting")
+        roles = body.get("roles")
+        if not isinstance(roles, list) or not roles or not all(isinstance(r, str) for r in roles):
+            raise fail(f"{key}.postgres.roles", "expected a non-empty list of role names")
+        after = body.get("after") or []
+        if not isinstance(after, list) or not all(isinstance(s, str) for s in after):
+            raise fail(f"{key}.postgres.after", "expected a list of SQL statements")
+        targets.append(
+            PostgresTarget(
+                roles=tuple(roles),
+                host=str(body.get("host", "localhost")),
+                port=str(body.get("port", "5432")),
+                dbname=str(body.get("dbname", "postgres")),
+                user=str(body.get("user", "postgres")),
+                after=tuple(after),
+                container=body.get("container"),
+            )
+        )
+    return tuple(targets)
+
+
+def _backup(raw: Any, fail: Any) -> BackupSpec:
+    if not isinstance(raw, dict):
+        raise fail("backup", "expected a mapping with 'directory' and 'retention_days'")
+    directory = str(raw.get("directory", "backups/secrets"))
+    if PurePosixPath(directory).is_absolute() or ".." in PurePosixPath(directory).parts:
+        raise fail("backup.directory", f"'{directory}' leaves the stack root")
+    days = raw.get("retention_days", 90)
+    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+        raise fail("backup.retention_days", f"'{days}' is not a positive number of days")
+    return BackupSpec(directory=directory, retention_days=days)
+
+
+def _compose(raw: Any, fail: Any) -> ComposeSpec:
+    if not isinstance(raw, dict):
+        raise fail("compose", "expected a mapping with 'command', 'project' and 'files'")
+    files = raw.get("files") or []
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise fail("compose.files", "expected a list of compose file paths")
+    command = raw.get("command")
+    project = raw.get("project")
+    return ComposeSpec(
+        command=str(command) if command else None,
+        project=str(project) if project else None,
+        files=tuple(files),
+    )
+
+
+def _signing_order(secrets: Mapping[str, SecretSpec], fail: Any) -> list[str]:
+    ordered: list[str] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str, chain: tuple[str, ...]) -> None:
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "visiting":
+            cycle = " -> ".join((*chain[chain.index(name) :], name))
+            raise fail(f"secrets.{name}.depends_on", f"dependency cycle: {cycle}")
+        state[name] = "visiting"
+        parent = secrets[name].depends_on
+        if parent is not None and parent in secrets:
+            visit(parent, (*chain, name))
+        state[name] = "done"
+        ordered.append(name)
+
+    for name in secrets:
+        visit(name, ())
+    return ordered
+
+
+def check_stack(config: Config, root: Path) -> dict[str, envfile.EnvFile]:
+    """Check every listed file against the stack at `root` and return them parsed, by relative path."""
+    parsed: dict[str, envfile.EnvFile] = {}
+    real_root = root.resolve()
+    for spec in config.secrets.values():
+        for name in spec.files:
+            path = root / name
+            if name not in parsed:
+                try:
+                    inside = path.resolve().is_relative_to(real_root)
+                except OSError:
+                    inside = False
+                if not inside:
+                    raise ConfigError(
+                        f"{config.path}: secrets.{spec.name}.files: '{name}' leaves the stack root {root}"
+                    )
+                if not path.is_file():
+                    raise ConfigError(f"{config.path}: secrets.{spec.name}.files: '{name}' does not exist in {root}")
+                parsed[name] = envfile.read(path)
+            if spec.type != "static" and parsed[name].count(spec.name) == 0:
+                raise ConfigError(f"{config.path}: secrets.{spec.name}.files: '{name}' does not contain {spec.name}")
+    return parsed
+
+
+def interpolate(value: str, env: Mapping[str, str | None]) -> str:
+    """Expand `${VAR}` from the stack's env files, then the process environment."""
+
+    def lookup(match: re.Match[str]) -> str:
+        found = env.get(match[1]) or os.environ.get(match[1])
+        if found is None:
+            raise ConfigError(f"${{{match[1]}}} is not set in the stack's env files or the environment")
+        return found
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lookup, value)

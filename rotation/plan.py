@@ -1,0 +1,154 @@
+"""Plan a rotation: which secrets change, to what, in which files, and which services must follow.
+
+Everything here is pure: a `Plan` is computed from a configuration and the parsed files,
+and turned into new file contents without touching the disk.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from .config import Config, SecretSpec
+from .envfile import EnvFile
+from .errors import DataLossRefused, SelectionError
+from .generate import Secret, random_value, sign_jwt
+
+__all__ = ["Change", "Plan", "current_value", "make_plan", "render_files"]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One secret that changes, why, and its old and new values (both masked in output)."""
+
+    spec: SecretSpec
+    old: Secret | None
+    new: Secret
+    reason: str
+
+    @property
+    def name(self) -> str:
+        """The secret's name."""
+        return self.spec.name
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A complete rotation, ready to be applied: changes in signing order, files, services."""
+
+    changes: tuple[Change, ...]
+    files: tuple[str, ...]
+    services: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The rotated secrets' names, sorted, dependents included."""
+        return tuple(sorted(c.name for c in self.changes))
+
+    def change(self, name: str) -> Change | None:
+        """The change for secret `name`, if it is part of this plan."""
+        return next((c for c in self.changes if c.name == name), None)
+
+
+def current_value(spec: SecretSpec, files: Mapping[str, EnvFile]) -> Secret | None:
+    """The secret's value as the stack uses it now: from the first file that sets it."""
+    for name in spec.files:
+        value = files[name].get(spec.name) if name in files else None
+        if value is not None:
+            return Secret(value)
+    return None
+
+
+def _select(config: Config, selection: Sequence[str] | None, accept_data_loss: bool) -> list[str]:
+    if selection is None:
+        chosen = [s.name for s in config.secrets.values() if s.auto_rotate and s.type != "static"]
+    else:
+        chosen = []
+        for name in selection:
+            spec = config.secrets.get(name)
+            if spec is None:
+                known = ", ".join(config.secrets)
+                raise SelectionError(f"--secrets: unknown secret '{name}' (known: {known})")
+            if spec.type == "static":
+                raise SelectionError(
+                    f"--secrets: {name} is static (user-managed) and is never generated; "
+                    f"change it by hand in {', '.join(spec.files)}"
+                )
+            if name not in chosen:
+                chosen.append(name)
+    refused = [n for n in chosen if config.secrets[n].encrypts_data]
+    if refused and not accept_data_loss:
+        names = ", ".join(refused)
+        raise DataLossRefused(
+            f"{names} encrypt{'s' if len(refused) == 1 else ''} stored data: rotating "
+            f"{'it' if len(refused) == 1 else 'them'} makes everything encrypted with the old key "
+            "unreadable (for N8N_ENCRYPTION_KEY: every saved n8n credential). "
+            "Pass --accept-data-loss to rotate anyway, or leave it out of --secrets / set auto_rotate: false"
+        )
+    return chosen
+
+
+def make_plan(
+    config: Config,
+    files: Mapping[str, EnvFile],
+    selection: Sequence[str] | None = None,
+    accept_data_loss: bool = False,
+    now: float | None = None,
+) -> Plan:
+    """Decide every change for `selection` (None: every auto_rotate secret), JWT dependents included."""
+    issued = time.time() if now is None else now
+    chosen = set(_select(config, selection, accept_data_loss))
+    reasons = {name: "selected" if selection is not None else "auto" for name in chosen}
+    for name in list(chosen):
+        for dependent in config.dependents(name):
+            if dependent not in chosen:
+                chosen.add(dependent)
+                reasons[dependent] = f"signed by {config.secrets[dependent].depends_on}"
+    changes: dict[str, Change] = {}
+    for spec in config.secrets.values():
+        if spec.name not in chosen:
+            continue
+        if spec.type == "jwt-token":
+            assert spec.depends_on is not None and spec.role is not None
+            parent = changes.get(spec.depends_on)
+            key = parent.new if parent else current_value(config.secrets[spec.depends_on], files)
+            if key is None:
+                raise SelectionError(
+                    f"cannot re-sign {spec.name}: {spec.depends_on} has no value in "
+                    f"{', '.join(config.secrets[spec.depends_on].files)}"
+                )
+            new = sign_jwt(key, spec.role, spec.issuer, spec.expires_in, issued)
+        else:
+            new = random_value(spec.length, spec.alphabet)
+        changes[spec.name] = Change(spec, current_value(spec, files), new, reasons[spec.name])
+    return Plan(
+        changes=tuple(changes.values()),
+        files=tuple(sorted({f for c in changes.values() for f in c.spec.files})),
+        services=tuple(sorted({s for c in changes.values() for s in c.spec.restart_services})),
+        warnings=tuple(_warnings(changes.values(), files)),
+    )
+
+
+def _warnings(changes: Iterable[Change], files: Mapping[str, EnvFile]) -> list[str]:
+    found = []
+    for change in changes:
+        values = set()
+        for name in change.spec.files:
+            count = files[name].count(change.name)
+            if count > 1:
+                found.append(f"{change.name} is set {count} times in {name}; every occurrence is updated")
+            values.add(files[name].get(change.name))
+        if len(values) > 1:
+            found.append(f"{change.name} differs between {', '.join(change.spec.files)}; all get the new value")
+    return found
+
+
+def render_files(plan: Plan, files: Mapping[str, EnvFile]) -> dict[str, bytes]:
+    """The new bytes of every file the plan touches; every other byte stays as it was."""
+    out = {}
+    for name in plan.files:
+        values = {c.name: c.new.reveal() for c in plan.changes if name in c.spec.files}
+        out[name] = files[name].replace(values).render()
+    return out

@@ -1,0 +1,221 @@
+"""Rotations and restores of one stack: lock, recover, plan, back up, commit, record.
+
+This is the edge where the pure core meets the disk and the database; the tasks call it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import envfile, postgres
+from .backup import Backup, BackupStore
+from .config import Config, check_stack
+from .errors import BackupError, RotationError, SelectionError
+from .fsio import locked
+from .generate import Secret
+from .journal import DbChange, commit, pending, recover
+from .plan import Plan, make_plan, render_files
+
+__all__ = ["RestoreResult", "RotationResult", "Stack", "restore", "rotate"]
+
+LOCK = ".lock"
+
+
+@dataclass(frozen=True, slots=True)
+class Stack:
+    """A stack directory and the configuration that describes it."""
+
+    root: Path
+    config: Config
+    lock_timeout: float = 60.0
+
+    @property
+    def store(self) -> BackupStore:
+        """Where this stack's backups live."""
+        return BackupStore.for_stack(self.root, self.config.backup.directory)
+
+    @contextmanager
+    def session(self) -> Iterator[str | None]:
+        """Hold the stack's lock and first undo any interrupted run; yields what recovery did."""
+        store = self.store
+        store.prepare()
+        with locked(store.directory / LOCK, self.lock_timeout):
+            yield recover(store)
+
+    def interrupted(self) -> str | None:
+        """A warning when an interrupted run waits for recovery (read-only commands use it)."""
+        journal = pending(self.store)
+        if journal is None:
+            return None
+        return f"run {journal['run']} was interrupted; the next rotate, restore or restart reverts it"
+
+
+@dataclass(frozen=True, slots=True)
+class RotationResult:
+    """What a rotation did, or would do for a dry run."""
+
+    plan: Plan
+    backup: Backup | None
+    database: tuple[str, ...]
+    pruned: tuple[str, ...]
+    recovered: str | None
+    dry_run: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreResult:
+    """What a restore did, or would do for a dry run."""
+
+    restored: Backup
+    undo: Backup | None
+    changed: tuple[str, ...]
+    database: tuple[str, ...]
+    recovered: str | None
+    dry_run: bool
+
+
+def _env(files: dict[str, envfile.EnvFile]) -> dict[str, str | None]:
+    merged: dict[str, str | None] = {}
+    for parsed in reversed(list(files.values())):
+        merged.update({key: parsed.get(key) for key in parsed.names()})
+    return merged
+
+
+def _database_changes(plan: Plan, files: dict[str, envfile.EnvFile]) -> list[DbChange]:
+    env = _env(files)
+    changes = []
+    for change in plan.changes:
+        for target in change.spec.apply:
+            if change.old is None:
+                raise SelectionError(f"{change.name}: no current value in {change.spec.files[0]} to log in with")
+            point = postgres.endpoint(target, env)
+            changes.append(DbChange(change.name, change.spec.files[0], point, change.old, change.new))
+    return changes
+
+
+def rotate(
+    stack: Stack,
+    selection: Sequence[str] | None = None,
+    *,
+    accept_data_loss: bool = False,
+    skip_backup: bool = False,
+    dry_run: bool = False,
+    run: str | None = None,
+) -> RotationResult:
+    """Rotate `selection` (None: every auto_rotate secret) across files and databases, all or nothing."""
+    if dry_run:
+        files = check_stack(stack.config, stack.root)
+        plan = _plan(stack, files, selection, accept_data_loss)
+        probes = tuple(postgres.probe(c.point, c.current, c.secret) for c in _database_changes(plan, files))
+        return RotationResult(plan, None, probes, (), stack.interrupted(), True)
+    with stack.session() as recovered:
+        files = check_stack(stack.config, stack.root)
+        plan = _plan(stack, files, selection, accept_data_loss)
+        databases = _database_changes(plan, files)
+        store = stack.store
+        backup = _open_run(store, run, plan)
+        try:
+            commit(store, backup, render_files(plan, files), databases)
+        except RotationError as exc:
+            store.update(backup, status="failed", error=str(exc))
+            raise
+        backup = store.update(
+            backup,
+            status="applied",
+            rotated_secrets=list(plan.names),
+            affected_services=list(plan.services),
+            database=[c.to_json() for c in databases],
+        )
+        if skip_backup:
+            shutil.rmtree(backup.path)
+        pruned = store.prune(stack.config.backup.retention_days, keep=[] if skip_backup else [backup.id])
+        return RotationResult(
+            plan,
+            None if skip_backup else backup,
+            tuple(c.point.label for c in databases),
+            tuple(pruned),
+            recovered,
+            False,
+        )
+
+
+def _plan(stack: Stack, files: dict[str, envfile.EnvFile], selection: Sequence[str] | None, accept: bool) -> Plan:
+    plan = make_plan(stack.config, files, selection, accept)
+    if not plan.changes:
+        raise SelectionError("nothing to rotate: no secret has auto_rotate set; name some with --secrets")
+    return plan
+
+
+def _open_run(store: BackupStore, run: str | None, plan: Plan) -> Backup:
+    """The run a precheck opened in this pipeline, given its files, or a new backup."""
+    if run is not None:
+        opened = store.get(run)
+        if opened.status == "planned" and not opened.files:
+            return store.attach(opened, plan.files)
+    return store.create("rotation", plan.files)
+
+
+def restore(stack: Stack, ident: str | None = None, *, dry_run: bool = False) -> RestoreResult:
+    """Put back the files (and database passwords) of backup `ident`, or of the latest rotation."""
+    store = stack.store
+    backup = _chosen(store, ident)
+    wanted = {name: backup.read(name) for name in backup.files}
+    for name in wanted:
+        if not (stack.root / name).resolve().is_relative_to(stack.root.resolve()):
+            raise BackupError(f"backup {backup.id}: '{name}' lies outside the stack root; refusing to write it")
+    if dry_run:
+        return RestoreResult(backup, None, tuple(_differs(stack.root, wanted)), (), stack.interrupted(), True)
+    with stack.session() as recovered:
+        changed = _differs(stack.root, wanted)
+        current = {n: envfile.read(stack.root / n) for n in wanted if (stack.root / n).is_file()}
+        databases = _restored_databases(backup, current)
+        undo = store.create(
+            "pre-restore",
+            [n for n in wanted if (stack.root / n).is_file()],
+            restored_from=backup.id,
+            rotated_secrets=list(backup.metadata.get("rotated_secrets", [])),
+            affected_services=list(backup.metadata.get("affected_services", [])),
+            database=list(backup.metadata.get("database", [])),
+        )
+        try:
+            commit(store, undo, wanted, databases)
+        except RotationError as exc:
+            store.update(undo, status="failed", error=str(exc))
+            raise
+        undo = store.update(undo, status="applied")
+        return RestoreResult(backup, undo, tuple(changed), tuple(c.point.label for c in databases), recovered, False)
+
+
+def _chosen(store: BackupStore, ident: str | None) -> Backup:
+    if ident:
+        return store.get(ident)
+    candidates = [b for b in store.all() if b.kind == "rotation" and b.files]
+    if not candidates:
+        raise SelectionError(f"--latest: no rotation backup in {store.directory}")
+    return candidates[-1]
+
+
+def _differs(root: Path, wanted: dict[str, bytes]) -> list[str]:
+    changed = []
+    for name, data in wanted.items():
+        path = root / name
+        if not path.is_file() or path.read_bytes() != data:
+            changed.append(name)
+    return changed
+
+
+def _restored_databases(backup: Backup, current: dict[str, envfile.EnvFile]) -> list[DbChange]:
+    changes = []
+    for entry in backup.metadata.get("database", []):
+        name, secret = entry["file"], entry["secret"]
+        old = envfile.parse(backup.read(name).decode("utf-8", "surrogateescape")).get(secret)
+        now = current[name].get(secret) if name in current else None
+        if old is None or now is None or old == now:
+            continue
+        point = postgres.Endpoint.from_json(entry["endpoint"])
+        changes.append(DbChange(secret, name, point, Secret(now), Secret(old)))
+    return changes

@@ -1,0 +1,5 @@
+"""`inv` tasks of this repository: the same collection the installed `rotation` command runs."""
+
+from rotation.tasks import namespace
+
+ns = namespace
