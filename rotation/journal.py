@@ -1,7 +1,7 @@
 """All-or-nothing changes to several files and live databases, and recovery when a run is killed.
 
-Before anything changes, the new file contents are staged in the run's backup directory and a
-journal names the run. Only when every database and every file has changed is the journal
+Before anything changes, a journal names the run and the new file contents are staged in the
+run's backup directory. Only when every database and every file has changed is the journal
 removed. A journal found by a later command means the run was interrupted: the databases are
 put back on their old passwords and the files back to the backup, byte for byte.
 """
@@ -60,12 +60,12 @@ def pending(store: BackupStore) -> dict[str, Any] | None:
 
 def commit(store: BackupStore, run: Backup, files: Mapping[str, bytes], databases: Sequence[DbChange]) -> None:
     """Change `databases`, then write `files`, so that a crash at any point can be undone from `run`."""
+    journal = {"run": run.id, "files": sorted(files), "database": [c.to_json() for c in databases]}
+    write_atomic(store.directory / JOURNAL, json.dumps(journal, indent=2).encode())
     staged = run.path / STAGED
     for name, data in files.items():
         ensure_private_dir((staged / name).parent)
         write_atomic(staged / name, data)
-    journal = {"run": run.id, "files": sorted(files), "database": [c.to_json() for c in databases]}
-    write_atomic(store.directory / JOURNAL, json.dumps(journal, indent=2).encode())
     applied: list[DbChange] = []
     try:
         for change in databases:
@@ -102,6 +102,8 @@ def recover(store: BackupStore) -> str | None:
     staged = run.path / STAGED
     reverted = []
     for entry in journal["database"]:
+        if not (staged / entry["file"]).is_file():
+            continue  # killed while staging: no database was touched yet
         point = postgres.Endpoint.from_json(entry["endpoint"])
         old = _value(run.read(entry["file"]), entry["secret"], f"backup {run.id}/{entry['file']}")
         new = _value((staged / entry["file"]).read_bytes(), entry["secret"], f"{staged}/{entry['file']}")
@@ -119,5 +121,4 @@ def recover(store: BackupStore) -> str | None:
     store.update(run, status="rolled-back", rollback_reason="interrupted; reverted by the next command")
     _close(store, run)
     where = f" and the password in {', '.join(reverted)}" if reverted else ""
-    log.warning("recovered interrupted run %s", run.id)
     return f"recovered an interrupted run ({run.id}): restored {len(journal['files'])} files{where} from its backup"

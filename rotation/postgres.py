@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -45,15 +46,15 @@ class Endpoint:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, raw: Mapping[str, object]) -> Endpoint:
+    def from_json(cls, raw: Mapping[str, Any]) -> Endpoint:
         """The inverse of `to_json`."""
         return cls(
             host=str(raw["host"]),
             port=str(raw["port"]),
             dbname=str(raw["dbname"]),
             user=str(raw["user"]),
-            roles=tuple(raw["roles"]),  # type: ignore[call-overload]
-            after=tuple(raw.get("after") or ()),  # type: ignore[call-overload]
+            roles=tuple(raw["roles"]),
+            after=tuple(raw.get("after") or ()),
         )
 
 
@@ -111,7 +112,7 @@ def _set(conn: psycopg.Connection[tuple[object, ...]], point: Endpoint, password
         for role, verifier in zip(point.roles, verifiers, strict=True):
             conn.execute(sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier)))
         for statement in point.after:
-            conn.execute(sql.SQL(statement))  # type: ignore[arg-type]
+            conn.execute(sql.SQL(statement))
 
 
 def _check_logins(point: Endpoint, roles: Sequence[str], password: Secret) -> None:

@@ -46,12 +46,12 @@ class Stack:
         with locked(store.directory / LOCK, self.lock_timeout):
             yield recover(store)
 
-    def interrupted(self) -> str | None:
-        """A warning when an interrupted run waits for recovery (read-only commands use it)."""
-        journal = pending(self.store)
-        if journal is None:
+    def recover(self) -> str | None:
+        """Undo an interrupted run before anything else; a no-op that writes nothing when there is none."""
+        if pending(self.store) is None:
             return None
-        return f"run {journal['run']} was interrupted; the next rotate, restore or restart reverts it"
+        with self.session() as recovered:
+            return recovered
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,12 +107,13 @@ def rotate(
     run: str | None = None,
 ) -> RotationResult:
     """Rotate `selection` (None: every auto_rotate secret) across files and databases, all or nothing."""
+    files = check_stack(stack.config, stack.root)
+    plan = _plan(stack, files, selection, accept_data_loss)
     if dry_run:
-        files = check_stack(stack.config, stack.root)
-        plan = _plan(stack, files, selection, accept_data_loss)
         probes = tuple(postgres.probe(c.point, c.current, c.secret) for c in _database_changes(plan, files))
-        return RotationResult(plan, None, probes, (), stack.interrupted(), True)
+        return RotationResult(plan, None, probes, (), None, True)
     with stack.session() as recovered:
+        # Read again under the lock: another run may have changed the files while we waited.
         files = check_stack(stack.config, stack.root)
         plan = _plan(stack, files, selection, accept_data_loss)
         databases = _database_changes(plan, files)
@@ -168,7 +169,7 @@ def restore(stack: Stack, ident: str | None = None, *, dry_run: bool = False) ->
         if not (stack.root / name).resolve().is_relative_to(stack.root.resolve()):
             raise BackupError(f"backup {backup.id}: '{name}' lies outside the stack root; refusing to write it")
     if dry_run:
-        return RestoreResult(backup, None, tuple(_differs(stack.root, wanted)), (), stack.interrupted(), True)
+        return RestoreResult(backup, None, tuple(_differs(stack.root, wanted)), (), None, True)
     with stack.session() as recovered:
         changed = _differs(stack.root, wanted)
         current = {n: envfile.read(stack.root / n) for n in wanted if (stack.root / n).is_file()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,7 +47,11 @@ def _stack(c: Context, config: str | None = None) -> Stack:
     explicit = config or _setting(c, "config")
     path = find_config(root, str(explicit) if explicit else None, BUNDLED_CONFIG)
     timeout = float(str(_setting(c, "lock_timeout") or 60))
-    return Stack(root, load(path), lock_timeout=timeout)
+    stack = Stack(root, load(path), lock_timeout=timeout)
+    recovered = stack.recover()
+    if recovered:
+        print(report.paint(f"rotation: {recovered}", "yellow"), file=sys.stderr)
+    return stack
 
 
 @contextmanager
