@@ -6,11 +6,14 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
+
+from . import pgserver
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "localai"
@@ -75,3 +78,58 @@ def tree(root: Path) -> dict[str, tuple[bytes, int]]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[pgserver.Server]:
+    """One real PostgreSQL for the whole run."""
+    if pgserver.binaries() is None:
+        unavailable("PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin")
+    with pgserver.running() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def pg_server2(pg_server: pgserver.Server) -> Iterator[pgserver.Server]:
+    """A second, independent PostgreSQL, such as Langfuse's beside Supabase's."""
+    with pgserver.running() as server:
+        yield server
+
+
+PG_ROLES = [r for r in pgserver.SUPABASE_ROLES if r != "dashboard_user"] + ["dashboard_user"]
+
+
+def configure_postgres(stack: Path, server: pgserver.Server, targets: list[dict] | None = None) -> None:
+    """Point POSTGRES_PASSWORD's `apply` at the test server, through ${VAR} from the stack's .env."""
+    env = stack / ".env"
+    env.write_bytes(env.read_bytes() + f"TEST_DB_PORT={server.port}\n".encode())
+    config = stack / "secrets-config.yaml"
+    raw = yaml.safe_load(config.read_text())
+    raw["secrets"]["POSTGRES_PASSWORD"]["apply"] = targets or [
+        {
+            "postgres": {
+                "host": server.host,
+                "port": "${TEST_DB_PORT}",
+                "user": "supabase_admin",
+                "roles": PG_ROLES,
+                "after": ["DROP SCHEMA IF EXISTS _supavisor CASCADE", "CREATE SCHEMA _supavisor"],
+            }
+        }
+    ]
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+@pytest.fixture
+def pg_stack(stack: Path, pg_server: pgserver.Server) -> Path:
+    """The example stack whose POSTGRES_PASSWORD lives in a real database with the Supabase roles."""
+    pg_server.reset(stack_password(stack))
+    configure_postgres(stack, pg_server)
+    return stack
+
+
+def stack_password(stack: Path, name: str = ".env") -> str:
+    from rotation import envfile
+
+    value = envfile.read(stack / name).get("POSTGRES_PASSWORD")
+    assert value
+    return value

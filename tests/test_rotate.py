@@ -7,6 +7,7 @@ import stat
 from pathlib import Path
 
 import jwt
+import pytest
 
 from rotation import envfile
 
@@ -164,11 +165,16 @@ def test_user_errors_are_one_line_and_change_nothing(stack: Path, cli: CLI) -> N
     assert tree(stack) == before
 
 
-def test_encrypting_key_rotates_with_accept_data_loss(stack: Path, cli: CLI) -> None:
-    old = values(stack / ".env")["N8N_ENCRYPTION_KEY"]
-    ran = cli("rotate", "--secrets", "N8N_ENCRYPTION_KEY", "--accept-data-loss")
+@pytest.mark.parametrize("name", ["N8N_ENCRYPTION_KEY", "VAULT_ENC_KEY"])
+def test_encrypting_key_is_refused_unless_the_loss_is_accepted(stack: Path, cli: CLI, name: str) -> None:
+    old = values(stack / ".env")[name]
+    refused = cli("rotate", "--secrets", name)
+    assert refused.code == 3 and "--accept-data-loss" in refused.err and "encrypts stored data" in refused.err
+    assert values(stack / ".env")[name] == old
+    ran = cli("rotate", "--secrets", name, "--accept-data-loss")
     assert ran.code == 0, ran.err
-    assert values(stack / ".env")["N8N_ENCRYPTION_KEY"] != old
+    new = values(stack / ".env")[name]
+    assert new != old and len(new) == len(old) == 32
 
 
 def test_stack_root_from_environment_and_invoke_config(stack: Path, cli: CLI, tmp_path: Path) -> None:

@@ -1,0 +1,200 @@
+"""POSTGRES_PASSWORD against a real, scram-auth PostgreSQL: database first, proven, then files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rotation import envfile
+
+from . import pgserver
+from .conftest import CLI, PG_ROLES, configure_postgres, stack_password, tree
+
+pytestmark = pytest.mark.postgres
+LOGIN_ROLES = [r for r in PG_ROLES if r != "dashboard_user"]
+FILES = (".env", "supabase/docker/.env")
+
+
+def assert_on(server: pgserver.Server, password: str, roles: list[str] = LOGIN_ROLES) -> None:
+    failing = [role for role in roles if not server.logs_in(role, password)]
+    assert not failing, f"cannot log in with the expected password: {failing}"
+
+
+def assert_not_on(server: pgserver.Server, password: str) -> None:
+    working = [role for role in LOGIN_ROLES if server.logs_in(role, password)]
+    assert not working, f"still log in with the old password: {working}"
+
+
+def test_rotation_changes_the_database_first_then_every_file(
+    pg_stack: Path, pg_server: pgserver.Server, cli: CLI
+) -> None:
+    old = stack_password(pg_stack)
+    with pg_server.connect() as conn:
+        conn.execute("INSERT INTO _supavisor.tenants VALUES ('stale')")
+    ran = cli("rotate", "--secrets", "POSTGRES_PASSWORD")
+    assert ran.code == 0, ran.err
+    new = stack_password(pg_stack)
+    assert new != old and stack_password(pg_stack, "supabase/docker/.env") == new
+    assert len(new) == 32 and set(new) <= set("0123456789abcdef")
+    assert_on(pg_server, new)
+    assert_not_on(pg_server, old)
+    assert old not in ran.text and new not in ran.text
+    with pg_server.connect() as conn:  # the pooler's stored credentials were reset
+        assert conn.execute("SELECT to_regclass('_supavisor.tenants')").fetchone() == (None,)
+        assert conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = '_supavisor'").fetchone() == (1,)
+    meta = json.loads(next((pg_stack / "backups/secrets").glob("secrets-backup-*/metadata.json")).read_text())
+    assert meta["database"][0]["secret"] == "POSTGRES_PASSWORD"
+    assert meta["database"][0]["endpoint"]["port"] == str(pg_server.port)
+
+
+def test_restore_latest_puts_the_old_password_back_in_database_and_files(
+    pg_stack: Path, pg_server: pgserver.Server, cli: CLI
+) -> None:
+    before = {name: (pg_stack / name).read_bytes() for name in FILES}
+    old = stack_password(pg_stack)
+    assert cli("rotate", "--secrets", "POSTGRES_PASSWORD").code == 0
+    new = stack_password(pg_stack)
+    ran = cli("restore", "--latest")
+    assert ran.code == 0, ran.err
+    assert {name: (pg_stack / name).read_bytes() for name in FILES} == before
+    assert_on(pg_server, old)
+    assert_not_on(pg_server, new)
+    # And the restore itself can be undone, database included.
+    undo = json.loads(cli("restore", "--list", "--json").out)[0]["id"]
+    assert cli("restore", "--backup", undo).code == 0
+    assert_on(pg_server, new)
+
+
+def _failing(stack: Path, cli: CLI, words: str) -> None:
+    before = tree(stack)
+    ran = cli("rotate", "--secrets", "POSTGRES_PASSWORD")
+    assert ran.code != 0
+    assert words in ran.err.strip().splitlines()[-1], ran.err
+    assert "Traceback" not in ran.text
+    after = tree(stack)
+    for name in FILES:
+        assert after[name] == before[name], f"{name} changed by a failed rotation"
+
+
+def test_unknown_role_changes_nothing_anywhere(pg_stack: Path, pg_server: pgserver.Server, cli: CLI) -> None:
+    config = pg_stack / "secrets-config.yaml"
+    raw = yaml.safe_load(config.read_text())
+    raw["secrets"]["POSTGRES_PASSWORD"]["apply"][0]["postgres"]["roles"].append("no_such_role")
+    config.write_text(yaml.safe_dump(raw))
+    _failing(pg_stack, cli, "no_such_role not found")
+    assert_on(pg_server, stack_password(pg_stack))
+
+
+def test_database_down_changes_nothing(stack: Path, pg_server: pgserver.Server, cli: CLI) -> None:
+    pg_server.reset(stack_password(stack))
+    configure_postgres(stack, pgserver.Server("127.0.0.1", 1, Path("/nonexistent")))
+    _failing(stack, cli, "Nothing was changed")
+
+
+def test_wrong_current_password_changes_nothing(pg_stack: Path, pg_server: pgserver.Server, cli: CLI) -> None:
+    pg_server.reset("not-the-password-in-the-files")
+    _failing(pg_stack, cli, "password authentication failed")
+    assert_on(pg_server, "not-the-password-in-the-files")
+
+
+def test_failed_login_check_puts_the_old_password_back(pg_stack: Path, pg_server: pgserver.Server, cli: CLI) -> None:
+    config = pg_stack / "secrets-config.yaml"
+    raw = yaml.safe_load(config.read_text())
+    raw["secrets"]["POSTGRES_PASSWORD"]["apply"][0]["postgres"]["roles"].append(pgserver.BLOCKED)
+    config.write_text(yaml.safe_dump(raw))
+    _failing(pg_stack, cli, f"login as {pgserver.BLOCKED} with the new password failed")
+    assert_on(pg_server, stack_password(pg_stack))
+
+
+def test_dry_run_checks_the_database_and_changes_nothing(pg_stack: Path, pg_server: pgserver.Server, cli: CLI) -> None:
+    before = tree(pg_stack)
+    ran = cli("rotate", "--secrets", "POSTGRES_PASSWORD", "--dry-run")
+    assert ran.code == 0, ran.err
+    assert f"postgres 127.0.0.1:{pg_server.port}/postgres: can alter {len(PG_ROLES)} roles" in ran.out
+    assert tree(pg_stack) == before
+    assert_on(pg_server, stack_password(pg_stack))
+    pg_server.reset("something-else")
+    ran = cli("rotate", "--secrets", "POSTGRES_PASSWORD", "--dry-run")
+    assert ran.code != 0 and "cannot log in as supabase_admin" in ran.err
+
+
+def _two_targets(stack: Path, one: pgserver.Server, two: pgserver.Server, second_roles: list[str]) -> None:
+    password = stack_password(stack)
+    one.reset(password)
+    two.reset(password)
+    first = {"host": one.host, "port": str(one.port), "user": "postgres", "roles": PG_ROLES}
+    second = {"host": two.host, "port": str(two.port), "user": "postgres", "roles": second_roles}
+    configure_postgres(stack, one, [{"postgres": first}, {"postgres": second}])
+
+
+def test_second_database_failing_reverts_the_first(
+    stack: Path, pg_server: pgserver.Server, pg_server2: pgserver.Server, cli: CLI
+) -> None:
+    _two_targets(stack, pg_server, pg_server2, ["postgres", "missing_langfuse_role"])
+    _failing(stack, cli, "missing_langfuse_role not found")
+    assert_on(pg_server, stack_password(stack))
+    assert_on(pg_server2, stack_password(stack), ["postgres"])
+
+
+def test_two_databases_on_one_password_both_follow(
+    stack: Path, pg_server: pgserver.Server, pg_server2: pgserver.Server, cli: CLI
+) -> None:
+    old = stack_password(stack)
+    _two_targets(stack, pg_server, pg_server2, ["postgres"])
+    ran = cli("rotate", "--secrets", "POSTGRES_PASSWORD")
+    assert ran.code == 0, ran.err
+    assert_on(pg_server, stack_password(stack))
+    assert_on(pg_server2, stack_password(stack), ["postgres"])
+    assert not pg_server2.logs_in("postgres", old)
+
+
+# The child rotates POSTGRES_PASSWORD and SIGKILLs itself at one point after the database commit.
+CHILD = """
+import os, signal, sys
+from pathlib import Path
+from rotation import journal, postgres
+from rotation.config import load
+from rotation.runs import Stack, rotate
+
+point = sys.argv[2]
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if point == "before-login-check":
+    postgres._check_logins = die
+else:
+    real = journal.write_atomic
+    calls = 0
+    limit = {"before-files": 3, "between-files": 4}[point]
+    def counting(path, data, mode=0o600):
+        global calls
+        calls += 1
+        if calls > limit:
+            die()
+        real(path, data, mode)
+    journal.write_atomic = counting
+root = Path(sys.argv[1])
+rotate(Stack(root, load(root / "secrets-config.yaml")), ["POSTGRES_PASSWORD"])
+"""
+
+
+@pytest.mark.parametrize("point", ["before-login-check", "before-files", "between-files"])
+def test_kill_after_the_commit_is_reverted_by_the_next_command(
+    pg_stack: Path, pg_server: pgserver.Server, cli: CLI, point: str
+) -> None:
+    old = stack_password(pg_stack)
+    before = {name: (pg_stack / name).read_bytes() for name in FILES}
+    child = subprocess.run([sys.executable, "-c", CHILD, str(pg_stack), point], capture_output=True)
+    assert child.returncode == -9, child.stderr
+    assert not pg_server.logs_in("postgres", old), "the kill came before the commit"
+    ran = cli("restore", "--list")
+    assert ran.code == 0, ran.err
+    assert "recovered an interrupted run" in ran.err and "password in postgres" in ran.err
+    assert {name: (pg_stack / name).read_bytes() for name in FILES} == before
+    assert_on(pg_server, old)
+    assert envfile.read(pg_stack / ".env").get("POSTGRES_PASSWORD") == old
