@@ -7,12 +7,26 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 from .backup import Backup, age
+from .engine import ServiceState
+from .health import Snapshot
 from .runs import RestoreResult, RotationResult
 
-__all__ = ["backups_json", "backups_table", "dumps", "paint", "restore_text", "rotation_json", "rotation_text", "table"]
+__all__ = [
+    "backups_json",
+    "backups_table",
+    "details",
+    "dumps",
+    "paint",
+    "restore_text",
+    "rotation_json",
+    "rotation_text",
+    "states_table",
+    "table",
+]
 
 _COLOURS = {"red": "31", "green": "32", "yellow": "33", "bold": "1", "dim": "2"}
 
@@ -130,3 +144,35 @@ def backups_table(backups: Sequence[Backup], now: float | None = None) -> str:
             [row["id"], row["age"], row["kind"], row["status"], secrets, ", ".join(row["affected_services"]) or "-"]
         )
     return table(["id", "age", "kind", "status", "secrets", "services"], rows)
+
+
+def _uptime(started: str | None, now: float) -> str:
+    if not started or started.startswith("0001-"):
+        return "-"
+    stamp = datetime.strptime(started[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+    return age(now - stamp)
+
+
+def states_table(snapshot: Snapshot, now: float | None = None) -> str:
+    """Every service with its state, health, restart count and uptime."""
+    moment = time.time() if now is None else now
+    rows = []
+    for name, s in sorted(snapshot.states.items()):
+        mark = paint("ok", "green") if s.healthy else paint("FAIL", "red")
+        uptime = _uptime(s.started_at, moment) if s.state == "running" else "-"
+        rows.append([name, s.state, s.health or "-", str(s.restarts), uptime, mark])
+    return table(["service", "state", "health", "restarts", "uptime", ""], rows)
+
+
+def details(state: ServiceState, logs: str) -> str:
+    """What `check --verbose` adds for an unhealthy service."""
+    lines = [f"{state.service}:"]
+    if state.health_output:
+        lines.append(f"  last healthcheck: {state.health_output}")
+    if state.exit_code is not None and state.state != "running":
+        lines.append(f"  exit code: {state.exit_code}")
+    lines.append(f"  OOMKilled: {'yes' if state.oom_killed else 'no'}")
+    if logs.strip():
+        lines.append("  last log lines:")
+        lines += [f"    {line}" for line in logs.rstrip().splitlines()]
+    return "\n".join(lines)

@@ -5,6 +5,7 @@ This is the edge where the pure core meets the disk and the database; the tasks 
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -15,14 +16,17 @@ from . import envfile, postgres
 from .backup import Backup, BackupStore
 from .config import Config, check_stack
 from .errors import BackupError, RotationError, SelectionError
-from .fsio import locked
+from .fsio import locked, write_atomic
 from .generate import Secret
+from .health import Snapshot
 from .journal import DbChange, commit, pending, recover
 from .plan import Plan, make_plan, render_files
 
-__all__ = ["RestoreResult", "RotationResult", "Stack", "restore", "rotate"]
+__all__ = ["STATE_BEFORE", "RestoreResult", "RotationResult", "Stack", "restore", "rotate"]
 
 LOCK = ".lock"
+STATE_BEFORE = "health-before.json"
+DONE = ("applied", "restarted", "verified")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,25 @@ class Stack:
             return None
         with self.session() as recovered:
             return recovered
+
+    def open_run(self, snapshot: Snapshot) -> Backup:
+        """Start a run for a pipeline: a backup directory holding the pre-rotation health state."""
+        run = self.store.create("rotation", [], status="planned")
+        write_atomic(run.path / STATE_BEFORE, json.dumps(snapshot.to_json(), indent=2).encode())
+        return run
+
+    def run(self, ident: str | None) -> Backup | None:
+        """The run named by `ident` (this pipeline's), else the latest one that changed files."""
+        if ident:
+            return self.store.get(ident)
+        done = [b for b in self.store.all() if b.status in DONE and b.files]
+        return done[-1] if done else None
+
+    def state_before(self, run: Backup | None) -> Snapshot | None:
+        """The health state saved by the precheck of `run`, if it had one."""
+        if run is None or not (run.path / STATE_BEFORE).is_file():
+            return None
+        return Snapshot.load(run.path / STATE_BEFORE)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,11 +9,15 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
 
-from . import pgserver
+from . import enginestack, pgserver
+
+if TYPE_CHECKING:
+    from docker import DockerClient
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "localai"
@@ -133,3 +137,27 @@ def stack_password(stack: Path, name: str = ".env") -> str:
     value = envfile.read(stack / name).get("POSTGRES_PASSWORD")
     assert value
     return value
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[DockerClient]:
+    """The real Docker Engine at DOCKER_HOST, with the busybox test image imported."""
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        unavailable(f"no Docker Engine at DOCKER_HOST ({exc})")
+    if shutil.which("docker-compose") is None:
+        unavailable("docker-compose is not installed")
+    enginestack.ensure_image(client)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def compose_stack(tmp_path: Path, docker_client: DockerClient) -> Iterator[tuple[Path, str]]:
+    """A running, healthy compose stack sharing a credential between `db` and `api`."""
+    with enginestack.running(tmp_path, docker_client) as (root, project):
+        yield root, project

@@ -1,0 +1,269 @@
+"""The Docker Compose backend of `engine.Engine`: the docker SDK for state, the compose command to recreate.
+
+Containers are found by their compose labels, never by name, so compose v1 and v2 naming and
+Podman's Docker-compatible API all work. The docker SDK is imported only when the engine is
+first used, so commands that never talk to it start fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_delay, wait_exponential
+
+from .config import ComposeSpec
+from .engine import ExecResult, Service, ServiceState
+from .errors import EngineError, SelectionError
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+    from docker.models.containers import Container
+
+__all__ = ["ComposeEngine", "Runner", "compose_command", "subprocess_runner"]
+
+log = logging.getLogger(__name__)
+PROJECT = "com.docker.compose.project"
+SERVICE = "com.docker.compose.service"
+ONEOFF = "com.docker.compose.oneoff"
+FINAL = ("exited", "dead")
+
+Runner = Callable[[Sequence[str], Path], str]
+
+
+def subprocess_runner(argv: Sequence[str], cwd: Path) -> str:
+    """Run a compose command and return its output; a failure is an `EngineError` with compose's words."""
+    done = subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        last = (done.stderr.strip() or done.stdout.strip() or f"exit code {done.returncode}").splitlines()[-1]
+        raise EngineError(f"`{' '.join(argv[:3])} ...` failed: {last}")
+    return done.stdout
+
+
+def compose_command(configured: str | None) -> list[str]:
+    """The compose command: configured, else `docker compose`, else `docker-compose`."""
+    if configured:
+        argv = configured.split()
+        if shutil.which(argv[0]) is None:
+            raise EngineError(f"compose.command: '{argv[0]}' not found on PATH")
+        return argv
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    raise EngineError("no compose command: neither `docker compose` nor `docker-compose` works; set compose.command")
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[^-_a-z0-9]", "", name.lower())
+
+
+def _state(service: str, container: Container | None) -> ServiceState:
+    if container is None:
+        return ServiceState(service, "missing")
+    attrs: dict[str, Any] = container.attrs
+    state = attrs.get("State") or {}
+    health = state.get("Health") or state.get("Healthcheck") or {}
+    log_entries = health.get("Log") or []
+    return ServiceState(
+        service=service,
+        state=str(state.get("Status", "unknown")),
+        health=health.get("Status") or None,  # Podman reports "" where Docker reports nothing
+        restarts=int(attrs.get("RestartCount") or 0),
+        started_at=state.get("StartedAt"),
+        container_id=container.id,
+        exit_code=state.get("ExitCode"),
+        oom_killed=bool(state.get("OOMKilled")),
+        health_output=(log_entries[-1].get("Output") or "").strip()[-500:] if log_entries else None,
+    )
+
+
+class ComposeEngine:
+    """One compose project, reached through `DOCKER_HOST` (docker.from_env) and the compose command."""
+
+    def __init__(
+        self,
+        root: Path,
+        spec: ComposeSpec,
+        runner: Runner = subprocess_runner,
+        client: DockerClient | None = None,
+    ) -> None:
+        self.root = root
+        self.spec = spec
+        self.runner = runner
+        self._client = client
+        self._command: list[str] | None = None
+        self._services: dict[str, Service] | None = None
+        self.project = spec.project or os.environ.get("COMPOSE_PROJECT_NAME") or self._default_project()
+
+    def _default_project(self) -> str:
+        for name in self.spec.files or ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml"):
+            try:
+                raw = yaml.safe_load((self.root / name).read_text(encoding="utf-8"))
+            except (OSError, yaml.YAMLError):
+                continue
+            if isinstance(raw, dict) and isinstance(raw.get("name"), str) and "$" not in raw["name"]:
+                return _normalise(raw["name"])
+        return _normalise(self.root.resolve().name)
+
+    @property
+    def client(self) -> DockerClient:
+        """The docker SDK client, connected on first use; an unreachable engine is an `EngineError`."""
+        if self._client is None:
+            import docker  # deferred: the SDK is slow to import and most commands never need it
+
+            where = os.environ.get("DOCKER_HOST", "the default socket")
+            try:
+                client = docker.from_env()
+                client.ping()
+            except docker.errors.DockerException as exc:
+                reason = str(exc).split(": ", 1)[-1][:200]
+                raise EngineError(
+                    f"cannot reach the container engine at {where}: {reason}. "
+                    "Is it running? Set DOCKER_HOST to its socket"
+                ) from None
+            self._client = client
+        return self._client
+
+    def _compose(self, *args: str) -> str:
+        if self._command is None:
+            self._command = compose_command(self.spec.command)
+        argv = [*self._command, "-p", self.project]
+        for name in self.spec.files:
+            argv += ["-f", name]
+        return self.runner([*argv, *args], self.root)
+
+    def services(self) -> Mapping[str, Service]:
+        """The services of the compose files, from `compose config` (without interpolating secrets)."""
+        if self._services is None:
+            try:
+                model = yaml.safe_load(self._compose("config", "--no-interpolate"))
+            except yaml.YAMLError:
+                raise EngineError("compose config printed something that is not YAML") from None
+            found = {}
+            for name, body in (model.get("services") or {}).items():
+                deps = body.get("depends_on") or {}
+                found[name] = Service(name, body.get("container_name"), frozenset(deps))
+            self._services = found
+        return self._services
+
+    def resolve(self, names: Sequence[str]) -> list[str]:
+        """Service names for `names` given as service names or container names; unknown ones are an error."""
+        services = self.services()
+        by_container = {s.container_name: s.name for s in services.values() if s.container_name}
+        resolved, unknown = [], []
+        for name in names:
+            if name in services:
+                resolved.append(name)
+            elif name in by_container:
+                resolved.append(by_container[name])
+            else:
+                unknown.append(name)
+        if unknown:
+            raise SelectionError(
+                f"restart_services: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} neither a service "
+                f"nor a container_name of compose project '{self.project}' (services: {', '.join(sorted(services))})"
+            )
+        return sorted(set(resolved))
+
+    def _containers(self) -> dict[str, Container]:
+        found: dict[str, Container] = {}
+        for container in self.client.containers.list(all=True, filters={"label": f"{PROJECT}={self.project}"}):
+            labels = container.labels
+            if labels.get(ONEOFF, "False") == "True" or SERVICE not in labels:
+                continue
+            name = labels[SERVICE]
+            # With several containers for one service, the newest one speaks for it.
+            if name not in found or container.attrs.get("Created", "") > found[name].attrs.get("Created", ""):
+                found[name] = container
+        return found
+
+    def states(self) -> Mapping[str, ServiceState]:
+        """Every defined service's state, plus running services of the project the files do not define."""
+        containers = self._containers()
+        names = set(self.services()) | set(containers)
+        return {name: _state(name, containers.get(name)) for name in sorted(names)}
+
+    def state(self, service: str) -> ServiceState:
+        """One service's state, read with one query."""
+        import docker
+
+        try:
+            found = self.client.containers.list(
+                all=True, filters={"label": [f"{PROJECT}={self.project}", f"{SERVICE}={service}"]}
+            )
+        except docker.errors.NotFound:  # a container removed between list and inspect
+            found = []
+        newest = max(found, key=lambda c: c.attrs.get("Created", ""), default=None)
+        return _state(service, newest)
+
+    def recreate(self, services: Sequence[str]) -> None:
+        """`up -d --no-deps --force-recreate`: a new container, so the new env files apply."""
+        self._compose("up", "-d", "--no-deps", "--force-recreate", *services)
+
+    def wait_healthy(self, service: str, previous: str | None, timeout: float) -> ServiceState:
+        """Poll with a short capped backoff until a new container is healthy, has stopped, or time is up."""
+
+        def settled(state: ServiceState) -> bool:
+            fresh = state.container_id is not None and state.container_id != previous
+            return fresh and (state.healthy or state.state in FINAL)
+
+        def last(retry_state: RetryCallState) -> ServiceState:
+            assert retry_state.outcome is not None
+            state: ServiceState = retry_state.outcome.result()
+            return state
+
+        seen: list[str] = []
+
+        def waiting(retry_state: RetryCallState) -> None:
+            summary = last(retry_state).summary
+            log.log(
+                logging.DEBUG if seen and seen[-1] == summary else logging.INFO, "waiting for %s: %s", service, summary
+            )
+            seen.append(summary)
+
+        result: ServiceState = Retrying(
+            stop=stop_after_delay(max(timeout, 0)),
+            wait=wait_exponential(multiplier=0.05, min=0.05, max=0.5),
+            retry=retry_if_result(lambda s: not settled(s)),
+            before_sleep=waiting,
+            retry_error_callback=last,
+        )(self.state, service)
+        return result
+
+    def logs(self, service: str, lines: int) -> str:
+        """The last lines of the service's newest container."""
+        container = self._containers().get(service)
+        if container is None:
+            return ""
+        return bytes(container.logs(tail=lines)).decode("utf-8", "replace")
+
+    def execute(self, service: str, argv: Sequence[str], stdin: bytes) -> ExecResult:
+        """Run `argv` in the service's container, feeding `stdin` through the attach socket, never argv."""
+        from docker.utils.socket import frames_iter
+
+        container = self._containers().get(service)
+        if container is None or container.status != "running":
+            raise EngineError(
+                f"service {service} of project '{self.project}' is not running; cannot run {argv[0]} in it"
+            )
+        api = self.client.api
+        exec_id = api.exec_create(container.id, list(argv), stdin=True, stdout=True, stderr=True)["Id"]
+        attached = api.exec_start(exec_id, socket=True)
+        raw: Any = getattr(attached, "_sock", attached)
+        raw.sendall(stdin)
+        raw.shutdown(socket.SHUT_WR)
+        output = b"".join(data for _, data in frames_iter(attached, tty=False))  # type: ignore[no-untyped-call]
+        attached.close()
+        code = api.exec_inspect(exec_id).get("ExitCode")
+        return ExecResult(int(code if code is not None else -1), output.decode("utf-8", "replace"))

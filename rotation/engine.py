@@ -1,0 +1,95 @@
+"""The small interface through which everything talks to a container engine, and its data.
+
+`compose.ComposeEngine` implements it for Docker Compose (Docker Engine or Podman's
+Docker-compatible API). A Swarm or Kubernetes backend is another module with the same shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+__all__ = ["Engine", "ExecResult", "Service", "ServiceState"]
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """A service as the stack defines it: its name, container name and what it depends on."""
+
+    name: str
+    container_name: str | None = None
+    depends_on: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceState:
+    """What the engine reports about one service's container, read once per poll."""
+
+    service: str
+    state: str
+    health: str | None = None
+    restarts: int = 0
+    started_at: str | None = None
+    container_id: str | None = None
+    exit_code: int | None = None
+    oom_killed: bool = False
+    health_output: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        """Running, and either reporting healthy or having no healthcheck at all."""
+        return self.state == "running" and self.health in (None, "healthy")
+
+    @property
+    def summary(self) -> str:
+        """`running (healthy)`, `exited (code 1)`, `missing`..."""
+        if self.state == "exited" and self.exit_code is not None:
+            return f"exited (code {self.exit_code})"
+        return f"{self.state} ({self.health})" if self.health else self.state
+
+
+@dataclass(frozen=True, slots=True)
+class ExecResult:
+    """The outcome of a command run inside a service's container."""
+
+    code: int
+    output: str
+
+
+class Engine(Protocol):
+    """The operations rotation needs from a container engine."""
+
+    project: str
+
+    def services(self) -> Mapping[str, Service]:
+        """Every service the stack defines, by name."""
+        ...
+
+    def resolve(self, names: Sequence[str]) -> list[str]:
+        """Service names for names given as service or container names; unknown ones are an error."""
+        ...
+
+    def state(self, service: str) -> ServiceState:
+        """The state of one service."""
+        ...
+
+    def states(self) -> Mapping[str, ServiceState]:
+        """The state of every service; a defined service without a container is `missing`."""
+        ...
+
+    def recreate(self, services: Sequence[str]) -> None:
+        """Recreate the containers of `services` so that they read the current env files."""
+        ...
+
+    def wait_healthy(self, service: str, previous: str | None, timeout: float) -> ServiceState:
+        """Wait until a container other than `previous` runs `service` and is healthy; its last state."""
+        ...
+
+    def logs(self, service: str, lines: int) -> str:
+        """The last `lines` lines of the service's log."""
+        ...
+
+    def execute(self, service: str, argv: Sequence[str], stdin: bytes) -> ExecResult:
+        """Run `argv` in the service's container with `stdin` on its standard input."""
+        ...

@@ -1,0 +1,90 @@
+"""Order services by their `depends_on` graph, and run work over it as fast as the graph allows.
+
+A service waits only for the affected services it depends on, directly or through services
+that are not being recreated; independent services run at the same time, up to a bound.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+from .engine import Service
+from .errors import ConfigError
+
+__all__ = ["Graph", "critical_path", "restart_graph", "run_in_order", "topological"]
+
+Graph = Mapping[str, frozenset[str]]
+
+
+def restart_graph(services: Mapping[str, Service], selected: Iterable[str]) -> dict[str, frozenset[str]]:
+    """For each selected service, the selected services it must wait for."""
+    chosen = set(selected)
+
+    def reach(name: str, seen: set[str]) -> set[str]:
+        found: set[str] = set()
+        for dep in services[name].depends_on if name in services else ():
+            if dep in seen:
+                continue
+            seen.add(dep)
+            found |= {dep} if dep in chosen else reach(dep, seen)
+        return found
+
+    return {name: frozenset(reach(name, {name})) for name in sorted(chosen)}
+
+
+def topological(graph: Graph) -> list[str]:
+    """Dependencies first, ties broken by name; a cycle is a `ConfigError` that names it."""
+    waiting = {name: set(deps) & set(graph) for name, deps in graph.items()}
+    ready = [name for name, deps in waiting.items() if not deps]
+    heapq.heapify(ready)
+    ordered = []
+    while ready:
+        name = heapq.heappop(ready)
+        ordered.append(name)
+        for other, deps in waiting.items():
+            if name in deps:
+                deps.discard(name)
+                if not deps:
+                    heapq.heappush(ready, other)
+    if len(ordered) != len(graph):
+        stuck = sorted(set(graph) - set(ordered))
+        raise ConfigError(f"compose depends_on has a cycle among: {', '.join(stuck)}")
+    return ordered
+
+
+def critical_path(graph: Graph, cost: Mapping[str, float]) -> float:
+    """The length of the longest chain of dependent work: the least time the whole graph can take."""
+    finish: dict[str, float] = {}
+    for name in topological(graph):
+        finish[name] = cost[name] + max((finish[d] for d in graph[name] if d in finish), default=0.0)
+    return max(finish.values(), default=0.0)
+
+
+def run_in_order(graph: Graph, work: Callable[[str], bool], parallel: int = 4) -> dict[str, str]:
+    """Run `work` on every node once all its dependencies succeeded, up to `parallel` at a time.
+
+    Returns each node's outcome: `ok`, `failed` (work returned False), or `skipped` because
+    something it depends on did not succeed. Nodes that do not depend on a failure still finish.
+    """
+    order = {name: i for i, name in enumerate(topological(graph))}
+    outcome: dict[str, str] = {}
+    running: dict[Future[bool], str] = {}
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        while len(outcome) < len(graph):
+            for name in sorted(graph, key=order.__getitem__):
+                if name in outcome or name in running.values():
+                    continue
+                deps = graph[name] & set(graph)
+                if any(outcome.get(d) in ("failed", "skipped") for d in deps):
+                    outcome[name] = "skipped"
+                elif all(outcome.get(d) == "ok" for d in deps) and len(running) < max(1, parallel):
+                    running[pool.submit(work, name)] = name
+            if not running:
+                continue
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                name = running.pop(future)
+                outcome[name] = "ok" if future.result() else "failed"
+    return outcome

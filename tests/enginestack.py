@@ -1,0 +1,177 @@
+"""A compose stack on a real Docker Engine that models a shared credential.
+
+`db` serves its DB_PASSWORD over HTTP; `api` is healthy only while its own copy matches;
+`gateway` depends on `api` and reads API_KEY; `worker` is independent and has no healthcheck.
+The image is busybox imported from this machine (no registry is reachable), as ENGINE.md shows.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import tarfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import docker
+import yaml
+from docker import DockerClient
+
+IMAGE = "localhost/rotation-busybox:latest"
+APPLETS = ("sh", "httpd", "sleep", "wget", "cat", "env", "echo", "test", "printf", "mkdir", "grep", "true")
+
+COMPOSE = """
+x-busybox: &busybox
+  image: {image}
+  init: true
+  stop_grace_period: 1s
+
+services:
+  db:
+    <<: *busybox
+    command:
+      - sh
+      - -c
+      - mkdir -p /www && printf %s "$$DB_PASSWORD" > /www/password && exec httpd -f -p 8080 -h /www
+    environment:
+      DB_PASSWORD: ${{DB_PASSWORD}}
+    healthcheck:
+      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/password"]
+      interval: 1s
+      timeout: 2s
+      retries: 2
+  api:
+    <<: *busybox
+    command: ["sh", "-c", "mkdir -p /www && echo ok > /www/ok && exec httpd -f -p 8080 -h /www"]
+    depends_on:
+      db: {{condition: service_healthy}}
+    environment:
+      DB_PASSWORD: ${{DB_PASSWORD}}
+    healthcheck:
+      test: ["CMD-SHELL", "test \\"$$(wget -q -O - http://db:8080/password)\\" = \\"$$DB_PASSWORD\\""]
+      interval: 1s
+      timeout: 2s
+      retries: 2
+  gateway:
+    <<: *busybox
+    container_name: {project}-gateway
+    command: ["sleep", "1000000"]
+    depends_on:
+      api: {{condition: service_healthy}}
+    environment:
+      API_KEY: ${{API_KEY}}
+    healthcheck:
+      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://api:8080/ok"]
+      interval: 1s
+      timeout: 2s
+      retries: 2
+  worker:
+    <<: *busybox
+    command: ["sleep", "1000000"]
+"""
+
+ENV = """# engine test stack
+DB_PASSWORD=0123456789abcdef0123456789abcdef
+API_KEY="abcdefghijklmnopqrstuvwxyz012345"
+"""
+
+
+def config(project: str) -> dict[str, object]:
+    """The stack's secrets-config.yaml: the database password and the gateway's key."""
+    return {
+        "secrets": {
+            "DB_PASSWORD": {
+                "type": "random",
+                "length": 32,
+                "alphabet": "hex",
+                "files": [".env"],
+                "restart_services": ["db", "api"],
+            },
+            "API_KEY": {
+                "type": "random",
+                "length": 32,
+                "files": [".env"],
+                "restart_services": [f"{project}-gateway"],
+            },
+        },
+        "compose": {"project": project},
+    }
+
+
+def ensure_image(client: DockerClient) -> None:
+    """Import the busybox image unless the engine already has it."""
+    try:
+        client.images.get(IMAGE)
+        return
+    except docker.errors.ImageNotFound:
+        pass
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, mode in (("bin", 0o755), ("tmp", 0o1777), ("www", 0o755)):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = tarfile.DIRTYPE, mode
+            tar.addfile(info)
+        tar.add(busybox, "bin/busybox")
+        for applet in APPLETS:
+            info = tarfile.TarInfo(f"bin/{applet}")
+            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(info)
+    client.api.import_image_from_data(
+        buffer.getvalue(), repository=IMAGE.rsplit(":", 1)[0], tag="latest", changes=['CMD ["/bin/sh"]']
+    )
+
+
+def compose(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker-compose", *args], cwd=root, capture_output=True, text=True, check=True)
+
+
+@contextmanager
+def running(base: Path, client: DockerClient) -> Iterator[tuple[Path, str]]:
+    """Write the stack into `base`, bring it up healthy, and take it down afterwards."""
+    project = f"rt{uuid.uuid4().hex[:8]}"
+    root = base / project
+    root.mkdir()
+    (root / "docker-compose.yml").write_text(COMPOSE.format(image=IMAGE, project=project))
+    (root / ".env").write_text(ENV)
+    (root / ".env").chmod(0o600)
+    (root / "secrets-config.yaml").write_text(yaml.safe_dump(config(project)))
+    try:
+        compose(root, "-p", project, "up", "-d")
+        wait_healthy(client, project)
+        yield root, project
+    finally:
+        subprocess.run(["docker-compose", "-p", project, "down", "-t", "0"], cwd=root, capture_output=True)
+
+
+def containers(client: DockerClient, project: str) -> dict[str, docker.models.containers.Container]:
+    """The project's containers by service, found by label."""
+    found = client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
+    return {c.labels["com.docker.compose.service"]: c for c in found}
+
+
+def health(client: DockerClient, project: str) -> dict[str, str]:
+    return {
+        name: ((c.attrs["State"].get("Health") or {}).get("Status") or c.attrs["State"]["Status"])
+        for name, c in containers(client, project).items()
+    }
+
+
+def wait_healthy(
+    client: DockerClient, project: str, want: str = "healthy", service: str | None = None, timeout: float = 60
+) -> None:
+    """Wait until every service (or `service`) reports `want` (running services without a check count)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        states = health(client, project)
+        names = [service] if service else list(states)
+        if all(states.get(n) in (want, "running") if want == "healthy" else states.get(n) == want for n in names):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not {want} in {timeout}s: {states}")
+        time.sleep(0.2)

@@ -1,0 +1,147 @@
+"""check, precheck, restart and verify on a real Docker Engine, with a shared credential."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from docker import DockerClient
+
+from rotation import envfile
+
+from . import enginestack
+from .conftest import CLI
+
+pytestmark = pytest.mark.engine
+
+
+def env_of(client: DockerClient, project: str, service: str) -> dict[str, str]:
+    container = enginestack.containers(client, project)[service]
+    return dict(item.split("=", 1) for item in container.attrs["Config"]["Env"])
+
+
+def ids(client: DockerClient, project: str) -> dict[str, str]:
+    return {name: c.id for name, c in enginestack.containers(client, project).items()}
+
+
+def moment(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp[:26].rstrip("Z"))
+
+
+def test_pipeline_recreates_affected_services_in_order_with_new_values(
+    compose_stack: tuple[Path, str], docker_client: DockerClient, cli: CLI
+) -> None:
+    root, project = compose_stack
+    before = ids(docker_client, project)
+    ran = cli("precheck", "rotate", "--secrets", "DB_PASSWORD", "restart", "verify", cwd=root)
+    assert ran.code == 0, ran.text
+    after = ids(docker_client, project)
+    assert after["db"] != before["db"] and after["api"] != before["api"]
+    assert after["worker"] == before["worker"] and after["gateway"] == before["gateway"]
+    new = envfile.read(root / ".env").get("DB_PASSWORD")
+    assert env_of(docker_client, project, "db")["DB_PASSWORD"] == new
+    assert env_of(docker_client, project, "api")["DB_PASSWORD"] == new
+    assert set(enginestack.health(docker_client, project).values()) <= {"healthy", "running"}
+    assert new not in ran.text
+    # api was created only after the new db container reported healthy.
+    containers = enginestack.containers(docker_client, project)
+    db_log = containers["db"].attrs["State"]["Health"]["Log"]
+    db_healthy = min(moment(entry["End"]) for entry in db_log if entry["ExitCode"] == 0)
+    assert moment(containers["api"].attrs["Created"]) >= db_healthy
+    listing = json.loads(cli("restore", "--list", "--json", cwd=root).out)
+    assert listing[0]["status"] == "verified" and listing[0]["rotated_secrets"] == ["DB_PASSWORD"]
+
+
+def test_restart_keeps_the_old_environment_where_recreate_applies_the_new(
+    compose_stack: tuple[Path, str], docker_client: DockerClient, cli: CLI
+) -> None:
+    root, project = compose_stack
+    assert cli("rotate", "--secrets", "DB_PASSWORD", cwd=root).code == 0
+    assert cli("restart", "--services", "db", cwd=root).code == 0
+    new = envfile.read(root / ".env").get("DB_PASSWORD")
+    api = enginestack.containers(docker_client, project)["api"]
+    api.restart(timeout=1)
+    assert env_of(docker_client, project, "api")["DB_PASSWORD"] != new  # the pitfall, reproduced
+    enginestack.wait_healthy(docker_client, project, "unhealthy", "api")
+    ran = cli("restart", "--services", "api", cwd=root)
+    assert ran.code == 0, ran.text
+    assert env_of(docker_client, project, "api")["DB_PASSWORD"] == new
+    assert enginestack.health(docker_client, project)["api"] == "healthy"
+
+
+def test_a_client_left_out_of_the_restart_set_is_caught(
+    compose_stack: tuple[Path, str], docker_client: DockerClient, cli: CLI
+) -> None:
+    root, project = compose_stack
+    assert cli("precheck", "rotate", "--secrets", "DB_PASSWORD", cwd=root).code == 0
+    assert cli("restart", "--services", "db", cwd=root).code in (0, 1)
+    enginestack.wait_healthy(docker_client, project, "unhealthy", "api")
+    ran = cli("verify", cwd=root)
+    assert ran.code == 1
+    assert "api is no longer healthy" in ran.out
+
+
+def test_restart_fails_and_names_a_client_recreated_without_its_database(
+    compose_stack: tuple[Path, str], docker_client: DockerClient, cli: CLI
+) -> None:
+    root, _project = compose_stack
+    assert cli("rotate", "--secrets", "DB_PASSWORD", cwd=root).code == 0
+    ran = cli("restart", "--services", "api", "--timeout", "8", cwd=root)
+    assert ran.code == 1
+    assert "failed: api: not healthy within 8s: running (unhealthy)" in ran.out
+
+
+def test_check_table_save_and_compare_report_a_stopped_service(
+    compose_stack: tuple[Path, str], docker_client: DockerClient, cli: CLI, tmp_path: Path
+) -> None:
+    root, project = compose_stack
+    saved = tmp_path / "state.json"
+    ran = cli("check", "--save", str(saved), cwd=root)
+    assert ran.code == 0, ran.text
+    header = ran.out.splitlines()[0].split()
+    assert header == ["SERVICE", "STATE", "HEALTH", "RESTARTS", "UPTIME"]
+    assert {"db", "api", "gateway", "worker"} <= set(json.loads(saved.read_text())["services"])
+    enginestack.containers(docker_client, project)["gateway"].stop(timeout=1)
+    ran = cli("check", "--verbose", cwd=root)
+    assert ran.code == 1 and "gateway" in ran.err
+    assert "exit code" in ran.out and "OOMKilled: no" in ran.out
+    ran = cli("check", "--compare", str(saved), cwd=root)
+    assert ran.code == 1
+    assert "regression: gateway is no longer healthy: exited" in ran.out
+
+
+def test_container_names_resolve_and_unknown_services_are_named(
+    compose_stack: tuple[Path, str], docker_client: DockerClient, cli: CLI
+) -> None:
+    root, _project = compose_stack
+    ran = cli("rotate", "--secrets", "API_KEY", "restart", cwd=root)  # config names the gateway by container
+    assert ran.code == 0, ran.text
+    assert "recreated gateway" in ran.out
+    config = root / "secrets-config.yaml"
+    raw = yaml.safe_load(config.read_text())
+    raw["secrets"]["API_KEY"]["restart_services"].append("supabase-nonexistent")
+    config.write_text(yaml.safe_dump(raw))
+    assert cli("rotate", "--secrets", "API_KEY", cwd=root).code == 0
+    ran = cli("restart", cwd=root)
+    assert ran.code == 2
+    assert "supabase-nonexistent is neither a service nor a container_name" in ran.err
+
+
+def test_unreachable_engine_is_one_clear_line(stack: Path, cli: CLI) -> None:
+    ran = cli("check", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    assert ran.code != 0
+    assert "cannot reach the container engine at unix:///nonexistent/docker.sock" in ran.err
+    assert "Traceback" not in ran.text and len(ran.err.strip().splitlines()) == 1
+
+
+def test_missing_compose_command_is_named(compose_stack: tuple[Path, str], cli: CLI) -> None:
+    root, _ = compose_stack
+    config = root / "secrets-config.yaml"
+    raw = yaml.safe_load(config.read_text())
+    raw["compose"]["command"] = "no-such-compose"
+    config.write_text(yaml.safe_dump(raw))
+    ran = cli("check", cwd=root)
+    assert ran.code != 0 and "compose.command: 'no-such-compose' not found" in ran.err

@@ -1,0 +1,109 @@
+"""Ordering and health logic on plain data, without an engine."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from rotation.engine import Service, ServiceState
+from rotation.errors import ConfigError
+from rotation.health import Snapshot, regressions
+from rotation.order import critical_path, restart_graph, run_in_order, topological
+
+STACK = {
+    "vector": Service("vector"),
+    "db": Service("db", "supabase-db", frozenset({"vector"})),
+    "analytics": Service("analytics", None, frozenset({"db"})),
+    "auth": Service("auth", "supabase-auth", frozenset({"db", "analytics"})),
+    "rest": Service("rest", None, frozenset({"db", "analytics"})),
+    "kong": Service("kong", None, frozenset({"analytics"})),
+    "studio": Service("studio", None, frozenset({"analytics"})),
+    "n8n": Service("n8n", None, frozenset({"db"})),
+    "webui": Service("webui"),
+}
+
+
+def test_a_service_waits_for_affected_services_even_through_unaffected_ones() -> None:
+    graph = restart_graph(STACK, ["db", "auth", "kong", "webui"])
+    assert graph == {
+        "db": frozenset(),
+        "auth": frozenset({"db"}),
+        "kong": frozenset({"db"}),  # kong -> analytics (not recreated) -> db
+        "webui": frozenset(),
+    }
+
+
+def test_topological_order_is_dependencies_first_and_stable() -> None:
+    graph = restart_graph(STACK, list(STACK))
+    order = topological(graph)
+    for name, deps in graph.items():
+        assert all(order.index(d) < order.index(name) for d in deps)
+    assert order == topological(graph)
+
+
+def test_a_cycle_is_named() -> None:
+    with pytest.raises(ConfigError, match="a, b"):
+        topological({"a": frozenset({"b"}), "b": frozenset({"a"})})
+
+
+def test_critical_path_is_the_longest_chain() -> None:
+    graph = {"db": frozenset(), "api": frozenset({"db"}), "gw": frozenset({"api"}), "app": frozenset()}
+    assert critical_path(graph, {"db": 2, "api": 1, "gw": 1, "app": 3}) == 4
+
+
+def test_run_in_order_starts_each_node_after_its_dependencies_and_in_parallel_when_free() -> None:
+    graph = {"db": frozenset(), "api": frozenset({"db"}), "auth": frozenset({"db"}), "gw": frozenset({"api", "auth"})}
+    started: dict[str, float] = {}
+    finished: dict[str, float] = {}
+    lock = threading.Lock()
+
+    def work(name: str) -> bool:
+        with lock:
+            started[name] = time.monotonic()
+        time.sleep(0.1)
+        with lock:
+            finished[name] = time.monotonic()
+        return True
+
+    assert run_in_order(graph, work, parallel=4) == dict.fromkeys(graph, "ok")
+    for name, deps in graph.items():
+        assert all(started[name] >= finished[d] for d in deps)
+    assert abs(started["api"] - started["auth"]) < 0.05  # independent: at the same time
+
+
+def test_a_failure_skips_its_dependents_and_the_rest_finish() -> None:
+    graph = {"db": frozenset(), "api": frozenset({"db"}), "gw": frozenset({"api"}), "app": frozenset()}
+    outcome = run_in_order(graph, lambda name: name != "db", parallel=1)
+    assert outcome == {"db": "failed", "api": "skipped", "gw": "skipped", "app": "ok"}
+
+
+def state(name: str, **kw: object) -> ServiceState:
+    return ServiceState(name, **{"state": "running", "container_id": f"{name}-1", **kw})  # type: ignore[arg-type]
+
+
+def test_no_healthcheck_and_podman_empty_status_count_as_healthy() -> None:
+    assert state("a").healthy and state("a", health=None).healthy
+    assert not state("a", health="starting").healthy
+    assert not state("a", state="exited").healthy
+
+
+def test_regressions_name_unhealthy_missing_and_restarted_services() -> None:
+    before = Snapshot("p", "t0", {n: state(n, health="healthy") for n in ("db", "api", "gw", "app")})
+    after = Snapshot(
+        "p",
+        "t1",
+        {
+            "db": state("db", health="healthy", container_id="db-2"),
+            "api": state("api", health="unhealthy", health_output="password mismatch"),
+            "gw": ServiceState("gw", "missing"),
+            "app": state("app", health="healthy", restarts=1),
+        },
+    )
+    found = {r.service: r.describe() for r in regressions(before, after, recreated=["db"])}
+    assert found == {
+        "api": "api is no longer healthy: running (unhealthy); last healthcheck: password mismatch",
+        "gw": "gw disappeared: missing",
+        "app": "app was restarted: running (healthy)",
+    }
