@@ -248,7 +248,7 @@ class ComposeEngine:
             return ""
         return bytes(container.logs(tail=lines)).decode("utf-8", "replace")
 
-    def execute(self, service: str, argv: Sequence[str], stdin: bytes) -> ExecResult:
+    def execute(self, service: str, argv: Sequence[str], stdin: bytes, env: Mapping[str, str]) -> ExecResult:
         """Run `argv` in the service's container, feeding `stdin` through the attach socket, never argv."""
         from docker.utils.socket import frames_iter
 
@@ -258,7 +258,9 @@ class ComposeEngine:
                 f"service {service} of project '{self.project}' is not running; cannot run {argv[0]} in it"
             )
         api = self.client.api
-        exec_id = api.exec_create(container.id, list(argv), stdin=True, stdout=True, stderr=True)["Id"]
+        exec_id = api.exec_create(
+            container.id, list(argv), stdin=True, stdout=True, stderr=True, environment=dict(env) or None
+        )["Id"]
         attached = api.exec_start(exec_id, socket=True)
         raw: Any = getattr(attached, "_sock", attached)
         raw.sendall(stdin)

@@ -90,6 +90,6 @@ class Engine(Protocol):
         """The last `lines` lines of the service's log."""
         ...
 
-    def execute(self, service: str, argv: Sequence[str], stdin: bytes) -> ExecResult:
-        """Run `argv` in the service's container with `stdin` on its standard input."""
+    def execute(self, service: str, argv: Sequence[str], stdin: bytes, env: Mapping[str, str]) -> ExecResult:
+        """Run `argv` in the service's container with `stdin` on its standard input and `env` set."""
         ...

@@ -58,7 +58,13 @@ def pending(store: BackupStore) -> dict[str, Any] | None:
     return journal
 
 
-def commit(store: BackupStore, run: Backup, files: Mapping[str, bytes], databases: Sequence[DbChange]) -> None:
+def commit(
+    store: BackupStore,
+    run: Backup,
+    files: Mapping[str, bytes],
+    databases: Sequence[DbChange],
+    connect: postgres.Opener,
+) -> None:
     """Change `databases`, then write `files`, so that a crash at any point can be undone from `run`."""
     journal = {"run": run.id, "files": sorted(files), "database": [c.to_json() for c in databases]}
     write_atomic(store.directory / JOURNAL, json.dumps(journal, indent=2).encode())
@@ -69,11 +75,11 @@ def commit(store: BackupStore, run: Backup, files: Mapping[str, bytes], database
     applied: list[DbChange] = []
     try:
         for change in databases:
-            postgres.apply_password(change.point, change.current, change.new, change.secret)
+            postgres.apply_password(connect(change.point), change.current, change.new, change.secret)
             applied.append(change)
     except DatabaseError:
         for change in reversed(applied):
-            postgres.revert_password(change.point, change.new, change.current, change.secret)
+            postgres.revert_password(connect(change.point), change.new, change.current, change.secret)
         _close(store, run)
         raise
     for name, data in files.items():
@@ -93,7 +99,7 @@ def _value(data: bytes, secret: str, where: str) -> Secret:
     return Secret(value)
 
 
-def recover(store: BackupStore) -> str | None:
+def recover(store: BackupStore, connect: postgres.Opener) -> str | None:
     """Undo an interrupted run, if the journal shows one; returns what was done, for the user."""
     journal = pending(store)
     if journal is None:
@@ -107,14 +113,15 @@ def recover(store: BackupStore) -> str | None:
         point = postgres.Endpoint.from_json(entry["endpoint"])
         old = _value(run.read(entry["file"]), entry["secret"], f"backup {run.id}/{entry['file']}")
         new = _value((staged / entry["file"]).read_bytes(), entry["secret"], f"{staged}/{entry['file']}")
-        state = postgres.which_password(point, {"old": old, "new": new})
+        db = connect(point)
+        state = db.which({"old": old, "new": new})
         if state is None:
             raise RecoveryError(
                 f"{point.label}: neither the old nor the new {entry['secret']} logs in as {point.user}; "
                 f"the interrupted run {run.id} cannot be reverted automatically. Its backup is kept in {run.path}"
             )
         if state == "new":
-            postgres.revert_password(point, new, old, entry["secret"])
+            postgres.revert_password(db, new, old, entry["secret"])
             reverted.append(point.label)
     for name in journal["files"]:
         write_atomic(store.root / name, run.read(name))

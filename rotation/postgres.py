@@ -1,25 +1,40 @@
 """Change a password in a live PostgreSQL before any file changes, and prove that it logs in.
 
-Passwords are sent as SCRAM verifiers computed by libpq (`PQencryptPasswordConn`), so the
-plain value never reaches the server's statement log or `pg_stat_activity`. Statements are
-built with psycopg's `sql` composition; nothing here logs or raises with a value in it.
+Two ways in: a direct connection with psycopg (`host`/`port`), or `psql` run inside the
+database container over its local socket (`container`), for stacks that publish no port.
+Either way the server only ever receives SCRAM verifiers, never the plain new password, and
+statements are built with psycopg's `sql` composition. Nothing here logs or raises with a value.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
 
+from . import scram
 from .config import PostgresTarget, interpolate
+from .engine import Engine
 from .errors import DatabaseError
 from .generate import Secret
 
-__all__ = ["Endpoint", "apply_password", "endpoint", "probe", "revert_password", "which_password"]
+__all__ = [
+    "ContainerDatabase",
+    "Database",
+    "DirectDatabase",
+    "Endpoint",
+    "Opener",
+    "apply_password",
+    "endpoint",
+    "opener",
+    "probe",
+    "revert_password",
+]
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5
@@ -35,13 +50,15 @@ class Endpoint:
     user: str
     roles: tuple[str, ...]
     after: tuple[str, ...]
+    container: str | None = None
 
     @property
     def label(self) -> str:
         """How messages name this database."""
-        return f"postgres {self.host}:{self.port}/{self.dbname}"
+        where = f"container {self.container}" if self.container else f"{self.host}:{self.port}"
+        return f"postgres {where}/{self.dbname}"
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self) -> dict[str, Any]:
         """A plain mapping for metadata and the journal; it holds no secret."""
         return asdict(self)
 
@@ -55,6 +72,7 @@ class Endpoint:
             user=str(raw["user"]),
             roles=tuple(raw["roles"]),
             after=tuple(raw.get("after") or ()),
+            container=raw.get("container"),
         )
 
 
@@ -67,7 +85,37 @@ def endpoint(target: PostgresTarget, env: Mapping[str, str | None]) -> Endpoint:
         user=interpolate(target.user, env),
         roles=target.roles,
         after=target.after,
+        container=target.container,
     )
+
+
+class Database(Protocol):
+    """The few operations a password rotation needs from one PostgreSQL."""
+
+    @property
+    def point(self) -> Endpoint:
+        """Where the database is and which roles follow the secret."""
+        ...
+
+    def login_roles(self, login: Secret) -> list[str]:
+        """The listed roles that can log in; a missing role is a `DatabaseError` naming it."""
+        ...
+
+    def set_password(self, login: Secret, password: Secret) -> None:
+        """In one transaction: every listed role to `password`, then the `after` statements."""
+        ...
+
+    def prove(self, roles: Sequence[str], password: Secret) -> None:
+        """Raise a `DatabaseError` unless every role in `roles` authenticates with `password`."""
+        ...
+
+    def which(self, candidates: Mapping[str, Secret]) -> str | None:
+        """The name of the candidate that `point.user` authenticates with now, if any."""
+        ...
+
+    def can_alter(self, login: Secret) -> bool:
+        """Whether `point.user` may alter the listed roles (superuser or CREATEROLE)."""
+        ...
 
 
 def _reason(exc: psycopg.Error) -> str:
@@ -78,109 +126,199 @@ def _reason(exc: psycopg.Error) -> str:
     return lines[0].split("FATAL:")[-1].strip() if lines else type(exc).__name__
 
 
-def _connect(point: Endpoint, user: str, password: Secret) -> psycopg.Connection[tuple[object, ...]]:
-    return psycopg.connect(
-        host=point.host,
-        port=point.port,
-        dbname=point.dbname,
-        user=user,
-        password=password.reveal(),
-        connect_timeout=CONNECT_TIMEOUT,
-        application_name="rotation",
-    )
-
-
-def _login_roles(conn: psycopg.Connection[tuple[object, ...]], point: Endpoint) -> list[str]:
-    rows = conn.execute(
-        "SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname = ANY(%s)", [list(point.roles)]
-    ).fetchall()
-    present = {str(name): bool(login) for name, login in rows}
+def _missing(point: Endpoint, present: Mapping[str, bool]) -> list[str]:
     missing = [r for r in point.roles if r not in present]
     if missing:
         raise DatabaseError(
             f"{point.label}: role{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
-            "not found; fix 'roles' in the configuration. Nothing was changed"
+            "not found; fix 'roles' in the configuration"
         )
     return [r for r in point.roles if present[r]]
 
 
-def _set(conn: psycopg.Connection[tuple[object, ...]], point: Endpoint, password: Secret) -> None:
-    verifiers = [
-        conn.pgconn.encrypt_password(password.reveal().encode(), role.encode()).decode() for role in point.roles
+def _statements(point: Endpoint, password: Secret) -> list[sql.SQL | sql.Composed]:
+    """ALTER ROLE for each role with a fresh SCRAM verifier, then the `after` statements."""
+    alters: list[sql.SQL | sql.Composed] = [
+        sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(
+            sql.Identifier(role), sql.Literal(scram.verifier(password.reveal()))
+        )
+        for role in point.roles
     ]
-    with conn.transaction():
-        for role, verifier in zip(point.roles, verifiers, strict=True):
-            conn.execute(sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier)))
-        for statement in point.after:
-            conn.execute(sql.SQL(statement))
+    return alters + [sql.SQL(statement) for statement in point.after]
 
 
-def _check_logins(point: Endpoint, roles: Sequence[str], password: Secret) -> None:
-    for role in roles:
+_ROLES = "SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname = ANY({})"
+_VERIFIERS = "SELECT rolname, coalesce(rolpassword, '') FROM pg_authid WHERE rolname = ANY({})"
+_CAN_ALTER = "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user"
+
+
+@dataclass(frozen=True, slots=True)
+class DirectDatabase:
+    """A PostgreSQL reached over the network with psycopg; logins prove the passwords."""
+
+    point: Endpoint
+
+    def _connect(self, user: str, password: Secret) -> psycopg.Connection[tuple[Any, ...]]:
+        return psycopg.connect(
+            host=self.point.host,
+            port=self.point.port,
+            dbname=self.point.dbname,
+            user=user,
+            password=password.reveal(),
+            connect_timeout=CONNECT_TIMEOUT,
+            application_name="rotation",
+        )
+
+    def _fail(self, doing: str, exc: psycopg.Error) -> DatabaseError:
+        reason = _reason(exc)
+        if "password authentication failed" in reason:
+            doing = "cannot log in with the current password"
+        return DatabaseError(f"{self.point.label}: {doing} as {self.point.user}: {reason}")
+
+    def login_roles(self, login: Secret) -> list[str]:
         try:
-            with _connect(point, role, password):
-                pass
+            with self._connect(self.point.user, login) as conn:
+                rows = conn.execute(sql.SQL(_ROLES).format(sql.Literal(list(self.point.roles)))).fetchall()
         except psycopg.Error as exc:
-            raise DatabaseError(
-                f"{point.label}: login as {role} with the new password failed: {_reason(exc)}"
-            ) from None
+            raise self._fail("cannot connect", exc) from None
+        return _missing(self.point, {str(name): bool(can) for name, can in rows})
+
+    def set_password(self, login: Secret, password: Secret) -> None:
+        try:
+            with self._connect(self.point.user, login) as conn, conn.transaction():
+                for statement in _statements(self.point, password):
+                    conn.execute(statement)
+        except psycopg.Error as exc:
+            raise self._fail("could not change the password", exc) from None
+
+    def prove(self, roles: Sequence[str], password: Secret) -> None:
+        for role in roles:
+            try:
+                with self._connect(role, password):
+                    pass
+            except psycopg.Error as exc:
+                raise DatabaseError(
+                    f"{self.point.label}: login as {role} with the new password failed: {_reason(exc)}"
+                ) from None
+
+    def which(self, candidates: Mapping[str, Secret]) -> str | None:
+        for name, password in candidates.items():
+            try:
+                with self._connect(self.point.user, password):
+                    return name
+            except psycopg.OperationalError:
+                continue
+        return None
+
+    def can_alter(self, login: Secret) -> bool:
+        try:
+            with self._connect(self.point.user, login) as conn:
+                row = conn.execute(_CAN_ALTER).fetchone()
+        except psycopg.Error as exc:
+            raise self._fail("cannot connect", exc) from None
+        return bool(row and row[0])
 
 
-def apply_password(point: Endpoint, current: Secret, new: Secret, secret: str) -> None:
-    """Move every role of `point` from `current` to `new` in one transaction, then prove each login.
+@dataclass(frozen=True, slots=True)
+class ContainerDatabase:
+    """A PostgreSQL reached by `psql` inside its container, over the container's local socket.
+
+    Statements travel on psql's standard input. The current password, needed only if the
+    container's pg_hba asks for one on the socket, is in the exec's environment as PGPASSWORD;
+    the new one travels only as a SCRAM verifier and is proven against `pg_authid`.
+    """
+
+    point: Endpoint
+    engine: Engine
+
+    def _psql(self, script: str, login: Secret | None = None) -> list[list[str]]:
+        service = self.engine.resolve([self.point.container or ""])[0]
+        argv = ["psql", "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1"]
+        argv += ["-p", self.point.port, "-U", self.point.user, "-d", self.point.dbname]
+        result = self.engine.execute(service, argv, script.encode(), {"PGPASSWORD": login.reveal()} if login else {})
+        if result.code != 0:
+            lines = result.output.strip().splitlines()
+            reason = next((line for line in lines if "error" in line.lower() or "FATAL" in line), "")
+            reason = re.split(r"ERROR:|FATAL:|error:", reason)[-1].strip() or f"psql exited with {result.code}"
+            raise DatabaseError(f"{self.point.label}: psql as {self.point.user} failed: {reason}")
+        return [line.split("\t") for line in result.output.splitlines() if line.strip()]
+
+    def _query(self, template: str, login: Secret | None = None) -> list[list[str]]:
+        statement = sql.SQL(template).format(sql.Literal(list(self.point.roles)))
+        return self._psql(statement.as_string(None) + ";\n", login)
+
+    def login_roles(self, login: Secret) -> list[str]:
+        rows = self._query(_ROLES, login)
+        return _missing(self.point, {row[0]: row[1] == "t" for row in rows})
+
+    def set_password(self, login: Secret, password: Secret) -> None:
+        body = ";\n".join(s.as_string(None) for s in _statements(self.point, password))
+        self._psql(f"BEGIN;\n{body};\nCOMMIT;\n", login)
+
+    def _verifiers(self, login: Secret | None = None) -> dict[str, str]:
+        return {row[0]: row[1] if len(row) > 1 else "" for row in self._query(_VERIFIERS, login)}
+
+    def prove(self, roles: Sequence[str], password: Secret) -> None:
+        stored = self._verifiers(password)
+        for role in roles:
+            if not scram.matches(stored.get(role, ""), password.reveal()):
+                raise DatabaseError(f"{self.point.label}: {role} does not accept the new password")
+
+    def which(self, candidates: Mapping[str, Secret]) -> str | None:
+        stored = self._verifiers(next(iter(candidates.values()), None)).get(self.point.user, "")
+        return next((name for name, pw in candidates.items() if scram.matches(stored, pw.reveal())), None)
+
+    def can_alter(self, login: Secret) -> bool:
+        rows = self._psql(_CAN_ALTER + ";\n", login)
+        return bool(rows) and rows[0][0] == "t"
+
+
+Opener = Callable[[Endpoint], Database]
+
+
+def opener(engine: Callable[[], Engine]) -> Opener:
+    """Open each endpoint the way its configuration says: in its container, or directly."""
+
+    def open_(point: Endpoint) -> Database:
+        return ContainerDatabase(point, engine()) if point.container else DirectDatabase(point)
+
+    return open_
+
+
+def apply_password(db: Database, current: Secret, new: Secret, secret: str) -> None:
+    """Move every role from `current` to `new` in one transaction, then prove each login.
 
     If anything fails the database is left on `current`: the transaction rolls back, or the
     roles are altered back when the failure comes after the commit.
     """
+    point = db.point
     try:
-        with _connect(point, point.user, current) as conn:
-            roles = _login_roles(conn, point)
-            _set(conn, point, new)
-    except psycopg.Error as exc:
-        raise DatabaseError(
-            f"{point.label}: could not change {secret} as {point.user}: {_reason(exc)}. Nothing was changed"
-        ) from None
-    log.info("%s: %d roles altered, checking logins", point.label, len(point.roles))
+        roles = db.login_roles(current)
+        db.set_password(current, new)
+    except DatabaseError as exc:
+        raise DatabaseError(f"{exc}. Nothing was changed") from None
+    log.info("%s: %d roles altered for %s, proving the new password", point.label, len(point.roles), secret)
     try:
-        _check_logins(point, roles, new)
+        db.prove(roles, new)
     except DatabaseError as failure:
-        revert_password(point, new, current, secret)
+        revert_password(db, new, current, secret)
         raise DatabaseError(f"{failure}; the old password was put back") from None
 
 
-def revert_password(point: Endpoint, login: Secret, back_to: Secret, secret: str) -> None:
-    """Log in with `login` and set every role of `point` back to `back_to`."""
+def revert_password(db: Database, login: Secret, back_to: Secret, secret: str) -> None:
+    """Log in with `login` and set every role back to `back_to`."""
     try:
-        with _connect(point, point.user, login) as conn:
-            _set(conn, point, back_to)
-    except psycopg.Error as exc:
+        db.set_password(login, back_to)
+    except DatabaseError as exc:
         raise DatabaseError(
-            f"{point.label}: could not put {secret} back: {_reason(exc)}. "
-            "The database may be on the new password while the files hold the old one"
+            f"{exc}; could not put {secret} back: the database may be on the new password "
+            "while the files hold the old one"
         ) from None
 
 
-def probe(point: Endpoint, current: Secret, secret: str) -> str:
-    """What a rotation of `point` would do, found without changing anything; raises if it could not apply."""
-    try:
-        with _connect(point, point.user, current) as conn:
-            roles = _login_roles(conn, point)
-            row = conn.execute("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user").fetchone()
-    except psycopg.Error as exc:
-        raise DatabaseError(
-            f"{point.label}: cannot log in as {point.user} with the current {secret}: {_reason(exc)}"
-        ) from None
-    if not row or not row[0]:
-        raise DatabaseError(f"{point.label}: {point.user} may not alter roles (needs SUPERUSER or CREATEROLE)")
-    return f"{point.label}: can alter {len(point.roles)} roles as {point.user}; {len(roles)} can log in"
-
-
-def which_password(point: Endpoint, candidates: Mapping[str, Secret]) -> str | None:
-    """The name of the candidate password that `point.user` logs in with now, if any."""
-    for name, password in candidates.items():
-        try:
-            with _connect(point, point.user, password):
-                return name
-        except psycopg.OperationalError:
-            continue
-    return None
+def probe(db: Database, current: Secret, secret: str) -> str:
+    """What a rotation would do to `db`, found without changing anything; raises if it could not apply."""
+    roles = db.login_roles(current)
+    if not db.can_alter(current):
+        raise DatabaseError(f"{db.point.label}: {db.point.user} may not alter roles (needs SUPERUSER or CREATEROLE)")
+    return f"{db.point.label}: can alter {len(db.point.roles)} roles as {db.point.user}; {len(roles)} can log in"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import envfile, postgres
 from .backup import Backup, BackupStore
+from .compose import ComposeEngine
 from .config import Config, check_stack
 from .errors import BackupError, RotationError, SelectionError
 from .fsio import locked, write_atomic
@@ -38,6 +39,18 @@ class Stack:
     lock_timeout: float = 60.0
 
     @property
+    def databases(self) -> postgres.Opener:
+        """How this stack's databases are reached: directly, or in their compose containers."""
+        engines: list[ComposeEngine] = []
+
+        def engine() -> ComposeEngine:
+            if not engines:
+                engines.append(ComposeEngine(self.root, self.config.compose))
+            return engines[0]
+
+        return postgres.opener(engine)
+
+    @property
     def store(self) -> BackupStore:
         """Where this stack's backups live."""
         return BackupStore.for_stack(self.root, self.config.backup.directory)
@@ -48,7 +61,7 @@ class Stack:
         store = self.store
         store.prepare()
         with locked(store.directory / LOCK, self.lock_timeout):
-            yield recover(store)
+            yield recover(store, self.databases)
 
     def recover(self) -> str | None:
         """Undo an interrupted run before anything else; a no-op that writes nothing when there is none."""
@@ -133,7 +146,8 @@ def rotate(
     files = check_stack(stack.config, stack.root)
     plan = _plan(stack, files, selection, accept_data_loss)
     if dry_run:
-        probes = tuple(postgres.probe(c.point, c.current, c.secret) for c in _database_changes(plan, files))
+        connect = stack.databases
+        probes = tuple(postgres.probe(connect(c.point), c.current, c.secret) for c in _database_changes(plan, files))
         return RotationResult(plan, None, probes, (), None, True)
     with stack.session() as recovered:
         # Read again under the lock: another run may have changed the files while we waited.
@@ -143,7 +157,7 @@ def rotate(
         store = stack.store
         backup = _open_run(store, run, plan)
         try:
-            commit(store, backup, render_files(plan, files), databases)
+            commit(store, backup, render_files(plan, files), databases, stack.databases)
         except RotationError as exc:
             store.update(backup, status="failed", error=str(exc))
             raise
@@ -206,7 +220,7 @@ def restore(stack: Stack, ident: str | None = None, *, dry_run: bool = False) ->
             database=list(backup.metadata.get("database", [])),
         )
         try:
-            commit(store, undo, wanted, databases)
+            commit(store, undo, wanted, databases, stack.databases)
         except RotationError as exc:
             store.update(undo, status="failed", error=str(exc))
             raise

@@ -20,7 +20,7 @@ import docker
 import yaml
 from docker import DockerClient
 
-IMAGE = "localhost/rotation-busybox:latest"
+IMAGE = "localhost/rotation-busybox:2"
 APPLETS = ("sh", "httpd", "sleep", "wget", "cat", "env", "echo", "test", "printf", "mkdir", "grep", "true")
 
 COMPOSE = """
@@ -111,18 +111,24 @@ def ensure_image(client: DockerClient) -> None:
     busybox = shutil.which("busybox") or "/bin/busybox"
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, mode in (("bin", 0o755), ("tmp", 0o1777), ("www", 0o755)):
+        for name, mode in (("bin", 0o755), ("etc", 0o755), ("tmp", 0o1777), ("usr", 0o755), ("var/run", 0o755)):
             info = tarfile.TarInfo(name)
             info.type, info.mode = tarfile.DIRTYPE, mode
             tar.addfile(info)
         tar.add(busybox, "bin/busybox")
-        for applet in APPLETS:
-            info = tarfile.TarInfo(f"bin/{applet}")
-            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
+        # /lib and /lib64 point into /usr, so a container that mounts the host's /usr can run its
+        # binaries (psql) on a merged-/usr system.
+        links = {f"bin/{applet}": "busybox" for applet in APPLETS} | {"lib": "usr/lib", "lib64": "usr/lib64"}
+        for name, target in links.items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
             tar.addfile(info)
-    client.api.import_image_from_data(
-        buffer.getvalue(), repository=IMAGE.rsplit(":", 1)[0], tag="latest", changes=['CMD ["/bin/sh"]']
-    )
+        passwd = b"root:x:0:0:root:/root:/bin/sh\n"
+        info = tarfile.TarInfo("etc/passwd")
+        info.size = len(passwd)
+        tar.addfile(info, io.BytesIO(passwd))
+    repository, tag = IMAGE.rsplit(":", 1)
+    client.api.import_image_from_data(buffer.getvalue(), repository=repository, tag=tag, changes=['CMD ["/bin/sh"]'])
 
 
 def compose(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -175,3 +181,37 @@ def wait_healthy(
         if time.monotonic() > deadline:
             raise AssertionError(f"not {want} in {timeout}s: {states}")
         time.sleep(0.2)
+
+
+PSQL_COMPOSE = """
+services:
+  db:
+    image: {image}
+    container_name: {project}-db
+    init: true
+    command: ["sleep", "1000000"]
+    environment:
+      PATH: {bindir}:/bin
+    volumes:
+      - /usr:/usr:ro
+      - {sockets}:/var/run/postgresql
+"""
+
+
+@contextmanager
+def psql_container(base: Path, client: DockerClient, sockets: Path, bindir: Path) -> Iterator[tuple[Path, str]]:
+    """A `db` container that runs the host's psql against a server whose socket it mounts.
+
+    It stands for Supabase's database container, reached the same way: psql over the local socket.
+    """
+    project = f"rp{uuid.uuid4().hex[:8]}"
+    root = base / project
+    root.mkdir()
+    text = PSQL_COMPOSE.format(image=IMAGE, project=project, sockets=sockets, bindir=bindir)
+    (root / "docker-compose.yml").write_text(text)
+    try:
+        compose(root, "-p", project, "up", "-d")
+        wait_healthy(client, project)
+        yield root, project
+    finally:
+        subprocess.run(["docker-compose", "-p", project, "down", "-t", "0"], cwd=root, capture_output=True)

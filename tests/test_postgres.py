@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from docker import DockerClient
 
 from rotation import envfile
 
-from . import pgserver
+from . import enginestack, pgserver
 from .conftest import CLI, PG_ROLES, configure_postgres, stack_password, tree
 
 pytestmark = pytest.mark.postgres
@@ -120,7 +121,7 @@ def test_dry_run_checks_the_database_and_changes_nothing(pg_stack: Path, pg_serv
     assert_on(pg_server, stack_password(pg_stack))
     pg_server.reset("something-else")
     ran = cli("rotate", "--secrets", "POSTGRES_PASSWORD", "--dry-run")
-    assert ran.code != 0 and "cannot log in as supabase_admin" in ran.err
+    assert ran.code != 0 and "cannot log in with the current password as supabase_admin" in ran.err
 
 
 def _two_targets(stack: Path, one: pgserver.Server, two: pgserver.Server, second_roles: list[str]) -> None:
@@ -166,7 +167,7 @@ def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 
 if point == "before-login-check":
-    postgres._check_logins = die
+    postgres.DirectDatabase.prove = die
 else:
     real = journal.write_atomic
     calls = 0
@@ -198,3 +199,54 @@ def test_kill_after_the_commit_is_reverted_by_the_next_command(
     assert {name: (pg_stack / name).read_bytes() for name in FILES} == before
     assert_on(pg_server, old)
     assert envfile.read(pg_stack / ".env").get("POSTGRES_PASSWORD") == old
+
+
+@pytest.mark.engine
+def test_container_mode_runs_psql_in_the_database_container(
+    pg_stack: Path, pg_server: pgserver.Server, docker_client: DockerClient, cli: CLI, tmp_path: Path
+) -> None:
+    bindir = pgserver.binaries()
+    assert bindir is not None
+    with enginestack.psql_container(tmp_path, docker_client, pg_server.socket_dir, bindir) as (root, project):
+        config = pg_stack / "secrets-config.yaml"
+        raw = yaml.safe_load(config.read_text())
+        raw["compose"] = {"project": project, "files": [str(root / "docker-compose.yml")]}
+        target = raw["secrets"]["POSTGRES_PASSWORD"]["apply"][0]["postgres"]
+        del target["host"]  # the port stays: psql finds the server's socket by it
+        target["container"] = f"{project}-db"  # by container_name, as Supabase configs do
+        config.write_text(yaml.safe_dump(raw))
+        old = stack_password(pg_stack)
+        assert "can alter" in cli("rotate", "--secrets", "POSTGRES_PASSWORD", "--dry-run").out
+        ran = cli("rotate", "--secrets", "POSTGRES_PASSWORD")
+        assert ran.code == 0, ran.text
+        new = stack_password(pg_stack)
+        assert_on(pg_server, new)
+        assert_not_on(pg_server, old)
+        assert f"postgres container {project}-db/postgres" in ran.out
+        ran = cli("restore", "--latest")
+        assert ran.code == 0, ran.text
+        assert_on(pg_server, old)
+        assert_not_on(pg_server, new)
+        raw["secrets"]["POSTGRES_PASSWORD"]["apply"][0]["postgres"]["roles"].append("ghost")
+        config.write_text(yaml.safe_dump(raw))
+        ran = cli("rotate", "--secrets", "POSTGRES_PASSWORD")
+        assert ran.code != 0 and "ghost not found" in ran.err
+        assert_on(pg_server, old)
+
+
+def test_scram_verifiers_agree_with_postgres(pg_server: pgserver.Server) -> None:
+    from psycopg import sql
+
+    from rotation import scram
+
+    with pg_server.connect() as conn:
+        conn.execute("DROP ROLE IF EXISTS scram_probe")
+        conn.execute(sql.SQL("CREATE ROLE scram_probe LOGIN PASSWORD {}").format(scram.verifier("ours-1234567890")))
+        assert pg_server.logs_in("scram_probe", "ours-1234567890")
+        assert not pg_server.logs_in("scram_probe", "ours-1234567891")
+        conn.execute("ALTER ROLE scram_probe PASSWORD 'theirs-0987654321'")  # hashed by the server
+        stored = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'scram_probe'").fetchone()[0]
+    assert stored.startswith("SCRAM-SHA-256$")
+    assert scram.matches(stored, "theirs-0987654321")
+    assert not scram.matches(stored, "theirs-0987654322")
+    assert not scram.matches("md5abcdef", "theirs-0987654321")
