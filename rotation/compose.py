@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -135,13 +136,20 @@ class ComposeEngine:
             self._client = client
         return self._client
 
-    def _compose(self, *args: str) -> str:
+    def _argv(self, *args: str) -> list[str]:
         if self._command is None:
             self._command = compose_command(self.spec.command)
         argv = [*self._command, "-p", self.project]
         for name in self.spec.files:
             argv += ["-f", name]
-        return self.runner([*argv, *args], self.root)
+        return [*argv, *args]
+
+    def _compose(self, *args: str) -> str:
+        return self.runner(self._argv(*args), self.root)
+
+    def command_line(self, *args: str) -> str:
+        """The compose command line for `args`, as a person would type it in the stack directory."""
+        return shlex.join(self._argv(*args))
 
     def services(self) -> Mapping[str, Service]:
         """The services of the compose files, from `compose config` (without interpolating secrets)."""

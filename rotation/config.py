@@ -23,6 +23,10 @@ __all__ = [
     "BackupSpec",
     "ComposeSpec",
     "Config",
+    "HttpProbe",
+    "JwtProbe",
+    "PostgresProbe",
+    "Probe",
     "PostgresTarget",
     "SecretSpec",
     "check_stack",
@@ -56,6 +60,7 @@ _SECRET_KEYS = {
     "restart_services",
     "encrypts_data",
     "apply",
+    "rotation_period",
 }
 _POSTGRES_KEYS = {"host", "port", "dbname", "user", "roles", "after", "container"}
 
@@ -97,6 +102,7 @@ class SecretSpec:
     restart_services: tuple[str, ...] = ()
     encrypts_data: bool = False
     apply: tuple[PostgresTarget, ...] = ()
+    rotation_period: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,13 +123,50 @@ class ComposeSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpProbe:
+    """An HTTP request whose status proves the new secrets work (or that stale ones are refused)."""
+
+    name: str
+    url: str
+    method: str = "GET"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    expect: int = 200
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresProbe:
+    """A login as `role` with the current value of `secret`."""
+
+    name: str
+    role: str
+    secret: str = "POSTGRES_PASSWORD"
+    host: str = "localhost"
+    port: str = "5432"
+    dbname: str = "postgres"
+    container: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JwtProbe:
+    """Every jwt-token secret verifies against the secret that signs it, with its role."""
+
+    name: str = "jwt"
+
+
+Probe = HttpProbe | PostgresProbe | JwtProbe
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
-    """A validated configuration: secrets in dependency order, backups, compose."""
+    """A validated configuration: secrets in dependency order, backups, compose, probes, webhooks."""
 
     path: Path
     secrets: Mapping[str, SecretSpec]
     backup: BackupSpec = field(default_factory=BackupSpec)
     compose: ComposeSpec = field(default_factory=ComposeSpec)
+    verify: tuple[Probe, ...] = ()
+    notify: tuple[str, ...] = ()
 
     def dependents(self, name: str) -> tuple[str, ...]:
         """Every `jwt-token` signed, directly or not, by secret `name`, in signing order."""
@@ -196,6 +239,8 @@ def _build(path: Path, raw: Any) -> Config:
         secrets={name: secrets[name] for name in ordered},
         backup=_backup(raw.get("backup") or {}, fail),
         compose=_compose(raw.get("compose") or {}, fail),
+        verify=tuple(_probe(index, item, fail) for index, item in enumerate(raw.get("verify") or [])),
+        notify=_notify(raw.get("notify") or [], fail),
     )
 
 
@@ -250,6 +295,9 @@ def _secret(name: str, body: Any, fail: Any) -> SecretSpec:
         restart_services=tuple(services),
         encrypts_data=body.get("encrypts_data", False),
         apply=_apply(body.get("apply"), kind, fail),
+        rotation_period=parse_duration(body["rotation_period"], f"secrets.{name}.rotation_period")
+        if body.get("rotation_period") is not None
+        else None,
     )
 
 
@@ -313,6 +361,59 @@ def _compose(raw: Any, fail: Any) -> ComposeSpec:
         project=str(project) if project else None,
         files=tuple(files),
     )
+
+
+def _probe(index: int, raw: Any, fail: Any) -> Probe:
+    key = f"verify[{index}]"
+    kinds = [k for k in ("http", "postgres", "jwt") if isinstance(raw, dict) and k in raw]
+    if len(kinds) != 1:
+        raise fail(key, "expected exactly one of http:, postgres: or jwt:")
+    kind = kinds[0]
+    body = raw[kind] or {}
+    name = str(raw.get("name") or (kind if kind == "jwt" else f"{kind} #{index + 1}"))
+    if not isinstance(body, dict):
+        raise fail(f"{key}.{kind}", "expected a mapping")
+    if kind == "jwt":
+        return JwtProbe(name)
+    if kind == "postgres":
+        if not isinstance(body.get("role"), str):
+            raise fail(f"{key}.postgres.role", "the role to log in as is required")
+        return PostgresProbe(
+            name=name,
+            role=body["role"],
+            secret=str(body.get("secret", "POSTGRES_PASSWORD")),
+            host=str(body.get("host", "localhost")),
+            port=str(body.get("port", "5432")),
+            dbname=str(body.get("dbname", "postgres")),
+            container=body.get("container"),
+        )
+    if not isinstance(body.get("url"), str):
+        raise fail(f"{key}.http.url", "a URL is required")
+    headers = body.get("headers") or {}
+    if not isinstance(headers, dict):
+        raise fail(f"{key}.http.headers", "expected a mapping of header names to values")
+    expect = body.get("expect", 200)
+    if isinstance(expect, bool) or not isinstance(expect, int):
+        raise fail(f"{key}.http.expect", f"'{expect}' is not an HTTP status code")
+    return HttpProbe(
+        name=name,
+        url=body["url"],
+        method=str(body.get("method", "GET")).upper(),
+        headers={str(k): str(v) for k, v in headers.items()},
+        expect=expect,
+        timeout=float(body.get("timeout", 10)),
+    )
+
+
+def _notify(raw: Any, fail: Any) -> tuple[str, ...]:
+    items = raw if isinstance(raw, list) else [raw]
+    urls = []
+    for index, item in enumerate(items):
+        url = item.get("url") if isinstance(item, dict) else item
+        if not isinstance(url, str) or not re.match(r"^https?://", url):
+            raise fail(f"notify[{index}]", "expected a webhook URL (http:// or https://)")
+        urls.append(url)
+    return tuple(urls)
 
 
 def _signing_order(secrets: Mapping[str, SecretSpec], fail: Any) -> list[str]:

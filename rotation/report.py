@@ -10,15 +10,18 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from .backup import Backup, age
+from .backup import Backup, age, local_time
 from .engine import ServiceState
 from .health import Snapshot
 from .runs import RestoreResult, RotationResult
+from .schedule import Due
 
 __all__ = [
     "backups_json",
     "backups_table",
     "details",
+    "due_json",
+    "due_table",
     "dumps",
     "paint",
     "restore_text",
@@ -176,3 +179,25 @@ def details(state: ServiceState, logs: str) -> str:
         lines.append("  last log lines:")
         lines += [f"    {line}" for line in logs.rstrip().splitlines()]
     return "\n".join(lines)
+
+
+def due_json(found: Sequence[Due], now: float | None = None) -> list[dict[str, Any]]:
+    """Due secrets for scripts."""
+    moment = time.time() if now is None else now
+    return [
+        {
+            "name": d.name,
+            "period": age(d.period),
+            "last_rotated": local_time(d.last) if d.last else None,
+            "age": age(moment - d.last) if d.last else None,
+        }
+        for d in found
+    ]
+
+
+def due_table(found: Sequence[Due], now: float | None = None) -> str:
+    """Due secrets for people."""
+    if not found:
+        return "no secret is due"
+    rows = [[r["name"], r["period"], r["age"] or "never rotated"] for r in due_json(found, now)]
+    return table(["secret", "period", "last rotated"], rows)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +23,12 @@ from .health import Snapshot
 from .journal import DbChange, commit, pending, recover
 from .plan import Plan, make_plan, render_files
 
-__all__ = ["STATE_BEFORE", "RestoreResult", "RotationResult", "Stack", "restore", "rotate"]
+__all__ = ["LIVE", "STATE_BEFORE", "RestoreResult", "RotationResult", "Stack", "restore", "rotate"]
 
 LOCK = ".lock"
 STATE_BEFORE = "health-before.json"
-DONE = ("applied", "restarted", "verified")
+# A run in these states has its new values live: a failed restart or verify rolls it back.
+LIVE = ("applied", "restarted")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +78,19 @@ class Stack:
         return run
 
     def run(self, ident: str | None) -> Backup | None:
-        """The run named by `ident` (this pipeline's), else the latest one that changed files."""
+        """The run named by `ident` (this pipeline's), else the latest rotation that got as far as its files."""
         if ident:
             return self.store.get(ident)
-        done = [b for b in self.store.all() if b.status in DONE and b.files]
-        return done[-1] if done else None
+        rotations = [b for b in self.store.all() if b.kind == "rotation" and b.files]
+        return rotations[-1] if rotations else None
+
+    def values(self) -> dict[str, str | None]:
+        """Every key of the stack's env files and its value now (the first listed file wins)."""
+        return _env(check_stack(self.config, self.root))
+
+    def values_in(self, run: Backup) -> dict[str, str | None]:
+        """The same, as the run's backup holds them: the values before the run."""
+        return _env({name: envfile.parse(run.read(name).decode("utf-8", "surrogateescape")) for name in run.files})
 
     def state_before(self, run: Backup | None) -> Snapshot | None:
         """The health state saved by the precheck of `run`, if it had one."""
@@ -114,7 +123,7 @@ class RestoreResult:
     dry_run: bool
 
 
-def _env(files: dict[str, envfile.EnvFile]) -> dict[str, str | None]:
+def _env(files: Mapping[str, envfile.EnvFile]) -> dict[str, str | None]:
     merged: dict[str, str | None] = {}
     for parsed in reversed(list(files.values())):
         merged.update({key: parsed.get(key) for key in parsed.names()})

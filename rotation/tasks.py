@@ -2,18 +2,23 @@
 
 `inv` reads them through the top-level `tasks.py`; `rotation` is a `Program` over the same
 collection. Several tasks on one command line (`rotation precheck rotate restart verify`)
-share one config object, and with it the run they work on.
+share one config object, and with it the run they work on. Every task run that reaches a
+stack is written to its audit log, and those that change or judge it are announced to the
+configured webhooks.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
+import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from invoke.collection import Collection
@@ -21,20 +26,24 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
-from . import report, rollout
-from .backup import local_time
+from . import audit, report, rollout
+from .backup import Backup, local_time
 from .compose import ComposeEngine
 from .config import find_config, load
-from .errors import EngineError, RotationError
+from .errors import EngineError, RecoveryError, RotationError
 from .fsio import write_atomic
 from .health import Snapshot, regressions
-from .runs import Stack
+from .probes import run_probes
+from .rollback import roll_back
+from .runs import LIVE, Stack
 from .runs import restore as restore_backup
 from .runs import rotate as rotate_secrets
+from .schedule import due as due_secrets
 
 __all__ = ["namespace"]
 
 BUNDLED_CONFIG = Path(__file__).with_name("secrets-config.yaml")
+_ANSI = re.compile(r"\033\[[0-9;]*m")
 
 
 def _setting(c: Context, key: str) -> object:
@@ -46,7 +55,19 @@ def _root(c: Context) -> Path:
     return Path(str(configured)).expanduser().absolute()
 
 
-def _stack(c: Context, config: str | None = None) -> Stack:
+@dataclass
+class _Record:
+    """What one task run did, for the audit log and the webhooks (names only, never values)."""
+
+    task: str
+    stack: Stack | None = None
+    secrets: list[str] = field(default_factory=list)
+    services: list[str] = field(default_factory=list)
+    run: str | None = None
+    announce: bool = True
+
+
+def _stack(c: Context, record: _Record, config: str | None = None) -> Stack:
     root = _root(c)
     if not root.is_dir():
         raise Exit(f"rotation: stack root {root} is not a directory (rotation.root / ROTATION_ROOT)", 2)
@@ -54,6 +75,7 @@ def _stack(c: Context, config: str | None = None) -> Stack:
     path = find_config(root, str(explicit) if explicit else None, BUNDLED_CONFIG)
     timeout = float(str(_setting(c, "lock_timeout") or 60))
     stack = Stack(root, load(path), lock_timeout=timeout)
+    record.stack = stack
     recovered = stack.recover()
     if recovered:
         print(report.paint(f"rotation: {recovered}", "yellow"), file=sys.stderr)
@@ -61,12 +83,48 @@ def _stack(c: Context, config: str | None = None) -> Stack:
 
 
 @contextmanager
-def _reported() -> Iterator[None]:
-    """Turn a `RotationError` into a one-line message and its exit code, without a traceback."""
+def _task(name: str) -> Iterator[_Record]:
+    """Run a task body: a `RotationError` becomes a one-line message and its exit code, and the
+    outcome goes to the audit log and the webhooks whatever happens."""
+    record = _Record(name)
+    started = time.monotonic()
+    outcome = "ok"
     try:
-        yield
+        yield record
     except RotationError as exc:
+        outcome = f"failed: {exc}"
         raise Exit(report.paint(f"rotation: {exc}", "red"), exc.exit_code) from None
+    except Exit as exc:
+        outcome = "ok" if not exc.code else f"failed: {_ANSI.sub('', str(exc.message or exc.code))}"
+        raise
+    finally:
+        _record(record, outcome, time.monotonic() - started)
+
+
+def _record(record: _Record, outcome: str, seconds: float) -> None:
+    stack = record.stack
+    if stack is None or not stack.store.directory.is_dir():
+        return
+    entry = {
+        "time": local_time(time.time()),
+        "task": record.task,
+        "stack": str(stack.root),
+        "secrets": sorted(record.secrets),
+        "services": sorted(record.services),
+        "run": record.run,
+        "outcome": outcome,
+        "duration": round(seconds, 3),
+    }
+    audit.append(stack.store.directory, entry)
+    if stack.config.notify and (record.announce or outcome != "ok"):
+        verdict = "succeeded" if outcome == "ok" else outcome
+        text = f"rotation {record.task} on {socket.gethostname()}:{stack.root} {verdict}"
+        if record.secrets:
+            text += f"; secrets: {', '.join(sorted(record.secrets))}"
+        if record.services:
+            text += f"; services: {', '.join(sorted(record.services))}"
+        for problem in audit.notify(stack.config.notify, {"text": text, "ok": outcome == "ok", **entry}):
+            print(report.paint(f"rotation: warning: {problem}", "yellow"), file=sys.stderr)
 
 
 def _names(flag: str | None) -> list[str] | None:
@@ -79,6 +137,7 @@ def _names(flag: str | None) -> list[str] | None:
     help={
         "dry-run": "Print the plan (and check the databases) without writing anything.",
         "secrets": "Comma-separated secrets to rotate; default: every auto_rotate secret.",
+        "due": "Rotate only the secrets past their rotation_period (see `rotation due`).",
         "skip-backup": "Keep no backup after a successful run (crash safety still uses one).",
         "config": "Configuration file; default: <root>/secrets-config.yaml, then scripts/, then bundled.",
         "accept-data-loss": "Allow rotating keys that encrypt stored data (encrypts_data: true).",
@@ -89,24 +148,36 @@ def rotate(
     c: Context,
     dry_run: bool = False,
     secrets: str | None = None,
+    due: bool = False,
     skip_backup: bool = False,
     config: str | None = None,
     accept_data_loss: bool = False,
     json: bool = False,
 ) -> None:
     """Rotate secrets: back up, change live databases, then every file, all or nothing."""
-    with _reported():
-        stack = _stack(c, config)
+    with _task("rotate") as record:
+        record.announce = not dry_run
+        stack = _stack(c, record, config)
+        selection = _names(secrets)
+        if due:
+            if selection:
+                raise Exit("rotation: rotate takes --due or --secrets, not both", 2)
+            selection = [d.name for d in due_secrets(stack.config, stack.store.all())]
+            if not selection:
+                record.announce = False
+                print("rotate: no secret is due")
+                return
         result = rotate_secrets(
             stack,
-            _names(secrets),
+            selection,
             accept_data_loss=accept_data_loss,
             skip_backup=skip_backup,
             dry_run=dry_run,
             run=_setting(c, "run"),  # type: ignore[arg-type]
         )
-    if result.backup is not None:
-        c.config.rotation.run = result.backup.id
+        record.secrets, record.services = list(result.plan.names), list(result.plan.services)
+        if result.backup is not None:
+            c.config.rotation.run = record.run = result.backup.id
     if json:
         print(report.dumps(report.rotation_json(result)))
         return
@@ -137,8 +208,9 @@ def restore(
     json: bool = False,
 ) -> None:
     """Restore a backup byte for byte (and its database passwords); the restore itself is undoable."""
-    with _reported():
-        stack = _stack(c, config)
+    with _task("restore") as record:
+        record.announce = not (list or dry_run)
+        stack = _stack(c, record, config)
         if list:
             backups = stack.store.all()
             print(report.dumps(report.backups_json(backups)) if json else report.backups_table(backups))
@@ -148,6 +220,9 @@ def restore(
         if latest and backup:
             raise Exit("rotation: restore takes --latest or --backup, not both", 2)
         result = restore_backup(stack, backup, dry_run=dry_run)
+        record.run = result.restored.id
+        record.secrets = [*result.restored.metadata.get("rotated_secrets", [])]
+        record.services = [*result.restored.metadata.get("affected_services", [])]
     if result.recovered:
         print(report.paint(result.recovered, "yellow"))
     print(report.restore_text(result))
@@ -187,8 +262,9 @@ def check(
     config: str | None = None,
 ) -> None:
     """Show every service's state, health, restarts and uptime; exit 1 if any is not healthy."""
-    with _reported():
-        stack = _stack(c, config)
+    with _task("check") as record:
+        record.announce = False
+        stack = _stack(c, record, config)
         engine = _engine(c, stack)
         snapshot = _snapshot(engine)
         found = regressions(Snapshot.load(Path(compare)), snapshot) if compare else []
@@ -201,26 +277,60 @@ def check(
             if verbose:
                 for state in snapshot.unhealthy:
                     print(report.details(state, engine.logs(state.service, 20)))
-    for problem in found:
-        print(report.paint(f"regression: {problem.describe()}", "red"))
-    if not snapshot.healthy or found:
-        names = ", ".join(s.service for s in snapshot.unhealthy) or f"{len(found)} regressions"
-        raise Exit(report.paint(f"rotation: not healthy: {names}", "red"), 1)
+        for problem in found:
+            print(report.paint(f"regression: {problem.describe()}", "red"))
+        if not snapshot.healthy or found:
+            names = ", ".join(s.service for s in snapshot.unhealthy) or f"{len(found)} regressions"
+            raise Exit(report.paint(f"rotation: not healthy: {names}", "red"), 1)
 
 
 @task(help={"config": "Configuration file (see rotate)."})
 def precheck(c: Context, config: str | None = None) -> None:
     """Health gate: save the state for this run and stop the pipeline if anything is unhealthy."""
-    with _reported():
-        stack = _stack(c, config)
+    with _task("precheck") as record:
+        record.announce = False
+        stack = _stack(c, record, config)
         snapshot = _snapshot(_engine(c, stack))
         if not snapshot.healthy:
             print(report.states_table(snapshot))
             names = ", ".join(s.service for s in snapshot.unhealthy)
             raise Exit(report.paint(f"rotation: precheck failed, not healthy: {names}; nothing was rotated", "red"), 1)
         run = stack.open_run(snapshot)
-    c.config.rotation.run = run.id
+        c.config.rotation.run = record.run = run.id
     print(f"precheck: {len(snapshot.states)} services healthy; state saved in run {run.id}")
+
+
+def _fail(
+    record: _Record,
+    stack: Stack,
+    engine: ComposeEngine,
+    run: Backup | None,
+    reason: str,
+    *,
+    rollback: bool,
+    timeout: float,
+    parallel: int,
+) -> Exit:
+    """The `Exit` for a failed restart or verify, after rolling the run back when it is live."""
+    if not rollback or run is None or run.status not in LIVE:
+        if run is not None and run.status in LIVE:
+            stack.store.update(run, status="failed", error=reason)
+        return Exit(report.paint(f"rotation: {reason}", "red"), 1)
+    print(report.paint(f"rolling back run {run.id}: {reason}", "yellow"))
+    try:
+        result = roll_back(stack, engine, run, reason, timeout=timeout, parallel=parallel)
+    except RecoveryError as exc:
+        return Exit(report.paint(f"rotation: {reason}\n{exc}", "red"), exc.exit_code)
+    services = ", ".join(result.restart.order) or "none"
+    record.services = [*result.restart.order]
+    return Exit(
+        report.paint(
+            f"rotation: ROLLED BACK run {run.id} because {reason}. Files and databases are back on the "
+            f"values before the rotation, and the recreated services ({services}) are healthy",
+            "red",
+        ),
+        1,
+    )
 
 
 @task(
@@ -230,6 +340,7 @@ def precheck(c: Context, config: str | None = None) -> None:
         "no-healthcheck": "Do not wait for health after each recreate.",
         "timeout": "Seconds to wait for the services to be healthy (default 180).",
         "parallel": "How many independent services to recreate at once (default 4).",
+        "no-rollback": "On failure, leave the stack as it is instead of rolling the rotation back.",
         "config": "Configuration file (see rotate).",
     }
 )
@@ -240,11 +351,12 @@ def restart(
     no_healthcheck: bool = False,
     timeout: float = 180.0,
     parallel: int = 4,
+    no_rollback: bool = False,
     config: str | None = None,
 ) -> None:
     """Recreate the services the latest rotation affected, in dependency order, each proven healthy."""
-    with _reported():
-        stack = _stack(c, config)
+    with _task("restart") as record:
+        stack = _stack(c, record, config)
         engine = _engine(c, stack)
         run = stack.run(_setting(c, "run"))  # type: ignore[arg-type]
         if all:
@@ -252,53 +364,87 @@ def restart(
         elif services:
             chosen = engine.resolve(_names(services) or [])
         elif run is not None:
-            chosen = engine.resolve(list(run.metadata.get("affected_services", [])))
+            chosen = engine.resolve([*run.metadata.get("affected_services", [])])
         else:
             raise Exit("rotation: no rotation to restart after; pass --services or --all", 2)
+        record.services, record.run = chosen, run.id if run else None
+        record.secrets = [*run.metadata.get("rotated_secrets", [])] if run else []
         if not chosen:
             print("restart: no service to recreate")
             return
         result = rollout.restart(engine, chosen, timeout=timeout, parallel=parallel, healthcheck=not no_healthcheck)
         print(f"restart: recreated {', '.join(result.order) or '(none)'} in dependency order")
         before = stack.state_before(run)
-        after = _snapshot(engine)
-        found = regressions(before, after, recreated=chosen) if before else []
+        found = regressions(before, _snapshot(engine), recreated=chosen) if before else []
         problems = result.failures() + [p.describe() for p in found if p.service not in result.outcome]
-        if run is not None:
-            stack.store.update(run, status="restarted" if not problems else "failed")
-    if problems:
         for line in problems:
             print(report.paint(f"failed: {line}", "red"))
-        raise Exit(report.paint(f"rotation: restart failed for {len(problems)} service(s)", "red"), 1)
+        if problems:
+            reason = f"restart failed: {problems[0]}" + (
+                f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            )
+            raise _fail(
+                record, stack, engine, run, reason, rollback=not no_rollback, timeout=timeout, parallel=parallel
+            )
+        if run is not None and run.status in LIVE:
+            stack.store.update(run, status="restarted")
     print(report.paint(f"restart: {len(chosen)} services healthy", "green"))
 
 
-@task(help={"config": "Configuration file (see rotate)."})
-def verify(c: Context, config: str | None = None) -> None:
-    """Check the stack against the precheck state of the same run; exit 1 on any regression."""
-    with _reported():
-        stack = _stack(c, config)
+@task(
+    help={
+        "no-rollback": "On failure, leave the stack as it is instead of rolling the rotation back.",
+        "timeout": "Seconds to wait for services to be healthy again if it rolls back (default 180).",
+        "config": "Configuration file (see rotate).",
+    }
+)
+def verify(c: Context, no_rollback: bool = False, timeout: float = 180.0, config: str | None = None) -> None:
+    """Compare the stack with its precheck state and run the configured probes; exit 1 on any failure."""
+    with _task("verify") as record:
+        stack = _stack(c, record, config)
         engine = _engine(c, stack)
         run = stack.run(_setting(c, "run"))  # type: ignore[arg-type]
+        record.run = run.id if run else None
+        record.secrets = [*run.metadata.get("rotated_secrets", [])] if run else []
         before = stack.state_before(run)
         snapshot = _snapshot(engine)
-        recreated = engine.resolve(list(run.metadata.get("affected_services", []))) if run else []
+        recreated = engine.resolve([*run.metadata.get("affected_services", [])]) if run else []
         found = regressions(before, snapshot, recreated) if before else []
+        print(report.states_table(snapshot))
         if before is None:
             print(report.paint("verify: no precheck state for this run; checking health only", "yellow"))
         problems = [p.describe() for p in found] + [
             f"{s.service} {s.summary}" for s in snapshot.unhealthy if s.service not in {p.service for p in found}
         ]
-        if run is not None and run.status in ("applied", "restarted"):
-            stack.store.update(run, status="verified" if not problems else "failed")
-    print(report.states_table(snapshot))
-    if problems:
         for line in problems:
             print(report.paint(f"regression: {line}", "red"))
-        raise Exit(report.paint(f"rotation: verify failed: {len(problems)} problem(s)", "red"), 1)
-    print(report.paint("verify: every service healthy, no regression", "green"))
+        previous = stack.values_in(run) if run else {}
+        for probe in run_probes(stack.config, stack.values(), previous, stack.databases):
+            mark = report.paint("ok  ", "green") if probe.ok else report.paint("FAIL", "red")
+            print(f"{mark} {probe.name}: {probe.detail}")
+            if not probe.ok:
+                problems.append(f"probe {probe.name} failed: {probe.detail}")
+        if problems:
+            reason = f"verify failed: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+            raise _fail(record, stack, engine, run, reason, rollback=not no_rollback, timeout=timeout, parallel=4)
+        if run is not None and run.status in LIVE:
+            stack.store.update(run, status="verified")
+    print(report.paint("verify: every service healthy, every probe passed", "green"))
 
 
-namespace = Collection(rotate, restore, check, precheck, restart, verify)
+@task(help={"config": "Configuration file (see rotate).", "json": "Print machine-readable JSON."})
+def due(c: Context, config: str | None = None, json: bool = False) -> None:
+    """List the secrets past their rotation_period; exit 1 when some are due, 0 when none are."""
+    with _task("due") as record:
+        record.announce = False
+        stack = _stack(c, record, config)
+        found = due_secrets(stack.config, stack.store.all())
+        record.secrets = [d.name for d in found]
+        print(report.dumps(report.due_json(found)) if json else report.due_table(found))
+        if found:
+            raise Exit(code=1)
+
+
+namespace = Collection(rotate, restore, check, precheck, restart, verify, due)
 namespace.configure({"rotation": {"root": None, "config": None, "lock_timeout": 60, "run": None}})
 logging.basicConfig(level=logging.INFO, format="rotation: %(message)s")

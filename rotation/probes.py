@@ -1,0 +1,122 @@
+"""Verification probes: prove that the new secrets work, beyond containers reporting healthy.
+
+A probe's output names what it checked and how it went, never a value: URLs and headers are
+shown as written in the configuration, before `${...}` is filled in.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import jwt
+
+from .config import Config, HttpProbe, JwtProbe, PostgresProbe
+from .errors import DatabaseError
+from .generate import Secret, verify_jwt
+from .postgres import Endpoint, Opener
+
+__all__ = ["ProbeResult", "run_probes"]
+
+_REFERENCE = re.compile(r"\$\{(?:(previous):)?([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """One probe's verdict and a line for a person."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+class _Missing(Exception):
+    """A `${NAME}` in a probe that has no value."""
+
+
+def _fill(text: str, current: Mapping[str, str | None], previous: Mapping[str, str | None]) -> str:
+    def value(match: re.Match[str]) -> str:
+        source = previous if match[1] else current
+        found = source.get(match[2])
+        if found is None:
+            raise _Missing(f"{match[0]} has no value{' (no previous run)' if match[1] else ''}")
+        return found
+
+    return _REFERENCE.sub(value, text)
+
+
+def _http(probe: HttpProbe, current: Mapping[str, str | None], previous: Mapping[str, str | None]) -> ProbeResult:
+    shown = f"{probe.method} {probe.url}"
+    request = urllib.request.Request(
+        _fill(probe.url, current, previous),
+        method=probe.method,
+        headers={name: _fill(value, current, previous) for name, value in probe.headers.items()},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=probe.timeout) as response:
+            status = int(response.status)
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return ProbeResult(probe.name, False, f"{shown}: unreachable ({reason})")
+    return ProbeResult(probe.name, status == probe.expect, f"{shown} -> {status} (expected {probe.expect})")
+
+
+def _postgres(probe: PostgresProbe, current: Mapping[str, str | None], connect: Opener) -> ProbeResult:
+    password = current.get(probe.secret)
+    if password is None:
+        return ProbeResult(probe.name, False, f"{probe.secret} has no value in the stack's env files")
+    point = Endpoint(probe.host, probe.port, probe.dbname, probe.role, (probe.role,), (), probe.container)
+    try:
+        connect(point).prove([probe.role], Secret(password))
+    except DatabaseError as exc:
+        return ProbeResult(probe.name, False, str(exc).replace("the new password", f"the current {probe.secret}"))
+    return ProbeResult(probe.name, True, f"{point.label}: {probe.role} logs in with the current {probe.secret}")
+
+
+def _jwt(probe: JwtProbe, config: Config, current: Mapping[str, str | None]) -> list[ProbeResult]:
+    results = []
+    for spec in config.secrets.values():
+        if spec.type != "jwt-token" or spec.depends_on is None:
+            continue
+        token, key = current.get(spec.name), current.get(spec.depends_on)
+        if token is None or key is None:
+            results.append(ProbeResult(f"{probe.name}: {spec.name}", False, f"{spec.name} or {spec.depends_on} unset"))
+            continue
+        try:
+            claims = verify_jwt(Secret(token), Secret(key))
+        except jwt.InvalidTokenError as exc:
+            detail = f"{spec.name} does not verify against {spec.depends_on}: {exc}"
+            results.append(ProbeResult(f"{probe.name}: {spec.name}", False, detail))
+            continue
+        ok = claims.get("role") == spec.role
+        detail = f"{spec.name} verifies against {spec.depends_on}, role {claims.get('role')}"
+        results.append(
+            ProbeResult(f"{probe.name}: {spec.name}", ok, detail + ("" if ok else f", expected {spec.role}"))
+        )
+    return results
+
+
+def run_probes(
+    config: Config,
+    current: Mapping[str, str | None],
+    previous: Mapping[str, str | None],
+    connect: Opener,
+) -> list[ProbeResult]:
+    """Run every probe of the configuration against the stack's current (and previous) values."""
+    results: list[ProbeResult] = []
+    for probe in config.verify:
+        try:
+            if isinstance(probe, HttpProbe):
+                results.append(_http(probe, current, previous))
+            elif isinstance(probe, PostgresProbe):
+                results.append(_postgres(probe, current, connect))
+            else:
+                results.extend(_jwt(probe, config, current))
+        except _Missing as missing:
+            results.append(ProbeResult(probe.name, False, str(missing)))
+    return results

@@ -1,0 +1,47 @@
+"""Which secrets are due for rotation, from each one's `rotation_period` and the backup history."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .backup import Backup
+from .config import Config
+
+__all__ = ["Due", "due", "last_rotated"]
+
+SUCCEEDED = ("applied", "restarted", "verified")
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """A secret past its rotation period; `last` is None when the history has no rotation of it."""
+
+    name: str
+    period: int
+    last: float | None
+
+
+def last_rotated(backups: Sequence[Backup]) -> dict[str, float]:
+    """When each secret was last rotated by a run that succeeded, as a Unix time."""
+    found: dict[str, float] = {}
+    for backup in backups:
+        if backup.kind == "rotation" and backup.status in SUCCEEDED:
+            for name in backup.metadata.get("rotated_secrets", []):
+                found[name] = max(found.get(name, 0.0), backup.created)
+    return found
+
+
+def due(config: Config, backups: Sequence[Backup], now: float | None = None) -> list[Due]:
+    """Every secret with a `rotation_period` whose last rotation is older than that period."""
+    moment = time.time() if now is None else now
+    history = last_rotated(backups)
+    found = []
+    for spec in config.secrets.values():
+        if spec.rotation_period is None or spec.type == "static":
+            continue
+        last = history.get(spec.name)
+        if last is None or moment - last >= spec.rotation_period:
+            found.append(Due(spec.name, spec.rotation_period, last))
+    return found
