@@ -14,7 +14,9 @@ import shlex
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +89,19 @@ def _state(service: str, container: Container | None) -> ServiceState:
         oom_killed=bool(state.get("OOMKilled")),
         health_output=(log_entries[-1].get("Output") or "").strip()[-500:] if log_entries else None,
     )
+
+
+class _Progress:
+    """Logs a service's state while waiting for it: each change at INFO, repeats at DEBUG."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.last: str | None = None
+
+    def __call__(self, state: ServiceState) -> None:
+        level = logging.DEBUG if state.summary == self.last else logging.INFO
+        log.log(level, "waiting for %s: %s", self.service, state.summary)
+        self.last = state.summary
 
 
 class ComposeEngine:
@@ -220,31 +235,54 @@ class ComposeEngine:
         self._compose("up", "-d", "--no-deps", "--force-recreate", *services)
 
     def wait_healthy(self, service: str, previous: str | None, timeout: float) -> ServiceState:
-        """Poll with a short capped backoff until a new container is healthy, has stopped, or time is up."""
+        """Wait until a new container is healthy, has stopped, or time is up, and return its state.
+
+        It follows the engine's event stream (start, health_status, die) and reads the state only
+        when the service's container reports something, so it sees health the moment the engine
+        does; where the stream is unavailable it polls with a short capped backoff.
+        """
+        import docker
+
+        progress = _Progress(service)
 
         def settled(state: ServiceState) -> bool:
             fresh = state.container_id is not None and state.container_id != previous
             return fresh and (state.healthy or state.state in FINAL)
 
+        deadline = time.time() + max(timeout, 0)
+        try:
+            events = self.client.events(
+                decode=True,
+                since=int(time.time()) - 1,
+                until=int(deadline) + 1,
+                filters={"type": "container", "label": f"{PROJECT}={self.project}"},
+            )
+        except docker.errors.DockerException:
+            return self._poll(service, settled, deadline, progress)
+        with closing(events):
+            state = self.state(service)
+            while not settled(state) and time.time() < deadline:
+                progress(state)
+                event = next(events, None)
+                if event is None:
+                    break
+                if (event.get("Actor") or {}).get("Attributes", {}).get(SERVICE) == service:
+                    state = self.state(service)
+        return state
+
+    def _poll(
+        self, service: str, settled: Callable[[ServiceState], bool], deadline: float, progress: _Progress
+    ) -> ServiceState:
         def last(retry_state: RetryCallState) -> ServiceState:
             assert retry_state.outcome is not None
             state: ServiceState = retry_state.outcome.result()
             return state
 
-        seen: list[str] = []
-
-        def waiting(retry_state: RetryCallState) -> None:
-            summary = last(retry_state).summary
-            log.log(
-                logging.DEBUG if seen and seen[-1] == summary else logging.INFO, "waiting for %s: %s", service, summary
-            )
-            seen.append(summary)
-
         result: ServiceState = Retrying(
-            stop=stop_after_delay(max(timeout, 0)),
+            stop=stop_after_delay(max(deadline - time.time(), 0)),
             wait=wait_exponential(multiplier=0.05, min=0.05, max=0.5),
             retry=retry_if_result(lambda s: not settled(s)),
-            before_sleep=waiting,
+            before_sleep=lambda rs: progress(last(rs)),
             retry_error_callback=last,
         )(self.state, service)
         return result

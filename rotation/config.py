@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -44,6 +44,7 @@ ALPHABETS = {
 TYPES = ("random", "jwt-token", "static")
 MIN_RANDOM_LENGTH = 16
 DEFAULT_JWT_LIFETIME = 5 * 366 * 86400
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's when the wheel has it
 _DURATION = re.compile(r"^(\d+)\s*([smhdwy]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 366 * 86400}
 _SECRET_KEYS = {
@@ -168,12 +169,14 @@ class Config:
     verify: tuple[Probe, ...] = ()
     notify: tuple[str, ...] = ()
 
-    def dependents(self, name: str) -> tuple[str, ...]:
-        """Every `jwt-token` signed, directly or not, by secret `name`, in signing order."""
+    def dependents(self, names: Iterable[str]) -> tuple[str, ...]:
+        """Every `jwt-token` signed, directly or not, by one of `names`, in signing order (one pass)."""
+        signers = set(names)
         found: list[str] = []
         for spec in self.secrets.values():
-            if spec.depends_on == name or (spec.depends_on in found):
+            if spec.depends_on in signers and spec.name not in signers:
                 found.append(spec.name)
+                signers.add(spec.name)
         return tuple(found)
 
 
@@ -203,7 +206,7 @@ def find_config(root: Path, explicit: str | None, bundled: Path) -> Path:
 def load(path: Path) -> Config:
     """Read and validate `path`; every problem is a `ConfigError` naming the file and key."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
     except yaml.YAMLError as exc:

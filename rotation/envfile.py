@@ -6,71 +6,79 @@ order, `export ` prefixes, quoting, inline comments and line endings stay as the
 
 from __future__ import annotations
 
+import gc
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from .errors import EnvFileError
 
 __all__ = ["Entry", "EnvFile", "parse", "read", "safe_value"]
 
-_ASSIGNMENT = re.compile(r"[ \t]*(?:export[ \t]+)?(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)[ \t]*=[ \t]*")
+_ASSIGNMENT = re.compile(r"\n[ \t]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_.\-]*)[ \t]*=[ \t]*([^\n]*)")
 _INLINE_COMMENT = re.compile(r"[ \t]#")
 _UNSAFE_UNQUOTED = re.compile(r"[\s'\"#$\\]")
 _DOUBLE_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\"}
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One `KEY=value` assignment: its key, decoded value and where the raw value sits in the text."""
+class Entry(NamedTuple):
+    """One `KEY=value` assignment: its key, decoded value and where the raw value sits in the text.
+
+    A named tuple rather than a dataclass: large files hold hundreds of thousands of them.
+    """
 
     key: str
     value: str
     start: int
     end: int
     quote: str
-    line: int
 
 
 @dataclass(frozen=True, slots=True)
 class EnvFile:
-    """The full text of a `.env` file and the assignments found in it."""
+    """The full text of a `.env` file, the assignments found in it, and those by key."""
 
     text: str
     entries: tuple[Entry, ...]
+    by_key: Mapping[str, list[Entry]] = field(repr=False, compare=False)
 
     def get(self, key: str) -> str | None:
         """The value compose would use for `key`: the last assignment wins."""
-        found = [e.value for e in self.entries if e.key == key]
-        return found[-1] if found else None
+        found = self.by_key.get(key)
+        return found[-1].value if found else None
 
     def count(self, key: str) -> int:
         """How many times `key` is assigned."""
-        return sum(1 for e in self.entries if e.key == key)
+        return len(self.by_key.get(key, ()))
 
     def names(self) -> frozenset[str]:
         """Every key assigned at least once."""
-        return frozenset(e.key for e in self.entries)
+        return frozenset(self.by_key)
 
     def render(self) -> bytes:
         """The file's bytes, exactly as read for an unchanged file."""
         return self.text.encode("utf-8", "surrogateescape")
 
     def replace(self, values: Mapping[str, str]) -> EnvFile:
-        """A copy with every assignment of each key in `values` set to its new value, in one pass."""
+        """A copy with every assignment of each key in `values` set to its new value."""
+        return parse(self.rendered(values).decode("utf-8", "surrogateescape"))
+
+    def rendered(self, values: Mapping[str, str]) -> bytes:
+        """The file's bytes with every assignment of each key in `values` set to its new value.
+
+        One pass over the assignments of those keys only; every other byte is copied as it was.
+        """
+        spans = sorted((e for key in values for e in self.by_key.get(key, ())), key=lambda e: e.start)
         pieces: list[str] = []
         cursor = 0
-        for entry in self.entries:
-            if entry.key not in values:
-                continue
-            pieces.append(self.text[cursor : entry.start])
-            pieces.append(_encode(values[entry.key], entry.quote, entry.key))
+        for entry in spans:
+            pieces += [self.text[cursor : entry.start], _encode(values[entry.key], entry.quote, entry.key)]
             cursor = entry.end
-        if not pieces:
-            return self
         pieces.append(self.text[cursor:])
-        return parse("".join(pieces))
+        return "".join(pieces).encode("utf-8", "surrogateescape")
 
 
 def safe_value(value: str) -> bool:
@@ -95,42 +103,59 @@ def _line_end(text: str, pos: int) -> int:
 
 def parse(text: str) -> EnvFile:
     """Find every assignment in `text`; lines that are not assignments are kept as they are."""
+    with _no_cyclic_gc():
+        return _parse(text)
+
+
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Pause the cycle collector while building many small acyclic objects, as pickle does.
+
+    A large file yields hundreds of thousands of entries, none of them in a cycle; scanning them
+    over and over would cost a third of the parse.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _parse(text: str) -> EnvFile:
     entries: list[Entry] = []
-    pos = 0
-    line = 1
-    size = len(text)
-    while pos < size:
-        eol = _line_end(text, pos)
-        match = _ASSIGNMENT.match(text, pos, eol)
-        if match is None:
-            line += 1
-            pos = eol + 1
-            continue
-        start = match.end()
-        opener = text[start] if start < size else ""
-        if opener in ("'", '"'):
-            close = _closing_quote(text, start + 1, opener)
+    consumed = 0
+    # Matching "\n" + text lets the regex engine jump from line to line; offsets shift by one.
+    for match in _ASSIGNMENT.finditer("\n" + text):
+        if match.start() < consumed:
+            continue  # inside a multi-line quoted value
+        key, rest = match.group(1, 2)
+        start, eol = match.start(2) - 1, match.end() - 1
+        if rest[:1] in ("'", '"'):
+            close = _closing_quote(text, start + 1, rest[0])
             if close >= 0:
                 raw = text[start + 1 : close]
-                value = raw if opener == "'" else _unescape(raw)
-                entries.append(Entry(match["key"], value, start + 1, close, opener, line))
-                line += raw.count("\n")
-                eol = _line_end(text, close)
-                line += 1
-                pos = eol + 1
+                entries.append(Entry(key, raw if rest[0] == "'" else _unescape(raw), start + 1, close, rest[0]))
+                consumed = _line_end(text, close) + 1
                 continue
         end = eol
-        if end > start and text[end - 1] == "\r":
+        if "#" in rest:
+            comment = _INLINE_COMMENT.search(text, start, end)
+            if comment is not None:
+                end = comment.start()
+        while end > start and text[end - 1] in " \t\r":
             end -= 1
-        comment = _INLINE_COMMENT.search(text, start, end)
-        if comment is not None:
-            end = comment.start()
-        while end > start and text[end - 1] in " \t":
-            end -= 1
-        entries.append(Entry(match["key"], text[start:end], start, end, "", line))
-        line += 1
-        pos = eol + 1
-    return EnvFile(text, tuple(entries))
+        entries.append(Entry(key, text[start:end], start, end, ""))
+        consumed = eol + 1
+    return _envfile(text, entries)
+
+
+def _envfile(text: str, entries: list[Entry]) -> EnvFile:
+    index: dict[str, list[Entry]] = {}
+    for entry in entries:
+        index.setdefault(entry.key, []).append(entry)
+    return EnvFile(text, tuple(entries), index)
 
 
 def _closing_quote(text: str, pos: int, quote: str) -> int:

@@ -101,11 +101,9 @@ def make_plan(
     issued = time.time() if now is None else now
     chosen = set(_select(config, selection, accept_data_loss))
     reasons = {name: "selected" if selection is not None else "auto" for name in chosen}
-    for name in list(chosen):
-        for dependent in config.dependents(name):
-            if dependent not in chosen:
-                chosen.add(dependent)
-                reasons[dependent] = f"signed by {config.secrets[dependent].depends_on}"
+    for dependent in config.dependents(chosen):
+        chosen.add(dependent)
+        reasons[dependent] = f"signed by {config.secrets[dependent].depends_on}"
     changes: dict[str, Change] = {}
     for spec in config.secrets.values():
         if spec.name not in chosen:
@@ -150,5 +148,5 @@ def render_files(plan: Plan, files: Mapping[str, EnvFile]) -> dict[str, bytes]:
     out = {}
     for name in plan.files:
         values = {c.name: c.new.reveal() for c in plan.changes if name in c.spec.files}
-        out[name] = files[name].replace(values).render()
+        out[name] = files[name].rendered(values)
     return out

@@ -12,16 +12,17 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
-
-import psycopg
-from psycopg import sql
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import scram
 from .config import PostgresTarget, interpolate
 from .engine import Engine
 from .errors import DatabaseError
 from .generate import Secret
+
+if TYPE_CHECKING:  # psycopg is imported where it is used: commands that never connect start faster
+    import psycopg
+    from psycopg import sql
 
 __all__ = [
     "ContainerDatabase",
@@ -138,6 +139,8 @@ def _missing(point: Endpoint, present: Mapping[str, bool]) -> list[str]:
 
 def _statements(point: Endpoint, password: Secret) -> list[sql.SQL | sql.Composed]:
     """ALTER ROLE for each role with a fresh SCRAM verifier, then the `after` statements."""
+    from psycopg import sql
+
     alters: list[sql.SQL | sql.Composed] = [
         sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(
             sql.Identifier(role), sql.Literal(scram.verifier(password.reveal()))
@@ -159,6 +162,8 @@ class DirectDatabase:
     point: Endpoint
 
     def _connect(self, user: str, password: Secret) -> psycopg.Connection[tuple[Any, ...]]:
+        import psycopg
+
         return psycopg.connect(
             host=self.point.host,
             port=self.point.port,
@@ -176,6 +181,9 @@ class DirectDatabase:
         return DatabaseError(f"{self.point.label}: {doing} as {self.point.user}: {reason}")
 
     def login_roles(self, login: Secret) -> list[str]:
+        import psycopg
+        from psycopg import sql
+
         try:
             with self._connect(self.point.user, login) as conn:
                 rows = conn.execute(sql.SQL(_ROLES).format(sql.Literal(list(self.point.roles)))).fetchall()
@@ -184,6 +192,8 @@ class DirectDatabase:
         return _missing(self.point, {str(name): bool(can) for name, can in rows})
 
     def set_password(self, login: Secret, password: Secret) -> None:
+        import psycopg
+
         try:
             with self._connect(self.point.user, login) as conn, conn.transaction():
                 for statement in _statements(self.point, password):
@@ -192,6 +202,8 @@ class DirectDatabase:
             raise self._fail("could not change the password", exc) from None
 
     def prove(self, roles: Sequence[str], password: Secret) -> None:
+        import psycopg
+
         for role in roles:
             try:
                 with self._connect(role, password):
@@ -202,6 +214,8 @@ class DirectDatabase:
                 ) from None
 
     def which(self, candidates: Mapping[str, Secret]) -> str | None:
+        import psycopg
+
         for name, password in candidates.items():
             try:
                 with self._connect(self.point.user, password):
@@ -211,6 +225,8 @@ class DirectDatabase:
         return None
 
     def can_alter(self, login: Secret) -> bool:
+        import psycopg
+
         try:
             with self._connect(self.point.user, login) as conn:
                 row = conn.execute(_CAN_ALTER).fetchone()
@@ -244,6 +260,8 @@ class ContainerDatabase:
         return [line.split("\t") for line in result.output.splitlines() if line.strip()]
 
     def _query(self, template: str, login: Secret | None = None) -> list[list[str]]:
+        from psycopg import sql
+
         statement = sql.SQL(template).format(sql.Literal(list(self.point.roles)))
         return self._psql(statement.as_string(None) + ";\n", login)
 
