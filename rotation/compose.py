@@ -1,4 +1,4 @@
-"""The Docker Compose backend of `engine.Engine`: the docker SDK for state, the compose command to recreate.
+"""The Docker Compose backend of `engine.Engine`: the compose command creates, the docker SDK does the rest.
 
 Containers are found by their compose labels, never by name, so compose v1 and v2 naming and
 Podman's Docker-compatible API all work. The docker SDK is imported only when the engine is
@@ -230,9 +230,21 @@ class ComposeEngine:
         newest = max(found, key=lambda c: c.attrs.get("Created", ""), default=None)
         return _state(service, newest)
 
-    def recreate(self, services: Sequence[str]) -> None:
-        """`up -d --no-deps --force-recreate`: a new container, so the new env files apply."""
-        self._compose("up", "-d", "--no-deps", "--force-recreate", *services)
+    def create(self, services: Sequence[str]) -> None:
+        """`up --no-start --no-deps --force-recreate`: new containers for all of them, in one invocation."""
+        self._compose("up", "--no-start", "--no-deps", "--force-recreate", *services)
+
+    def start(self, service: str) -> None:
+        """Start the newest container of `service` through the engine API, as `compose start` does."""
+        import docker
+
+        container = self._containers().get(service)
+        if container is None:
+            raise EngineError(f"service {service} of project '{self.project}' has no container to start")
+        try:
+            container.start()
+        except docker.errors.APIError as exc:
+            raise EngineError(f"service {service}: the engine could not start it: {exc.explanation or exc}") from None
 
     def wait_healthy(self, service: str, previous: str | None, timeout: float) -> ServiceState:
         """Wait until a new container is healthy, has stopped, or time is up, and return its state.

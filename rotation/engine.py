@@ -78,8 +78,16 @@ class Engine(Protocol):
         """The state of every service; a defined service without a container is `missing`."""
         ...
 
-    def recreate(self, services: Sequence[str]) -> None:
-        """Recreate the containers of `services` so that they read the current env files."""
+    def create(self, services: Sequence[str]) -> None:
+        """Replace the containers of `services` with new, not yet started ones that read the env files now.
+
+        A restarted container keeps the environment it was created with; only a new one applies
+        a changed `.env`.
+        """
+        ...
+
+    def start(self, service: str) -> None:
+        """Start the service's newest container."""
         ...
 
     def wait_healthy(self, service: str, previous: str | None, timeout: float) -> ServiceState:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
 
 from .engine import Service
 from .errors import ConfigError
@@ -62,29 +63,53 @@ def critical_path(graph: Graph, cost: Mapping[str, float]) -> float:
     return max(finish.values(), default=0.0)
 
 
-def run_in_order(graph: Graph, work: Callable[[str], bool], parallel: int = 4) -> dict[str, str]:
-    """Run `work` on every node once all its dependencies succeeded, up to `parallel` at a time.
+def run_in_order(
+    graph: Graph,
+    begin: Callable[[list[str]], Mapping[str, bool]],
+    finish: Callable[[str], bool],
+    parallel: int = 4,
+) -> dict[str, str]:
+    """Work through the graph as fast as it allows, with at most `parallel` nodes in progress.
 
-    Returns each node's outcome: `ok`, `failed` (work returned False), or `skipped` because
-    something it depends on did not succeed. Nodes that do not depend on a failure still finish.
+    Nodes whose dependencies have all succeeded are begun together, in one `begin` call (one
+    compose invocation for a whole wave, not one process each), then each is finished on its
+    own, so its dependents start the moment it is done. Returns each node's outcome: `ok`,
+    `failed` (`begin` or `finish` said so), or `skipped` because something it depends on did
+    not succeed. Nodes that do not depend on a failure still finish.
     """
     order = {name: i for i, name in enumerate(topological(graph))}
+    limit = max(1, parallel)
     outcome: dict[str, str] = {}
-    running: dict[Future[bool], str] = {}
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+    busy: set[str] = set()
+    futures: dict[Future[Any], tuple[str, list[str]]] = {}
+    with ThreadPoolExecutor(max_workers=limit + 1) as pool:
         while len(outcome) < len(graph):
+            batch: list[str] = []
             for name in sorted(graph, key=order.__getitem__):
-                if name in outcome or name in running.values():
+                if name in outcome or name in busy:
                     continue
                 deps = graph[name] & set(graph)
                 if any(outcome.get(d) in ("failed", "skipped") for d in deps):
                     outcome[name] = "skipped"
-                elif all(outcome.get(d) == "ok" for d in deps) and len(running) < max(1, parallel):
-                    running[pool.submit(work, name)] = name
-            if not running:
+                elif all(outcome.get(d) == "ok" for d in deps) and len(busy) + len(batch) < limit:
+                    batch.append(name)
+            if batch:
+                busy.update(batch)
+                futures[pool.submit(begin, batch)] = ("begin", batch)
+            if not futures:
                 continue
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            done, _ = wait(futures, return_when=FIRST_COMPLETED)
             for future in done:
-                name = running.pop(future)
-                outcome[name] = "ok" if future.result() else "failed"
+                step, names = futures.pop(future)
+                if step == "begin":
+                    begun = future.result()
+                    for name in names:
+                        if begun.get(name):
+                            futures[pool.submit(finish, name)] = ("finish", [name])
+                        else:
+                            outcome[name] = "failed"
+                            busy.discard(name)
+                else:
+                    outcome[names[0]] = "ok" if future.result() else "failed"
+                    busy.discard(names[0])
     return outcome

@@ -26,7 +26,7 @@ class RollbackResult:
 
 def manual_recovery(stack: Stack, engine: ComposeEngine, run: Backup, services: list[str]) -> list[str]:
     """The exact commands a person runs to finish a rollback by hand."""
-    compose = engine.command_line("up", "-d", "--no-deps", "--force-recreate", *services)
+    compose = engine.command_line("up", "-d", "--force-recreate", *services)
     return [
         f"cd {shlex.quote(str(stack.root))}",
         f"rotation restore --backup {run.id}    # files (and database passwords) as before the rotation",

@@ -1,4 +1,4 @@
-"""Recreate services so they read the new secrets: in dependency order, each one proven healthy."""
+"""Recreate services so they read the new secrets: started in dependency order, each one proven healthy."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class RestartResult:
             if result == "ok":
                 continue
             if result == "skipped":
-                lines.append(f"{name}: not recreated, because a service it depends on failed")
+                lines.append(f"{name}: left stopped, because a service it depends on failed")
             elif name in self.errors:
                 lines.append(f"{name}: {self.errors[name]}")
             else:
@@ -52,24 +52,40 @@ def restart(
     parallel: int = 4,
     healthcheck: bool = True,
 ) -> RestartResult:
-    """Recreate `services`, each once every affected service it depends on is healthy again."""
+    """Recreate `services` and start each once every affected service it depends on is healthy again.
+
+    The new containers are all created in one compose invocation, which costs about as much as
+    creating one, then each is started the moment its dependencies are healthy: the services go
+    down together and come back as fast as the dependency graph allows. A service whose
+    dependency fails stays stopped rather than starting against it.
+    """
     graph = restart_graph(engine.services(), services)
     deadline = time.monotonic() + timeout
     states: dict[str, ServiceState] = {}
     errors: dict[str, str] = {}
     started: list[str] = []
+    previous = {name: state.container_id for name, state in engine.states().items() if name in graph}
+    try:
+        engine.create(sorted(graph))
+    except EngineError as exc:
+        return RestartResult(dict.fromkeys(graph, "failed"), {}, dict.fromkeys(graph, str(exc)), ())
 
-    def work(name: str) -> bool:
-        previous = engine.state(name).container_id
-        started.append(name)
-        try:
-            engine.recreate([name])
-        except EngineError as exc:
-            errors[name] = str(exc)
-            return False
+    def begin(names: list[str]) -> dict[str, bool]:
+        begun = {}
+        for name in names:
+            try:
+                engine.start(name)
+                started.append(name)
+                begun[name] = True
+            except EngineError as exc:
+                errors[name] = str(exc)
+                begun[name] = False
+        return begun
+
+    def finish(name: str) -> bool:
         if not healthcheck:
             return True
-        state = engine.wait_healthy(name, previous, deadline - time.monotonic())
+        state = engine.wait_healthy(name, previous.get(name), deadline - time.monotonic())
         states[name] = state
         if not state.healthy and state.state not in ("exited", "dead") and time.monotonic() >= deadline:
             errors[name] = f"not healthy within {timeout:g}s: {state.summary}" + (
@@ -77,5 +93,5 @@ def restart(
             )
         return state.healthy
 
-    outcome = run_in_order(graph, work, parallel)
+    outcome = run_in_order(graph, begin, finish, parallel)
     return RestartResult(outcome, states, errors, tuple(started))

@@ -373,7 +373,7 @@ def restart(
             print("restart: no service to recreate")
             return
         result = rollout.restart(engine, chosen, timeout=timeout, parallel=parallel, healthcheck=not no_healthcheck)
-        print(f"restart: recreated {', '.join(result.order) or '(none)'} in dependency order")
+        print(f"restart: recreated {', '.join(result.order) or '(none)'}, started in dependency order")
         before = stack.state_before(run)
         found = regressions(before, _snapshot(engine), recreated=chosen) if before else []
         problems = result.failures() + [p.describe() for p in found if p.service not in result.outcome]

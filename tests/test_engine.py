@@ -46,11 +46,11 @@ def test_pipeline_recreates_affected_services_in_order_with_new_values(
     assert env_of(docker_client, project, "api")["DB_PASSWORD"] == new
     assert set(enginestack.health(docker_client, project).values()) <= {"healthy", "running"}
     assert new not in ran.text
-    # api was created only after the new db container reported healthy.
+    # The new api container started only after the new db container reported healthy.
     containers = enginestack.containers(docker_client, project)
     db_log = containers["db"].attrs["State"]["Health"]["Log"]
     db_healthy = min(moment(entry["End"]) for entry in db_log if entry["ExitCode"] == 0)
-    assert moment(containers["api"].attrs["Created"]) >= db_healthy
+    assert moment(containers["api"].attrs["State"]["StartedAt"]) >= db_healthy
     listing = json.loads(cli("restore", "--list", "--json", cwd=root).out)
     assert listing[0]["status"] == "verified" and listing[0]["rotated_secrets"] == ["DB_PASSWORD"]
 

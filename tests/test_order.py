@@ -53,30 +53,44 @@ def test_critical_path_is_the_longest_chain() -> None:
     assert critical_path(graph, {"db": 2, "api": 1, "gw": 1, "app": 3}) == 4
 
 
-def test_run_in_order_starts_each_node_after_its_dependencies_and_in_parallel_when_free() -> None:
+def test_run_in_order_starts_each_node_after_its_dependencies_and_waves_together() -> None:
     graph = {"db": frozenset(), "api": frozenset({"db"}), "auth": frozenset({"db"}), "gw": frozenset({"api", "auth"})}
+    batches: list[list[str]] = []
     started: dict[str, float] = {}
     finished: dict[str, float] = {}
     lock = threading.Lock()
 
-    def work(name: str) -> bool:
+    def begin(names: list[str]) -> dict[str, bool]:
         with lock:
-            started[name] = time.monotonic()
-        time.sleep(0.1)
+            batches.append(names)
+            started.update(dict.fromkeys(names, time.monotonic()))
+        return dict.fromkeys(names, True)
+
+    def finish(name: str) -> bool:
+        time.sleep(0.1 if name != "auth" else 0.2)
         with lock:
             finished[name] = time.monotonic()
         return True
 
-    assert run_in_order(graph, work, parallel=4) == dict.fromkeys(graph, "ok")
+    assert run_in_order(graph, begin, finish, parallel=4) == dict.fromkeys(graph, "ok")
     for name, deps in graph.items():
         assert all(started[name] >= finished[d] for d in deps)
-    assert abs(started["api"] - started["auth"]) < 0.05  # independent: at the same time
+    assert batches == [["db"], ["api", "auth"], ["gw"]]  # independent services share one begin
+
+
+def test_parallel_bounds_the_services_in_progress() -> None:
+    graph = {name: frozenset() for name in "abcde"}
+    batches: list[list[str]] = []
+    assert run_in_order(graph, lambda names: batches.append(names) or dict.fromkeys(names, True), bool, 2)
+    assert all(len(batch) <= 2 for batch in batches) and sum(map(len, batches)) == 5
 
 
 def test_a_failure_skips_its_dependents_and_the_rest_finish() -> None:
     graph = {"db": frozenset(), "api": frozenset({"db"}), "gw": frozenset({"api"}), "app": frozenset()}
-    outcome = run_in_order(graph, lambda name: name != "db", parallel=1)
+    outcome = run_in_order(graph, lambda names: dict.fromkeys(names, True), lambda name: name != "db", parallel=1)
     assert outcome == {"db": "failed", "api": "skipped", "gw": "skipped", "app": "ok"}
+    begun = run_in_order(graph, lambda names: {n: n != "app" for n in names}, lambda name: True, parallel=4)
+    assert begun == {"db": "ok", "api": "ok", "gw": "ok", "app": "failed"}
 
 
 def state(name: str, **kw: object) -> ServiceState:
