@@ -137,11 +137,12 @@ class HttpProbe:
 
 @dataclass(frozen=True, slots=True)
 class PostgresProbe:
-    """A login as `role` with the current value of `secret`."""
+    """A login as `role` with the current value of `secret` (in a container: checked as `user`)."""
 
     name: str
     role: str
     secret: str = "POSTGRES_PASSWORD"
+    user: str | None = None
     host: str = "localhost"
     port: str = "5432"
     dbname: str = "postgres"
@@ -385,6 +386,7 @@ def _probe(index: int, raw: Any, fail: Any) -> Probe:
             name=name,
             role=body["role"],
             secret=str(body.get("secret", "POSTGRES_PASSWORD")),
+            user=body.get("user"),
             host=str(body.get("host", "localhost")),
             port=str(body.get("port", "5432")),
             dbname=str(body.get("dbname", "postgres")),

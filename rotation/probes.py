@@ -50,6 +50,10 @@ def _fill(text: str, current: Mapping[str, str | None], previous: Mapping[str, s
 
 def _http(probe: HttpProbe, current: Mapping[str, str | None], previous: Mapping[str, str | None]) -> ProbeResult:
     shown = f"{probe.method} {probe.url}"
+    stale = {m[2] for text in (probe.url, *probe.headers.values()) for m in _REFERENCE.finditer(text) if m[1]}
+    unchanged = sorted(name for name in stale if previous.get(name) == current.get(name))
+    if unchanged:
+        return ProbeResult(probe.name, True, f"skipped: {', '.join(unchanged)} not rotated in this run")
     request = urllib.request.Request(
         _fill(probe.url, current, previous),
         method=probe.method,
@@ -70,7 +74,8 @@ def _postgres(probe: PostgresProbe, current: Mapping[str, str | None], connect: 
     password = current.get(probe.secret)
     if password is None:
         return ProbeResult(probe.name, False, f"{probe.secret} has no value in the stack's env files")
-    point = Endpoint(probe.host, probe.port, probe.dbname, probe.role, (probe.role,), (), probe.container)
+    user = probe.user or probe.role
+    point = Endpoint(probe.host, probe.port, probe.dbname, user, (probe.role,), (), probe.container)
     try:
         connect(point).prove([probe.role], Secret(password))
     except DatabaseError as exc:

@@ -73,7 +73,7 @@ def _stack(c: Context, record: _Record, config: str | None = None) -> Stack:
         raise Exit(f"rotation: stack root {root} is not a directory (rotation.root / ROTATION_ROOT)", 2)
     explicit = config or _setting(c, "config")
     path = find_config(root, str(explicit) if explicit else None, BUNDLED_CONFIG)
-    timeout = float(str(_setting(c, "lock_timeout") or 60))
+    timeout = _number(str(_setting(c, "lock_timeout") or 60), "rotation.lock_timeout")
     stack = Stack(root, load(path), lock_timeout=timeout)
     record.stack = stack
     recovered = stack.recover()
@@ -125,6 +125,17 @@ def _record(record: _Record, outcome: str, seconds: float) -> None:
             text += f"; services: {', '.join(sorted(record.services))}"
         for problem in audit.notify(stack.config.notify, {"text": text, "ok": outcome == "ok", **entry}):
             print(report.paint(f"rotation: warning: {problem}", "yellow"), file=sys.stderr)
+
+
+def _number(value: str | float, flag: str, kind: type[int] | type[float] = float) -> float:
+    """A flag's numeric value; anything else is a one-line error naming the flag."""
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise Exit(f"rotation: {flag} takes a number, not '{value}'", 2) from None
+    if number <= 0:
+        raise Exit(f"rotation: {flag} must be greater than 0, not '{value}'", 2)
+    return number
 
 
 def _names(flag: str | None) -> list[str] | None:
@@ -349,13 +360,14 @@ def restart(
     all: bool = False,  # noqa: A002 - the flag users type is --all
     services: str | None = None,
     no_healthcheck: bool = False,
-    timeout: float = 180.0,
-    parallel: int = 4,
+    timeout: str = "180",
+    parallel: str = "4",
     no_rollback: bool = False,
     config: str | None = None,
 ) -> None:
     """Recreate the services the latest rotation affected, in dependency order, each proven healthy."""
     with _task("restart") as record:
+        seconds, workers = _number(timeout, "--timeout"), int(_number(parallel, "--parallel", int))
         stack = _stack(c, record, config)
         engine = _engine(c, stack)
         run = stack.run(_setting(c, "run"))  # type: ignore[arg-type]
@@ -372,7 +384,7 @@ def restart(
         if not chosen:
             print("restart: no service to recreate")
             return
-        result = rollout.restart(engine, chosen, timeout=timeout, parallel=parallel, healthcheck=not no_healthcheck)
+        result = rollout.restart(engine, chosen, timeout=seconds, parallel=workers, healthcheck=not no_healthcheck)
         print(f"restart: recreated {', '.join(result.order) or '(none)'}, started in dependency order")
         before = stack.state_before(run)
         found = regressions(before, _snapshot(engine), recreated=chosen) if before else []
@@ -383,9 +395,7 @@ def restart(
             reason = f"restart failed: {problems[0]}" + (
                 f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             )
-            raise _fail(
-                record, stack, engine, run, reason, rollback=not no_rollback, timeout=timeout, parallel=parallel
-            )
+            raise _fail(record, stack, engine, run, reason, rollback=not no_rollback, timeout=seconds, parallel=workers)
         if run is not None and run.status in LIVE:
             stack.store.update(run, status="restarted")
     print(report.paint(f"restart: {len(chosen)} services healthy", "green"))
@@ -398,9 +408,10 @@ def restart(
         "config": "Configuration file (see rotate).",
     }
 )
-def verify(c: Context, no_rollback: bool = False, timeout: float = 180.0, config: str | None = None) -> None:
+def verify(c: Context, no_rollback: bool = False, timeout: str = "180", config: str | None = None) -> None:
     """Compare the stack with its precheck state and run the configured probes; exit 1 on any failure."""
     with _task("verify") as record:
+        seconds = _number(timeout, "--timeout")
         stack = _stack(c, record, config)
         engine = _engine(c, stack)
         run = stack.run(_setting(c, "run"))  # type: ignore[arg-type]
@@ -426,7 +437,7 @@ def verify(c: Context, no_rollback: bool = False, timeout: float = 180.0, config
                 problems.append(f"probe {probe.name} failed: {probe.detail}")
         if problems:
             reason = f"verify failed: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
-            raise _fail(record, stack, engine, run, reason, rollback=not no_rollback, timeout=timeout, parallel=4)
+            raise _fail(record, stack, engine, run, reason, rollback=not no_rollback, timeout=seconds, parallel=4)
         if run is not None and run.status in LIVE:
             stack.store.update(run, status="verified")
     print(report.paint("verify: every service healthy, every probe passed", "green"))

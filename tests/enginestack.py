@@ -136,6 +136,17 @@ def compose(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @contextmanager
+def _up(root: Path, project: str, client: DockerClient) -> Iterator[None]:
+    """Bring the project up healthy for the block and take it down afterwards."""
+    try:
+        compose(root, "-p", project, "up", "-d")
+        wait_healthy(client, project)
+        yield
+    finally:
+        subprocess.run(["docker-compose", "-p", project, "down", "-t", "0"], cwd=root, capture_output=True)
+
+
+@contextmanager
 def running(base: Path, client: DockerClient) -> Iterator[tuple[Path, str]]:
     """Write the stack into `base`, bring it up healthy, and take it down afterwards."""
     project = f"rt{uuid.uuid4().hex[:8]}"
@@ -145,12 +156,8 @@ def running(base: Path, client: DockerClient) -> Iterator[tuple[Path, str]]:
     (root / ".env").write_text(ENV)
     (root / ".env").chmod(0o600)
     (root / "secrets-config.yaml").write_text(yaml.safe_dump(config(project)))
-    try:
-        compose(root, "-p", project, "up", "-d")
-        wait_healthy(client, project)
+    with _up(root, project, client):
         yield root, project
-    finally:
-        subprocess.run(["docker-compose", "-p", project, "down", "-t", "0"], cwd=root, capture_output=True)
 
 
 def containers(client: DockerClient, project: str) -> dict[str, docker.models.containers.Container]:
@@ -209,9 +216,5 @@ def psql_container(base: Path, client: DockerClient, sockets: Path, bindir: Path
     root.mkdir()
     text = PSQL_COMPOSE.format(image=IMAGE, project=project, sockets=sockets, bindir=bindir)
     (root / "docker-compose.yml").write_text(text)
-    try:
-        compose(root, "-p", project, "up", "-d")
-        wait_healthy(client, project)
+    with _up(root, project, client):
         yield root, project
-    finally:
-        subprocess.run(["docker-compose", "-p", project, "down", "-t", "0"], cwd=root, capture_output=True)

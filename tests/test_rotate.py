@@ -158,6 +158,9 @@ def test_user_errors_are_one_line_and_change_nothing(stack: Path, cli: CLI) -> N
         (("rotate", "--secrets", "N8N_ENCRYPTION_KEY"), "--accept-data-loss"),
         (("restore", "--backup", "20000101-000000"), "no backup '20000101-000000'"),
         (("restore", "--latest"), "no rotation backup"),
+        (("restart", "--timeout", "soon"), "--timeout takes a number, not 'soon'"),
+        (("restart", "--parallel", "0"), "--parallel must be greater than 0"),
+        (("restore", "--latest", "--backup", "x"), "--latest or --backup, not both"),
     ]:
         ran = cli(*args)
         assert ran.code != 0 and words in ran.err, (args, ran.err)
