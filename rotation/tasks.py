@@ -65,6 +65,7 @@ class _Record:
     services: list[str] = field(default_factory=list)
     run: str | None = None
     announce: bool = True
+    verdict: str | None = None  # the outcome, where a non-zero exit is not a failure (`due`)
 
 
 def _stack(c: Context, record: _Record, config: str | None = None) -> Stack:
@@ -95,7 +96,7 @@ def _task(name: str) -> Iterator[_Record]:
         outcome = f"failed: {exc}"
         raise Exit(report.paint(f"rotation: {exc}", "red"), exc.exit_code) from None
     except Exit as exc:
-        outcome = "ok" if not exc.code else f"failed: {_ANSI.sub('', str(exc.message or exc.code))}"
+        outcome = record.verdict or ("ok" if not exc.code else f"failed: {_ANSI.sub('', str(exc.message or exc.code))}")
         raise
     finally:
         _record(record, outcome, time.monotonic() - started)
@@ -116,14 +117,16 @@ def _record(record: _Record, outcome: str, seconds: float) -> None:
         "duration": round(seconds, 3),
     }
     audit.append(stack.store.directory, entry)
-    if stack.config.notify and (record.announce or outcome != "ok"):
+    if stack.config.notify and (record.announce or outcome.startswith("failed")):
         verdict = "succeeded" if outcome == "ok" else outcome
         text = f"rotation {record.task} on {socket.gethostname()}:{stack.root} {verdict}"
         if record.secrets:
             text += f"; secrets: {', '.join(sorted(record.secrets))}"
         if record.services:
             text += f"; services: {', '.join(sorted(record.services))}"
-        for problem in audit.notify(stack.config.notify, {"text": text, "ok": outcome == "ok", **entry}):
+        for problem in audit.notify(
+            stack.config.notify, {"text": text, "ok": not outcome.startswith("failed"), **entry}
+        ):
             print(report.paint(f"rotation: warning: {problem}", "yellow"), file=sys.stderr)
 
 
@@ -453,6 +456,7 @@ def due(c: Context, config: str | None = None, json: bool = False) -> None:
         record.secrets = [d.name for d in found]
         print(report.dumps(report.due_json(found)) if json else report.due_table(found))
         if found:
+            record.verdict = f"due: {', '.join(record.secrets)}"
             raise Exit(code=1)
 
 

@@ -189,3 +189,15 @@ def test_stack_root_from_environment_and_invoke_config(stack: Path, cli: CLI, tm
     ran = cli("-f", str(prod), "rotate", "--secrets", "DASHBOARD_PASSWORD", cwd=elsewhere)
     assert ran.code == 0, ran.err
     assert (stack / "backups" / "secrets").is_dir()
+
+
+def test_a_key_set_twice_is_updated_everywhere_with_a_warning(stack: Path, cli: CLI) -> None:
+    env = stack / ".env"
+    old = values(env)["DASHBOARD_PASSWORD"]
+    env.write_bytes(env.read_bytes() + f'DASHBOARD_PASSWORD="{old}"\n'.encode())
+    ran = cli("rotate", "--secrets", "DASHBOARD_PASSWORD")
+    assert ran.code == 0, ran.err
+    assert "warning: DASHBOARD_PASSWORD is set 2 times in .env; every occurrence is updated" in ran.out
+    parsed = envfile.read(env)
+    assert [e.value for e in parsed.by_key["DASHBOARD_PASSWORD"]] == [parsed.get("DASHBOARD_PASSWORD")] * 2
+    assert old not in env.read_text()
