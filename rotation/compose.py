@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from docker import DockerClient
     from docker.models.containers import Container
 
-__all__ = ["ComposeEngine", "Runner", "compose_command", "subprocess_runner"]
+__all__ = ["ComposeEngine", "Runner", "compose_command", "compose_failure", "subprocess_runner"]
 
 log = logging.getLogger(__name__)
 PROJECT = "com.docker.compose.project"
@@ -42,12 +42,19 @@ FINAL = ("exited", "dead")
 Runner = Callable[[Sequence[str], Path], str]
 
 
+def compose_failure(argv: Sequence[str], output: str, code: int) -> EngineError:
+    """The error for a failed compose command: its own error line, not the help text after it."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    at = next((i for i, line in enumerate(lines) if re.search(r"error|invalid", line, re.I)), len(lines) - 1)
+    reason = " ".join(lines[at : at + 2]) if lines and lines[at].endswith(":") else (lines[at] if lines else "")
+    return EngineError(f"`{shlex.join(argv[:3])} ...` failed: {reason or f'exit code {code}'}")
+
+
 def subprocess_runner(argv: Sequence[str], cwd: Path) -> str:
     """Run a compose command and return its output; a failure is an `EngineError` with compose's words."""
     done = subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
     if done.returncode != 0:
-        last = (done.stderr.strip() or done.stdout.strip() or f"exit code {done.returncode}").splitlines()[-1]
-        raise EngineError(f"`{' '.join(argv[:3])} ...` failed: {last}")
+        raise compose_failure(argv, done.stderr + done.stdout, done.returncode)
     return done.stdout
 
 

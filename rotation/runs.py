@@ -5,6 +5,7 @@ This is the edge where the pure core meets the disk and the database; the tasks 
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
@@ -42,14 +43,7 @@ class Stack:
     @property
     def databases(self) -> postgres.Opener:
         """How this stack's databases are reached: directly, or in their compose containers."""
-        engines: list[ComposeEngine] = []
-
-        def engine() -> ComposeEngine:
-            if not engines:
-                engines.append(ComposeEngine(self.root, self.config.compose))
-            return engines[0]
-
-        return postgres.opener(engine)
+        return postgres.opener(functools.cache(lambda: ComposeEngine(self.root, self.config.compose)))
 
     @property
     def store(self) -> BackupStore:

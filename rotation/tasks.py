@@ -28,9 +28,9 @@ from invoke.tasks import task
 
 from . import audit, report, rollout
 from .backup import Backup, local_time
-from .compose import ComposeEngine
+from .compose import ComposeEngine, compose_failure
 from .config import find_config, load
-from .errors import EngineError, RecoveryError, RotationError
+from .errors import RecoveryError, RotationError
 from .fsio import write_atomic
 from .health import Snapshot, regressions
 from .probes import run_probes
@@ -247,8 +247,9 @@ def _engine(c: Context, stack: Stack) -> ComposeEngine:
         with c.cd(str(cwd)):
             result = c.run(shlex.join(argv), hide=True, warn=True, in_stream=False)
         if result is None or result.exited != 0:
-            words = (result.stderr.strip() or result.stdout.strip()).splitlines() if result else []
-            raise EngineError(f"`{shlex.join(argv[:3])} ...` failed: {words[-1] if words else 'no output'}")
+            raise compose_failure(
+                argv, f"{result.stderr}{result.stdout}" if result else "", result.exited if result else -1
+            )
         return str(result.stdout)
 
     return ComposeEngine(stack.root, stack.config.compose, runner=run)

@@ -121,33 +121,3 @@ def test_regressions_name_unhealthy_missing_and_restarted_services() -> None:
         "gw": "gw disappeared: missing",
         "app": "app was restarted: running (healthy)",
     }
-
-
-class FakeContainer:
-    """The attributes the engine API returns for a container, as Docker and Podman shape them."""
-
-    def __init__(self, state: dict[str, object]) -> None:
-        self.id = "c1"
-        self.attrs = {"State": state, "RestartCount": 2}
-
-
-@pytest.mark.parametrize(
-    ("state", "healthy", "health"),
-    [
-        ({"Status": "running"}, True, None),  # Docker: no healthcheck, no Health key
-        ({"Status": "running", "Health": {"Status": ""}}, True, None),  # Podman: empty status
-        ({"Status": "running", "Health": {"Status": "healthy", "Log": [{"Output": "ok\n"}]}}, True, "healthy"),
-        ({"Status": "running", "Health": {"Status": "unhealthy", "Log": [{"Output": "refused"}]}}, False, "unhealthy"),
-        ({"Status": "exited", "ExitCode": 3, "OOMKilled": True}, False, None),
-    ],
-)
-def test_engine_states_read_docker_and_podman_shapes(
-    state: dict[str, object], healthy: bool, health: str | None
-) -> None:
-    from rotation.compose import _state
-
-    read = _state("svc", FakeContainer(state))  # type: ignore[arg-type]
-    assert read.healthy is healthy and read.health == health and read.restarts == 2
-    if state["Status"] == "exited":
-        assert read.summary == "exited (code 3)" and read.oom_killed
-    assert _state("svc", None).state == "missing"
