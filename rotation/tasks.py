@@ -462,5 +462,5 @@ def due(c: Context, config: str | None = None, json: bool = False) -> None:
 
 
 namespace = Collection(rotate, restore, check, precheck, restart, verify, due)
-namespace.configure({"rotation": {"root": None, "config": None, "lock_timeout": 60, "run": None}})
+namespace.configure({"rotation": {"root": None, "config": None, "lock_timeout": None, "run": None}})
 logging.basicConfig(level=logging.INFO, format="rotation: %(message)s")

@@ -184,6 +184,9 @@ def test_stack_root_from_environment_and_invoke_config(stack: Path, cli: CLI, tm
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     assert cli("rotate", "--dry-run", cwd=elsewhere, env={"ROTATION_ROOT": str(stack)}).code == 0
+    assert cli("rotate", "--dry-run", cwd=elsewhere, env={"INVOKE_ROTATION_ROOT": str(stack)}).code == 0
+    bad = cli("rotate", "--dry-run", env={"INVOKE_ROTATION_LOCK_TIMEOUT": "soon"})
+    assert bad.code == 2 and "rotation.lock_timeout takes a number, not 'soon'" in bad.err
     prod = tmp_path / "prod.yaml"
     prod.write_text(f"rotation:\n  root: {stack}\n")
     ran = cli("-f", str(prod), "rotate", "--secrets", "DASHBOARD_PASSWORD", cwd=elsewhere)
