@@ -169,9 +169,9 @@ class ComposeEngine:
     def _compose(self, *args: str) -> str:
         return self.runner(self._argv(*args), self.root)
 
-    def command_line(self, *args: str) -> str:
-        """The compose command line for `args`, as a person would type it in the stack directory."""
-        return shlex.join(self._argv(*args))
+    def recreate_command(self, services: Sequence[str]) -> str:
+        """`<compose> up -d --force-recreate ...`, as a person would type it in the stack directory."""
+        return shlex.join(self._argv("up", "-d", "--force-recreate", *services))
 
     def services(self) -> Mapping[str, Service]:
         """The services of the compose files, from `compose config` (without interpolating secrets)."""

@@ -90,6 +90,10 @@ class Engine(Protocol):
         """Start the service's newest container."""
         ...
 
+    def recreate_command(self, services: Sequence[str]) -> str:
+        """The shell command a person runs to recreate `services` by hand, for recovery instructions."""
+        ...
+
     def wait_healthy(self, service: str, previous: str | None, timeout: float) -> ServiceState:
         """Wait until a container other than `previous` runs `service` and is healthy; its last state."""
         ...

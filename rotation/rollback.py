@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from . import rollout
 from .backup import Backup
-from .compose import ComposeEngine
+from .engine import Engine
 from .errors import RecoveryError, RotationError
 from .rollout import RestartResult
 from .runs import RestoreResult, Stack, restore
@@ -24,19 +24,18 @@ class RollbackResult:
     restart: RestartResult
 
 
-def manual_recovery(stack: Stack, engine: ComposeEngine, run: Backup, services: list[str]) -> list[str]:
+def manual_recovery(stack: Stack, engine: Engine, run: Backup, services: list[str]) -> list[str]:
     """The exact commands a person runs to finish a rollback by hand."""
-    compose = engine.command_line("up", "-d", "--force-recreate", *services)
     return [
         f"cd {shlex.quote(str(stack.root))}",
         f"rotation restore --backup {run.id}    # files (and database passwords) as before the rotation",
-        compose,
+        engine.recreate_command(services),
         "rotation check --verbose",
     ]
 
 
 def roll_back(
-    stack: Stack, engine: ComposeEngine, run: Backup, reason: str, *, timeout: float, parallel: int
+    stack: Stack, engine: Engine, run: Backup, reason: str, *, timeout: float, parallel: int
 ) -> RollbackResult:
     """Restore the run's backup (files and databases), recreate its services, and wait for health."""
     services = engine.resolve(list(run.metadata.get("affected_services", [])))
@@ -53,6 +52,6 @@ def roll_back(
     return RollbackResult(run, restored, result)
 
 
-def _loud(stack: Stack, engine: ComposeEngine, run: Backup, services: list[str], why: str) -> str:
+def _loud(stack: Stack, engine: Engine, run: Backup, services: list[str], why: str) -> str:
     steps = "\n".join(f"    {line}" for line in manual_recovery(stack, engine, run, services))
     return f"ROLLBACK FAILED: {why}\n  Every backup is kept ({stack.store.directory}). To recover by hand:\n{steps}"

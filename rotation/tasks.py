@@ -30,6 +30,7 @@ from . import audit, report, rollout
 from .backup import Backup, local_time
 from .compose import ComposeEngine, compose_failure
 from .config import find_config, load
+from .engine import Engine
 from .errors import RecoveryError, RotationError
 from .fsio import write_atomic
 from .health import Snapshot, regressions
@@ -318,7 +319,7 @@ def precheck(c: Context, config: str | None = None) -> None:
 def _fail(
     record: _Record,
     stack: Stack,
-    engine: ComposeEngine,
+    engine: Engine,
     run: Backup | None,
     reason: str,
     *,

@@ -48,3 +48,17 @@ def test_a_compose_failure_names_the_error_line_not_the_help_after_it() -> None:
         "'name' does not match any of the regexes: '^x-'"
     )
     assert str(compose_failure(["docker", "compose", "up"], "", 3)).endswith("failed: exit code 3")
+
+
+def test_the_manual_recreate_command_is_the_compose_command_for_this_project(tmp_path: object) -> None:
+    import sys
+    from pathlib import Path
+
+    from rotation.compose import ComposeEngine
+    from rotation.config import ComposeSpec
+
+    spec = ComposeSpec(command=f"{sys.executable} -m compose", project="localai", files=("a.yml", "b.yml"))
+    engine = ComposeEngine(Path(str(tmp_path)), spec)
+    assert engine.recreate_command(["db", "auth"]) == (
+        f"{sys.executable} -m compose -p localai -f a.yml -f b.yml up -d --force-recreate db auth"
+    )

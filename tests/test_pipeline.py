@@ -169,3 +169,22 @@ def test_due_lists_secrets_past_their_period_from_backdated_history(stack: Path,
     assert json.loads(rotated.out)["rotated_secrets"] == ["ANON_KEY", "JWT_SECRET", "SERVICE_ROLE_KEY"]
     assert cli("due").code == 0
     assert "no secret is due" in cli("rotate", "--due").out
+
+
+@pytest.mark.engine
+def test_a_rollback_that_fails_says_so_keeps_backups_and_prints_the_manual_recovery(
+    compose_stack: tuple[Path, str], docker_client: DockerClient, cli: CLI
+) -> None:
+    root, project = compose_stack
+    assert cli("rotate", "--secrets", "DB_PASSWORD", cwd=root).code == 0
+    compose = root / "docker-compose.yml"  # from now on a new db container can never turn healthy
+    compose.write_text(compose.read_text().replace("http://127.0.0.1:8080/password", "http://127.0.0.1:9/password"))
+    ran = cli("restart", "--services", "api", "--timeout", "6", cwd=root)
+    assert ran.code == 5, ran.text
+    assert "ROLLBACK FAILED" in ran.err
+    run = json.loads(cli("restore", "--list", "--json", cwd=root).out)
+    rotation = next(row for row in run if row["kind"] == "rotation")
+    assert rotation["status"] == "failed"
+    assert f"rotation restore --backup {rotation['id']}" in ran.err
+    assert f"docker-compose -p {project} up -d --force-recreate api" in ran.err
+    assert (root / "backups/secrets" / f"secrets-backup-{rotation['id']}" / ".env").is_file()
