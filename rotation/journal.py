@@ -124,7 +124,10 @@ def recover(store: BackupStore, connect: postgres.Opener) -> str | None:
             postgres.revert_password(db, new, old, entry["secret"])
             reverted.append(point.label)
     for name in journal["files"]:
-        write_atomic(store.root / name, run.read(name))
+        if name in run.files:
+            write_atomic(store.root / name, run.read(name))
+        else:  # the interrupted run was creating it (a restore of a file that had been deleted)
+            (store.root / name).unlink(missing_ok=True)
     store.update(run, status="rolled-back", rollback_reason="interrupted; reverted by the next command")
     _close(store, run)
     where = f" and the password in {', '.join(reverted)}" if reverted else ""

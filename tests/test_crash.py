@@ -76,3 +76,40 @@ def test_kill_between_the_two_files_leaves_them_disagreeing_until_the_next_comma
     assert cli("rotate", "--dry-run").code == 0  # ...and any next command closes it first
     assert consistent(stack)
     assert os.stat(stack / ".env").st_mode & 0o777 == 0o600
+
+
+RESTORE_CHILD = """
+import os, signal, sys
+from pathlib import Path
+from rotation import journal
+from rotation.config import load
+from rotation.runs import Stack, restore
+
+calls = 0
+real = journal.write_atomic
+
+def dying(path, data, mode=0o600):
+    global calls
+    calls += 1
+    if calls > 4:  # journal, two staged copies, then the first stack file: killed before the second
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(path, data, mode)
+
+journal.write_atomic = dying
+root = Path(sys.argv[1])
+restore(Stack(root, load(root / "secrets-config.yaml")), sys.argv[2])
+"""
+
+
+def test_a_killed_restore_of_a_deleted_file_is_undone_to_the_state_before_it(stack: Path, cli: CLI) -> None:
+    assert cli("rotate", "--secrets", "JWT_SECRET").code == 0
+    backup = json.loads(cli("restore", "--list", "--json").out)[0]["id"]
+    (stack / ".env").unlink()  # the user lost the root .env; the restore will recreate it
+    other = (stack / FILES[1]).read_bytes()
+    child = subprocess.run([sys.executable, "-c", RESTORE_CHILD, str(stack), backup], capture_output=True)
+    assert child.returncode == -9, child.stderr
+    assert (stack / ".env").exists()  # half-way: created, the other file not yet restored
+    ran = cli("restore", "--list")
+    assert "recovered an interrupted run" in ran.err
+    assert not (stack / ".env").exists()  # back to the state before the restore, as a whole
+    assert (stack / FILES[1]).read_bytes() == other
