@@ -187,8 +187,8 @@ class ComposeEngine:
             self._services = found
         return self._services
 
-    def resolve(self, names: Sequence[str]) -> list[str]:
-        """Service names for `names` given as service names or container names; unknown ones are an error."""
+    def resolve(self, names: Sequence[str], source: str = "restart_services") -> list[str]:
+        """Service names for `names` given as service or container names; an unknown one is an error naming `source`."""
         services = self.services()
         by_container = {s.container_name: s.name for s in services.values() if s.container_name}
         resolved, unknown = [], []
@@ -201,7 +201,7 @@ class ComposeEngine:
                 unknown.append(name)
         if unknown:
             raise SelectionError(
-                f"restart_services: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} neither a service "
+                f"{source}: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} neither a service "
                 f"nor a container_name of compose project '{self.project}' (services: {', '.join(sorted(services))})"
             )
         return sorted(set(resolved))

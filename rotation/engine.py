@@ -66,8 +66,8 @@ class Engine(Protocol):
         """Every service the stack defines, by name."""
         ...
 
-    def resolve(self, names: Sequence[str]) -> list[str]:
-        """Service names for names given as service or container names; unknown ones are an error."""
+    def resolve(self, names: Sequence[str], source: str = "restart_services") -> list[str]:
+        """Service names for names given as service or container names; an unknown one is an error naming `source`."""
         ...
 
     def state(self, service: str) -> ServiceState:

@@ -248,7 +248,7 @@ class ContainerDatabase:
     engine: Engine
 
     def _psql(self, script: str, login: Secret | None = None) -> list[list[str]]:
-        service = self.engine.resolve([self.point.container or ""])[0]
+        service = self.engine.resolve([self.point.container or ""], "apply.postgres.container")[0]
         argv = ["psql", "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1"]
         argv += ["-p", self.point.port, "-U", self.point.user, "-d", self.point.dbname]
         result = self.engine.execute(service, argv, script.encode(), {"PGPASSWORD": login.reveal()} if login else {})

@@ -379,7 +379,7 @@ def restart(
         if all:
             chosen = sorted(engine.services())
         elif services:
-            chosen = engine.resolve(_names(services) or [])
+            chosen = engine.resolve(_names(services) or [], "--services")
         elif run is not None:
             chosen = engine.resolve([*run.metadata.get("affected_services", [])])
         else:
