@@ -11,7 +11,7 @@ from typing import Any
 from .engine import ServiceState
 from .errors import SelectionError
 
-__all__ = ["Regression", "Snapshot", "regressions"]
+__all__ = ["Regression", "Snapshot", "problems", "regressions"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,3 +97,15 @@ def regressions(before: Snapshot, after: Snapshot, recreated: Iterable[str] = ()
         if name not in before.states and not new.healthy:
             found.append(Regression(name, "is new and not healthy", new))
     return found
+
+
+def problems(before: Snapshot | None, after: Snapshot, recreated: Iterable[str] = ()) -> list[str]:
+    """One line per service that got worse since `before` or that is not healthy now.
+
+    Without a `before` (no precheck for the run) only the services unhealthy now count.
+    """
+    found = regressions(before, after, recreated) if before else []
+    named = {r.service for r in found}
+    return [r.describe() for r in found] + [
+        f"{s.service} {s.summary}" for s in after.unhealthy if s.service not in named
+    ]

@@ -26,7 +26,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
-from . import audit, report, rollout
+from . import audit, health, report, rollout
 from .backup import Backup, local_time
 from .compose import ComposeEngine, compose_failure
 from .config import find_config, load
@@ -316,6 +316,12 @@ def precheck(c: Context, config: str | None = None) -> None:
     print(f"precheck: {len(snapshot.states)} services healthy; state saved in run {run.id}")
 
 
+def _summary(task: str, problems: Sequence[str]) -> str:
+    """`restart failed: <first problem> (and N more)`: the reason a rollback and a notification give."""
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{task} failed: {problems[0]}{more}"
+
+
 def _fail(
     record: _Record,
     stack: Stack,
@@ -393,13 +399,11 @@ def restart(
         print(f"restart: recreated {', '.join(result.order) or '(none)'}, started in dependency order")
         before = stack.state_before(run)
         found = regressions(before, _snapshot(engine), recreated=chosen) if before else []
-        problems = result.failures() + [p.describe() for p in found if p.service not in result.outcome]
+        problems = result.failures() + [r.describe() for r in found if r.service not in result.outcome]
         for line in problems:
             print(report.paint(f"failed: {line}", "red"))
         if problems:
-            reason = f"restart failed: {problems[0]}" + (
-                f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            )
+            reason = _summary("restart", problems)
             raise _fail(record, stack, engine, run, reason, rollback=not no_rollback, timeout=seconds, parallel=workers)
         if run is not None and run.status in LIVE:
             stack.store.update(run, status="restarted")
@@ -425,13 +429,10 @@ def verify(c: Context, no_rollback: bool = False, timeout: str = "180", config: 
         before = stack.state_before(run)
         snapshot = _snapshot(engine)
         recreated = engine.resolve([*run.metadata.get("affected_services", [])]) if run else []
-        found = regressions(before, snapshot, recreated) if before else []
         print(report.states_table(snapshot))
         if before is None:
             print(report.paint("verify: no precheck state for this run; checking health only", "yellow"))
-        problems = [p.describe() for p in found] + [
-            f"{s.service} {s.summary}" for s in snapshot.unhealthy if s.service not in {p.service for p in found}
-        ]
+        problems = health.problems(before, snapshot, recreated)
         for line in problems:
             print(report.paint(f"regression: {line}", "red"))
         previous = stack.values_in(run) if run else {}
@@ -441,7 +442,7 @@ def verify(c: Context, no_rollback: bool = False, timeout: str = "180", config: 
             if not probe.ok:
                 problems.append(f"probe {probe.name} failed: {probe.detail}")
         if problems:
-            reason = f"verify failed: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+            reason = _summary("verify", problems)
             raise _fail(record, stack, engine, run, reason, rollback=not no_rollback, timeout=seconds, parallel=4)
         if run is not None and run.status in LIVE:
             stack.store.update(run, status="verified")

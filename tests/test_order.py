@@ -9,7 +9,7 @@ import pytest
 
 from rotation.engine import Service, ServiceState
 from rotation.errors import ConfigError
-from rotation.health import Snapshot, regressions
+from rotation.health import Snapshot, problems, regressions
 from rotation.order import critical_path, restart_graph, run_in_order, topological
 
 STACK = {
@@ -121,3 +121,10 @@ def test_regressions_name_unhealthy_missing_and_restarted_services() -> None:
         "gw": "gw disappeared: missing",
         "app": "app was restarted: running (healthy)",
     }
+
+
+def test_problems_without_a_precheck_are_the_services_unhealthy_now() -> None:
+    now = Snapshot("p", "t1", {"db": state("db", health="healthy"), "api": state("api", health="unhealthy")})
+    assert problems(None, now) == ["api running (unhealthy)"]
+    before = Snapshot("p", "t0", {"db": state("db", health="healthy"), "api": state("api", health="healthy")})
+    assert problems(before, now) == ["api is no longer healthy: running (unhealthy)"]
