@@ -10,14 +10,44 @@ import base64
 import hashlib
 import hmac
 import secrets
+import stringprep
+import unicodedata
 
 __all__ = ["matches", "verifier"]
 
 ITERATIONS = 4096
 
 
+def _saslprep(password: str) -> bytes:
+    """The bytes PostgreSQL hashes: SASLprep (RFC 4013) of the password, or the password itself where
+    SASLprep rejects it, as the server and libpq do."""
+    raw = password.encode("utf-8", "surrogateescape")
+    if password.isascii():
+        return raw  # SASLprep leaves printable and control ASCII alone, and PostgreSQL skips it
+    mapped = "".join(" " if stringprep.in_table_c12(ch) else ch for ch in password if not stringprep.in_table_b1(ch))
+    prepared = unicodedata.normalize("NFKC", mapped)
+    prohibited = (
+        stringprep.in_table_c12,
+        stringprep.in_table_c21_c22,
+        stringprep.in_table_c3,
+        stringprep.in_table_c4,
+        stringprep.in_table_c5,
+        stringprep.in_table_c6,
+        stringprep.in_table_c7,
+        stringprep.in_table_c8,
+        stringprep.in_table_c9,
+        stringprep.in_table_a1,
+    )
+    if not prepared or any(check(ch) for ch in prepared for check in prohibited):
+        return raw
+    rtl = [stringprep.in_table_d1(ch) for ch in prepared]
+    if any(rtl) and (any(stringprep.in_table_d2(ch) for ch in prepared) or not (rtl[0] and rtl[-1])):
+        return raw
+    return prepared.encode("utf-8")
+
+
 def _keys(password: str, salt: bytes, iterations: int) -> tuple[bytes, bytes]:
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
+    salted = hashlib.pbkdf2_hmac("sha256", _saslprep(password), salt, iterations)
     client_key = hmac.new(salted, b"Client Key", "sha256").digest()
     server_key = hmac.new(salted, b"Server Key", "sha256").digest()
     return hashlib.sha256(client_key).digest(), server_key
@@ -32,7 +62,7 @@ def verifier(password: str, salt: bytes | None = None, iterations: int = ITERATI
 
 
 def matches(stored: str, password: str) -> bool:
-    """Whether a verifier read from `pg_authid.rolpassword` accepts `password` (ASCII passwords)."""
+    """Whether a verifier read from `pg_authid.rolpassword` accepts `password`."""
     try:
         method, rest = stored.split("$", 1)
         params, keys = rest.split("$", 1)
