@@ -20,7 +20,7 @@ import docker
 import yaml
 from docker import DockerClient
 
-IMAGE = "localhost/rotation-busybox:2"
+IMAGE = "localhost/rotation-busybox-v2:latest"  # Podman's import ignores the tag: keep latest
 APPLETS = ("sh", "httpd", "sleep", "wget", "cat", "env", "echo", "test", "printf", "mkdir", "grep", "true")
 
 COMPOSE = """
