@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from .errors import EnvFileError
 
-__all__ = ["Entry", "EnvFile", "parse", "read", "safe_value"]
+__all__ = ["Entry", "EnvFile", "from_bytes", "parse", "read", "safe_value"]
 
 _ASSIGNMENT = re.compile(r"\n[ \t]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_.\-]*)[ \t]*=[ \t]*([^\n]*)")
 _INLINE_COMMENT = re.compile(r"[ \t]#")
@@ -64,7 +64,7 @@ class EnvFile:
 
     def replace(self, values: Mapping[str, str]) -> EnvFile:
         """A copy with every assignment of each key in `values` set to its new value."""
-        return parse(self.rendered(values).decode("utf-8", "surrogateescape"))
+        return from_bytes(self.rendered(values))
 
     def rendered(self, values: Mapping[str, str]) -> bytes:
         """The file's bytes with every assignment of each key in `values` set to its new value.
@@ -178,10 +178,15 @@ def _unescape(raw: str) -> str:
     return re.sub(r"\\(.)", lambda m: _DOUBLE_ESCAPES.get(m[1], m[0]), raw, flags=re.S)
 
 
+def from_bytes(data: bytes) -> EnvFile:
+    """Parse a file's bytes; bytes that are not UTF-8 survive a round trip unchanged."""
+    return parse(data.decode("utf-8", "surrogateescape"))
+
+
 def read(path: Path) -> EnvFile:
     """Parse the file at `path`; an unreadable file is an `EnvFileError` that names it."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise EnvFileError(f"{path}: cannot read ({exc.strerror})") from None
-    return parse(data.decode("utf-8", "surrogateescape"))
+    return from_bytes(data)

@@ -93,7 +93,7 @@ def _close(store: BackupStore, run: Backup) -> None:
 
 
 def _value(data: bytes, secret: str, where: str) -> Secret:
-    value = envfile.parse(data.decode("utf-8", "surrogateescape")).get(secret)
+    value = envfile.from_bytes(data).get(secret)
     if value is None:
         raise RecoveryError(f"{where}: {secret} is missing; cannot tell which password the database has")
     return Secret(value)

@@ -84,7 +84,7 @@ class Stack:
 
     def values_in(self, run: Backup) -> dict[str, str | None]:
         """The same, as the run's backup holds them: the values before the run."""
-        return _env({name: envfile.parse(run.read(name).decode("utf-8", "surrogateescape")) for name in run.files})
+        return _env({name: envfile.from_bytes(run.read(name)) for name in run.files})
 
     def state_before(self, run: Backup | None) -> Snapshot | None:
         """The health state saved by the precheck of `run`, if it had one."""
@@ -253,7 +253,7 @@ def _restored_databases(backup: Backup, current: dict[str, envfile.EnvFile]) -> 
     changes = []
     for entry in backup.metadata.get("database", []):
         name, secret = entry["file"], entry["secret"]
-        old = envfile.parse(backup.read(name).decode("utf-8", "surrogateescape")).get(secret)
+        old = envfile.from_bytes(backup.read(name)).get(secret)
         now = current[name].get(secret) if name in current else None
         if old is None or now is None or old == now:
             continue
