@@ -165,10 +165,10 @@ class BackupStore:
                 return backup
         raise SelectionError(f"--backup: no backup '{ident}' in {self.directory} (see restore --list)")
 
-    def latest(self, kind: str = "rotation") -> Backup | None:
-        """The newest backup of `kind`, if any."""
-        matching = [b for b in self.all() if b.kind == kind]
-        return matching[-1] if matching else None
+    def latest_rotation(self) -> Backup | None:
+        """The newest rotation that got as far as backing up its files (not a precheck-only run)."""
+        rotations = [b for b in self.all() if b.kind == "rotation" and b.files]
+        return rotations[-1] if rotations else None
 
     def prune(self, retention_days: int, keep: Iterable[str] = (), now: float | None = None) -> list[str]:
         """Delete backups older than `retention_days`, never the newest one nor those in `keep`."""

@@ -73,10 +73,7 @@ class Stack:
 
     def run(self, ident: str | None) -> Backup | None:
         """The run named by `ident` (this pipeline's), else the latest rotation that got as far as its files."""
-        if ident:
-            return self.store.get(ident)
-        rotations = [b for b in self.store.all() if b.kind == "rotation" and b.files]
-        return rotations[-1] if rotations else None
+        return self.store.get(ident) if ident else self.store.latest_rotation()
 
     def values(self) -> dict[str, str | None]:
         """Every key of the stack's env files and its value now (the first listed file wins)."""
@@ -216,7 +213,7 @@ def restore(stack: Stack, ident: str | None = None, *, dry_run: bool = False) ->
         databases = _restored_databases(backup, current)
         undo = store.create(
             "pre-restore",
-            [n for n in wanted if (stack.root / n).is_file()],
+            list(current),
             restored_from=backup.id,
             rotated_secrets=list(backup.metadata.get("rotated_secrets", [])),
             affected_services=list(backup.metadata.get("affected_services", [])),
@@ -234,10 +231,10 @@ def restore(stack: Stack, ident: str | None = None, *, dry_run: bool = False) ->
 def _chosen(store: BackupStore, ident: str | None) -> Backup:
     if ident:
         return store.get(ident)
-    candidates = [b for b in store.all() if b.kind == "rotation" and b.files]
-    if not candidates:
+    latest = store.latest_rotation()
+    if latest is None:
         raise SelectionError(f"--latest: no rotation backup in {store.directory}")
-    return candidates[-1]
+    return latest
 
 
 def _differs(root: Path, wanted: dict[str, bytes]) -> list[str]:
