@@ -206,13 +206,21 @@ class ComposeEngine:
             )
         return sorted(set(resolved))
 
-    def _containers(self) -> dict[str, Container]:
+    def _containers(self, service: str | None = None) -> dict[str, Container]:
+        """The newest container of every service (or of `service` alone), found by compose labels."""
+        import docker
+
+        labels = [f"{PROJECT}={self.project}", *([f"{SERVICE}={service}"] if service else [])]
         found: dict[str, Container] = {}
-        for container in self.client.containers.list(all=True, filters={"label": f"{PROJECT}={self.project}"}):
-            labels = container.labels
-            if labels.get(ONEOFF, "False") == "True" or SERVICE not in labels:
+        for container in self.client.containers.list(all=True, sparse=True, filters={"label": labels}):
+            try:
+                container.reload()
+            except docker.errors.NotFound:
+                continue  # removed between the list and the inspect, as a recreate does
+            tags = container.labels
+            if tags.get(ONEOFF, "False") == "True" or SERVICE not in tags:
                 continue
-            name = labels[SERVICE]
+            name = tags[SERVICE]
             # With several containers for one service, the newest one speaks for it.
             if name not in found or container.attrs.get("Created", "") > found[name].attrs.get("Created", ""):
                 found[name] = container
@@ -225,17 +233,8 @@ class ComposeEngine:
         return {name: _state(name, containers.get(name)) for name in sorted(names)}
 
     def state(self, service: str) -> ServiceState:
-        """One service's state, read with one query."""
-        import docker
-
-        try:
-            found = self.client.containers.list(
-                all=True, filters={"label": [f"{PROJECT}={self.project}", f"{SERVICE}={service}"]}
-            )
-        except docker.errors.NotFound:  # a container removed between list and inspect
-            found = []
-        newest = max(found, key=lambda c: c.attrs.get("Created", ""), default=None)
-        return _state(service, newest)
+        """One service's state, read from its containers alone."""
+        return _state(service, self._containers(service).get(service))
 
     def create(self, services: Sequence[str]) -> None:
         """`up --no-start --no-deps --force-recreate`: new containers for all of them, in one invocation."""
@@ -245,7 +244,7 @@ class ComposeEngine:
         """Start the newest container of `service` through the engine API, as `compose start` does."""
         import docker
 
-        container = self._containers().get(service)
+        container = self._containers(service).get(service)
         if container is None:
             raise EngineError(f"service {service} of project '{self.project}' has no container to start")
         try:
@@ -308,7 +307,7 @@ class ComposeEngine:
 
     def logs(self, service: str, lines: int) -> str:
         """The last lines of the service's newest container."""
-        container = self._containers().get(service)
+        container = self._containers(service).get(service)
         if container is None:
             return ""
         return bytes(container.logs(tail=lines)).decode("utf-8", "replace")
@@ -317,7 +316,7 @@ class ComposeEngine:
         """Run `argv` in the service's container, feeding `stdin` through the attach socket, never argv."""
         from docker.utils.socket import frames_iter
 
-        container = self._containers().get(service)
+        container = self._containers(service).get(service)
         if container is None or container.status != "running":
             raise EngineError(
                 f"service {service} of project '{self.project}' is not running; cannot run {argv[0]} in it"
