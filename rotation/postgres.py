@@ -283,8 +283,13 @@ class ContainerDatabase:
                 raise DatabaseError(f"{self.point.label}: {role} does not accept the new password")
 
     def which(self, candidates: Mapping[str, Secret]) -> str | None:
-        stored = self._verifiers(next(iter(candidates.values()), None)).get(self.point.user, "")
-        return next((name for name, pw in candidates.items() if scram.matches(stored, pw.reveal())), None)
+        for login in candidates.values():  # whichever one the socket accepts, if it asks for one
+            try:
+                stored = self._verifiers(login).get(self.point.user, "")
+            except DatabaseError:
+                continue
+            return next((name for name, pw in candidates.items() if scram.matches(stored, pw.reveal())), None)
+        return None
 
     def can_alter(self, login: Secret) -> bool:
         rows = self._psql(_CAN_ALTER + ";\n", login)

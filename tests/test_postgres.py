@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -201,20 +203,29 @@ def test_kill_after_the_commit_is_reverted_by_the_next_command(
     assert envfile.read(pg_stack / ".env").get("POSTGRES_PASSWORD") == old
 
 
-@pytest.mark.engine
-def test_container_mode_runs_psql_in_the_database_container(
-    pg_stack: Path, pg_server: pgserver.Server, docker_client: DockerClient, cli: CLI, tmp_path: Path
-) -> None:
+@contextmanager
+def in_container(
+    stack: Path, server: pgserver.Server, client: DockerClient, tmp_path: Path
+) -> Iterator[tuple[Path, dict, str]]:
+    """Point POSTGRES_PASSWORD's apply at a db container whose psql reaches the test server's socket."""
     bindir = pgserver.binaries()
     assert bindir is not None
-    with enginestack.psql_container(tmp_path, docker_client, pg_server.socket_dir, bindir) as (root, project):
-        config = pg_stack / "secrets-config.yaml"
+    with enginestack.psql_container(tmp_path, client, server.socket_dir, bindir) as (root, project):
+        config = stack / "secrets-config.yaml"
         raw = yaml.safe_load(config.read_text())
         raw["compose"] = {"project": project, "files": [str(root / "docker-compose.yml")]}
         target = raw["secrets"]["POSTGRES_PASSWORD"]["apply"][0]["postgres"]
         del target["host"]  # the port stays: psql finds the server's socket by it
         target["container"] = f"{project}-db"  # by container_name, as Supabase configs do
         config.write_text(yaml.safe_dump(raw))
+        yield config, raw, project
+
+
+@pytest.mark.engine
+def test_container_mode_runs_psql_in_the_database_container(
+    pg_stack: Path, pg_server: pgserver.Server, docker_client: DockerClient, cli: CLI, tmp_path: Path
+) -> None:
+    with in_container(pg_stack, pg_server, docker_client, tmp_path) as (config, raw, project):
         old = stack_password(pg_stack)
         assert "can alter" in cli("rotate", "--secrets", "POSTGRES_PASSWORD", "--dry-run").out
         ran = cli("rotate", "--secrets", "POSTGRES_PASSWORD")
@@ -258,3 +269,19 @@ def test_scram_verifiers_agree_with_postgres(pg_server: pgserver.Server) -> None
         assert pg_server.logs_in("scram_probe", password), password
     assert not scram.matches(stored, "theirs-0987654322")
     assert not scram.matches("md5abcdef", "theirs-0987654321")
+
+
+@pytest.mark.engine
+def test_container_mode_kill_after_the_commit_is_reverted_by_the_next_command(
+    pg_stack: Path, pg_server: pgserver.Server, docker_client: DockerClient, cli: CLI, tmp_path: Path
+) -> None:
+    with in_container(pg_stack, pg_server, docker_client, tmp_path):
+        old = stack_password(pg_stack)
+        child = subprocess.run([sys.executable, "-c", CHILD, str(pg_stack), "before-files"], capture_output=True)
+        assert child.returncode == -9, child.stderr
+        assert not pg_server.logs_in("postgres", old), "the kill came before the commit"
+        ran = cli("restore", "--list")  # the socket asks for a password: only the new one works now
+        assert ran.code == 0, ran.text
+        assert "recovered an interrupted run" in ran.err
+        assert_on(pg_server, old)
+        assert stack_password(pg_stack) == old
