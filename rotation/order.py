@@ -77,18 +77,19 @@ def run_in_order(
     `failed` (`begin` or `finish` said so), or `skipped` because something it depends on did
     not succeed. Nodes that do not depend on a failure still finish.
     """
-    order = {name: i for i, name in enumerate(topological(graph))}
+    ordered = topological(graph)
     limit = max(1, parallel)
     outcome: dict[str, str] = {}
     busy: set[str] = set()
     futures: dict[Future[Any], tuple[str, list[str]]] = {}
+    nodes = set(graph)
     with ThreadPoolExecutor(max_workers=limit + 1) as pool:
         while len(outcome) < len(graph):
             batch: list[str] = []
-            for name in sorted(graph, key=order.__getitem__):
+            for name in ordered:
                 if name in outcome or name in busy:
                     continue
-                deps = graph[name] & set(graph)
+                deps = graph[name] & nodes
                 if any(outcome.get(d) in ("failed", "skipped") for d in deps):
                     outcome[name] = "skipped"
                 elif all(outcome.get(d) == "ok" for d in deps) and len(busy) + len(batch) < limit:

@@ -316,6 +316,14 @@ def precheck(c: Context, config: str | None = None) -> None:
     print(f"precheck: {len(snapshot.states)} services healthy; state saved in run {run.id}")
 
 
+def _pipeline_run(c: Context, stack: Stack, record: _Record) -> Backup | None:
+    """This pipeline's run, else the latest rotation, recorded with its secrets for the audit log."""
+    run = stack.run(_setting(c, "run"))  # type: ignore[arg-type]
+    if run is not None:
+        record.run, record.secrets = run.id, [*run.metadata.get("rotated_secrets", [])]
+    return run
+
+
 def _summary(task: str, problems: Sequence[str]) -> str:
     """`restart failed: <first problem> (and N more)`: the reason a rollback and a notification give."""
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -381,7 +389,7 @@ def restart(
         seconds, workers = _number(timeout, "--timeout"), int(_number(parallel, "--parallel", int))
         stack = _stack(c, record, config)
         engine = _engine(c, stack)
-        run = stack.run(_setting(c, "run"))  # type: ignore[arg-type]
+        run = _pipeline_run(c, stack, record)
         if all:
             chosen = sorted(engine.services())
         elif services:
@@ -390,8 +398,7 @@ def restart(
             chosen = engine.resolve([*run.metadata.get("affected_services", [])])
         else:
             raise Exit("rotation: no rotation to restart after; pass --services or --all", 2)
-        record.services, record.run = chosen, run.id if run else None
-        record.secrets = [*run.metadata.get("rotated_secrets", [])] if run else []
+        record.services = chosen
         if not chosen:
             print("restart: no service to recreate")
             return
@@ -423,9 +430,7 @@ def verify(c: Context, no_rollback: bool = False, timeout: str = "180", config: 
         seconds = _number(timeout, "--timeout")
         stack = _stack(c, record, config)
         engine = _engine(c, stack)
-        run = stack.run(_setting(c, "run"))  # type: ignore[arg-type]
-        record.run = run.id if run else None
-        record.secrets = [*run.metadata.get("rotated_secrets", [])] if run else []
+        run = _pipeline_run(c, stack, record)
         before = stack.state_before(run)
         snapshot = _snapshot(engine)
         recreated = engine.resolve([*run.metadata.get("affected_services", [])]) if run else []
