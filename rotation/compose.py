@@ -257,7 +257,8 @@ class ComposeEngine:
 
         It follows the engine's event stream (start, health_status, die) and reads the state only
         when the service's container reports something, so it sees health the moment the engine
-        does; where the stream is unavailable it polls with a short capped backoff.
+        does; where the stream is unavailable, or the engine ends it early, it polls with a short
+        capped backoff.
         """
         import docker
 
@@ -286,6 +287,8 @@ class ComposeEngine:
                     break
                 if (event.get("Actor") or {}).get("Attributes", {}).get(SERVICE) == service:
                     state = self.state(service)
+        if not settled(state) and time.time() < deadline:
+            return self._poll(service, settled, deadline, progress)  # the engine ended the stream early
         return state
 
     def _poll(
