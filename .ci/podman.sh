@@ -35,13 +35,17 @@ CONF
         >"$PODMAN_DIR/service.log" 2>&1 < /dev/null &
     echo $! > "$PODMAN_DIR/service.pid"
     # Podman runs healthchecks from systemd timers; without systemd, run them once a second.
+    # Like a timer's unit, a container's check never overlaps its previous one (flock -n): checks
+    # piling up on a busy machine would finish out of order and report stale verdicts. A check
+    # still running after 5 s is abandoned, as its unit's timeout would, so one hung check does
+    # not stop that container's checks for good.
+    mkdir -p "$PODMAN_DIR/health"
     setsid sh -c 'while true; do
-        for id in $(podman ps -q --filter health=starting) $(podman ps -q --filter health=healthy) \
-                  $(podman ps -q --filter health=unhealthy); do
-            podman healthcheck run "$id" >/dev/null 2>&1 &
+        for id in $(podman ps --format "{{.ID}} {{.Status}}" | grep -E "\((starting|healthy|unhealthy)\)$" | cut -d" " -f1); do
+            flock -n "$0/health/$id" timeout 5 podman healthcheck run "$id" >/dev/null 2>&1 &
         done
         sleep 1
-    done' >/dev/null 2>&1 < /dev/null &
+    done' "$PODMAN_DIR" >/dev/null 2>&1 < /dev/null &
     echo $! > "$PODMAN_DIR/health.pid"
     export PODMAN_HOST="unix://$PODMAN_DIR/podman.sock"
     for _ in $(seq 100); do
