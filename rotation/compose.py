@@ -24,7 +24,7 @@ import yaml
 from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_delay, wait_exponential
 
 from .config import ComposeSpec
-from .engine import ExecResult, Service, ServiceState
+from .engine import ExecResult, Service, ServiceState, instant
 from .errors import EngineError, SelectionError
 
 if TYPE_CHECKING:
@@ -85,6 +85,7 @@ def _state(service: str, container: Container | None) -> ServiceState:
     state = attrs.get("State") or {}
     health = state.get("Health") or state.get("Healthcheck") or {}
     log_entries = health.get("Log") or []
+    passed = [str(e["Start"]) for e in log_entries if e.get("ExitCode") == 0 and e.get("Start")]
     return ServiceState(
         service=service,
         state=str(state.get("Status", "unknown")),
@@ -95,6 +96,7 @@ def _state(service: str, container: Container | None) -> ServiceState:
         exit_code=state.get("ExitCode"),
         oom_killed=bool(state.get("OOMKilled")),
         health_output=(log_entries[-1].get("Output") or "").strip()[-500:] if log_entries else None,
+        passed_at=max(passed, key=lambda stamp: instant(stamp) or 0, default=None),
     )
 
 
@@ -290,6 +292,18 @@ class ComposeEngine:
         if not settled(state) and time.time() < deadline:
             return self._poll(service, settled, deadline, progress)  # the engine ended the stream early
         return state
+
+    def wait_rechecked(self, service: str, since: int, timeout: float) -> ServiceState:
+        """Poll until a healthcheck begun after `since` has passed, the container stopped, or time is up.
+
+        It polls rather than follows events: the engine reports a health event only when the
+        status changes, and a service that stayed `healthy` on stale checks reports none.
+        """
+
+        def settled(state: ServiceState) -> bool:
+            return state.state in (*FINAL, "missing") or state.healthy_since(since)
+
+        return self._poll(service, settled, time.time() + max(timeout, 0), _Progress(service))
 
     def _poll(
         self, service: str, settled: Callable[[ServiceState], bool], deadline: float, progress: _Progress

@@ -6,11 +6,29 @@ Docker-compatible API). A Swarm or Kubernetes backend is another module with the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
-__all__ = ["Engine", "ExecResult", "Service", "ServiceState"]
+__all__ = ["Engine", "ExecResult", "Service", "ServiceState", "instant"]
+
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)")
+
+
+def instant(stamp: str | None) -> int | None:
+    """Nanoseconds since the epoch for an engine's RFC 3339 timestamp; None if there is none.
+
+    The engines write up to nine fractional digits and trim trailing zeros, which neither
+    `datetime` nor a float holds exactly.
+    """
+    match = _RFC3339.fullmatch(stamp or "")
+    if match is None:
+        return None
+    whole, fraction, zone = match.groups()
+    seconds = int(datetime.fromisoformat(whole + ("+00:00" if zone == "Z" else zone)).timestamp())
+    return seconds * 1_000_000_000 + int((fraction or "").ljust(9, "0")[:9])
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,11 +53,16 @@ class ServiceState:
     exit_code: int | None = None
     oom_killed: bool = False
     health_output: str | None = None
+    passed_at: str | None = None  # when the latest passing healthcheck began, in the engine's clock
 
     @property
     def healthy(self) -> bool:
         """Running, and either reporting healthy or having no healthcheck at all."""
         return self.state == "running" and self.health in (None, "healthy")
+
+    def healthy_since(self, moment: int) -> bool:
+        """Healthy, and passed a healthcheck begun after `moment` (an `instant`) if it has one."""
+        return self.healthy and (self.health is None or (instant(self.passed_at) or 0) > moment)
 
     @property
     def summary(self) -> str:
@@ -96,6 +119,14 @@ class Engine(Protocol):
 
     def wait_healthy(self, service: str, previous: str | None, timeout: float) -> ServiceState:
         """Wait until a container other than `previous` runs `service` and is healthy; its last state."""
+        ...
+
+    def wait_rechecked(self, service: str, since: int, timeout: float) -> ServiceState:
+        """Wait until `service` passes a healthcheck begun after `since` (`instant` in the engine's clock) or stops.
+
+        For a service that was not recreated but calls one that was: its `healthy` may date from
+        before the recreate, so only a later check proves it works with the new container.
+        """
         ...
 
     def logs(self, service: str, lines: int) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 from .engine import Service
 from .errors import ConfigError
 
-__all__ = ["Graph", "critical_path", "restart_graph", "run_in_order", "topological"]
+__all__ = ["Graph", "critical_path", "dependents", "restart_graph", "run_in_order", "topological"]
 
 Graph = Mapping[str, frozenset[str]]
 
@@ -33,6 +33,23 @@ def restart_graph(services: Mapping[str, Service], selected: Iterable[str]) -> d
         return found
 
     return {name: frozenset(reach(name, {name})) for name in sorted(chosen)}
+
+
+def dependents(services: Mapping[str, Service], selected: Iterable[str]) -> list[str]:
+    """The services outside `selected` that depend on one of them, directly or through others.
+
+    Recreating a service disturbs these: a healthcheck that calls it fails while it is replaced.
+    """
+    chosen = set(selected)
+    found: set[str] = set()
+    grew = True
+    while grew:
+        grew = False
+        for name, service in services.items():
+            if name not in chosen | found and service.depends_on & (chosen | found):
+                found.add(name)
+                grew = True
+    return sorted(found)
 
 
 def topological(graph: Graph) -> list[str]:

@@ -6,9 +6,9 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .engine import Engine, ServiceState
+from .engine import Engine, ServiceState, instant
 from .errors import EngineError
-from .order import restart_graph, run_in_order
+from .order import dependents, restart_graph, run_in_order
 
 __all__ = ["RestartResult", "restart"]
 
@@ -24,7 +24,7 @@ class RestartResult:
 
     @property
     def ok(self) -> bool:
-        """Whether every service was recreated and is healthy."""
+        """Whether every service was recreated and is healthy, and so is every healthy one that depends on them."""
         return all(v == "ok" for v in self.outcome.values())
 
     def failures(self) -> list[str]:
@@ -35,13 +35,14 @@ class RestartResult:
                 continue
             if result == "skipped":
                 lines.append(f"{name}: left stopped, because a service it depends on failed")
-            elif name in self.errors:
-                lines.append(f"{name}: {self.errors[name]}")
             else:
-                state = self.states[name]
-                output = f"; last healthcheck: {state.health_output}" if state.health_output else ""
-                lines.append(f"{name}: {state.summary}{output}")
+                lines.append(f"{name}: {self.errors.get(name) or _described(self.states[name])}")
         return lines
+
+
+def _described(state: ServiceState) -> str:
+    output = f"; last healthcheck: {state.health_output}" if state.health_output else ""
+    return f"{state.summary}{output}"
 
 
 def restart(
@@ -57,14 +58,19 @@ def restart(
     The new containers are all created in one compose invocation, which costs about as much as
     creating one, then each is started the moment its dependencies are healthy: the services go
     down together and come back as fast as the dependency graph allows. A service whose
-    dependency fails stays stopped rather than starting against it.
+    dependency fails stays stopped rather than starting against it. When all are back, each
+    service that depends on them and was healthy before must pass a healthcheck begun after the
+    last of them started, within the same deadline: its earlier verdicts say nothing about the
+    new containers, and it may have turned unhealthy while they were away.
     """
-    graph = restart_graph(engine.services(), services)
+    defined = engine.services()
+    graph = restart_graph(defined, services)
     deadline = time.monotonic() + timeout
     states: dict[str, ServiceState] = {}
     errors: dict[str, str] = {}
     started: list[str] = []
-    previous = {name: state.container_id for name, state in engine.states().items() if name in graph}
+    before = engine.states()
+    previous = {name: state.container_id for name, state in before.items() if name in graph}
     try:
         engine.create(sorted(graph))
     except EngineError as exc:
@@ -88,10 +94,21 @@ def restart(
         state = engine.wait_healthy(name, previous.get(name), deadline - time.monotonic())
         states[name] = state
         if not state.healthy and state.state not in ("exited", "dead") and time.monotonic() >= deadline:
-            errors[name] = f"not healthy within {timeout:g}s: {state.summary}" + (
-                f"; last healthcheck: {state.health_output}" if state.health_output else ""
-            )
+            errors[name] = f"not healthy within {timeout:g}s: {_described(state)}"
         return state.healthy
 
+    def recheck(name: str, since: int) -> str:
+        state = states[name] = engine.wait_rechecked(name, since, deadline - time.monotonic())
+        if state.healthy_since(since):
+            return "ok"
+        upstream = ", ".join(sorted(restart_graph(defined, [*graph, name])[name]))
+        errors[name] = f"depends on {upstream}; no healthcheck passed within {timeout:g}s: {_described(state)}"
+        return "failed"
+
     outcome = run_in_order(graph, begin, finish, parallel)
+    if healthcheck and graph and all(v == "ok" for v in outcome.values()):
+        since = max(instant(states[name].started_at) or 0 for name in graph)
+        for name in dependents(defined, graph):
+            if name in before and before[name].healthy:
+                outcome[name] = recheck(name, since)
     return RestartResult(outcome, states, errors, tuple(started))

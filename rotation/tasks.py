@@ -406,7 +406,7 @@ def restart(
         print(f"restart: recreated {', '.join(result.order) or '(none)'}, started in dependency order")
         before = stack.state_before(run)
         found = regressions(before, _snapshot(engine), recreated=chosen) if before else []
-        problems = result.failures() + [r.describe() for r in found if r.service not in result.outcome]
+        problems = result.failures() + [r.describe() for r in found if result.outcome.get(r.service, "ok") == "ok"]
         for line in problems:
             print(report.paint(f"failed: {line}", "red"))
         if problems:
@@ -414,7 +414,9 @@ def restart(
             raise _fail(record, stack, engine, run, reason, rollback=not no_rollback, timeout=seconds, parallel=workers)
         if run is not None and run.status in LIVE:
             stack.store.update(run, status="restarted")
-    print(report.paint(f"restart: {len(chosen)} services healthy", "green"))
+        rechecked = sorted(set(result.outcome) - set(chosen))
+        also = f", and {', '.join(rechecked)} that depend on them passed a new healthcheck" if rechecked else ""
+    print(report.paint(f"restart: {len(chosen)} services healthy{also}", "green"))
 
 
 @task(

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from rotation.engine import Service, ServiceState
+from rotation.engine import Service, ServiceState, instant
 from rotation.errors import ConfigError
 from rotation.health import Snapshot, problems, regressions
-from rotation.order import critical_path, restart_graph, run_in_order, topological
+from rotation.order import critical_path, dependents, restart_graph, run_in_order, topological
 
 STACK = {
     "vector": Service("vector"),
@@ -33,6 +33,12 @@ def test_a_service_waits_for_affected_services_even_through_unaffected_ones() ->
         "kong": frozenset({"db"}),  # kong -> analytics (not recreated) -> db
         "webui": frozenset(),
     }
+
+
+def test_recreating_a_service_disturbs_everything_downstream_of_it() -> None:
+    assert dependents(STACK, ["analytics"]) == ["auth", "kong", "rest", "studio"]
+    assert dependents(STACK, ["vector"]) == ["analytics", "auth", "db", "kong", "n8n", "rest", "studio"]
+    assert dependents(STACK, ["webui", "kong"]) == []
 
 
 def test_topological_order_is_dependencies_first_and_stable() -> None:
@@ -128,3 +134,11 @@ def test_problems_without_a_precheck_are_the_services_unhealthy_now() -> None:
     assert problems(None, now) == ["api running (unhealthy)"]
     before = Snapshot("p", "t0", {"db": state("db", health="healthy"), "api": state("api", health="healthy")})
     assert problems(before, now) == ["api is no longer healthy: running (unhealthy)"]
+
+
+def test_engine_timestamps_with_trimmed_nanoseconds_keep_their_order() -> None:
+    stamps = ["2026-11-29T02:00:26.4309339Z", "2026-11-29T02:00:26.43093399Z", "2026-11-29T03:00:26.5+01:00"]
+    moments = [instant(s) for s in stamps]
+    assert moments[0] is not None and moments[1] is not None and moments[2] is not None
+    assert moments[0] < moments[1] < moments[2]
+    assert instant(None) is None and instant("") is None
