@@ -1,7 +1,8 @@
 """A compose stack on a real Docker Engine that models a shared credential.
 
 `db` serves its DB_PASSWORD over HTTP; `api` is healthy only while its own copy matches;
-`gateway` depends on `api` and reads API_KEY; `worker` is independent and has no healthcheck.
+`gateway` depends on `api`, reads API_KEY and turns unhealthy at once while `api` is away;
+`worker` is independent and has no healthcheck.
 The image is busybox imported from this machine (no registry is reachable), as ENGINE.md shows.
 """
 
@@ -38,14 +39,23 @@ services:
       - mkdir -p /www && printf %s "$$DB_PASSWORD" > /www/password && exec httpd -f -p 8080 -h /www
     environment:
       DB_PASSWORD: ${{DB_PASSWORD}}
-    healthcheck:
-      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/password"]
+    healthcheck:  # notes the host's uptime at its first pass, so a test can order it against api's start
+      test:
+        - CMD-SHELL
+        - >-
+          wget -q -O /dev/null http://127.0.0.1:8080/password
+          && {{ test -f /tmp/healthy || cat /proc/uptime > /tmp/healthy; }}
       interval: 1s
       timeout: 2s
       retries: 2
   api:
     <<: *busybox
-    command: ["sh", "-c", "mkdir -p /www && echo ok > /www/ok && exec httpd -f -p 8080 -h /www"]
+    command:
+      - sh
+      - -c
+      - >-
+        cat /proc/uptime > /tmp/started && mkdir -p /www && echo ok > /www/ok
+        && exec httpd -f -p 8080 -h /www
     depends_on:
       db: {{condition: service_healthy}}
     environment:
@@ -67,10 +77,14 @@ services:
       test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://api:8080/ok"]
       interval: 1s
       timeout: 2s
-      retries: 2
+      retries: 1  # unhealthy at once while api is replaced, as real gateways are
   worker:
     <<: *busybox
     command: ["sleep", "1000000"]
+
+networks:
+  default:
+    internal: true  # nothing leaves the host; Podman's DNS then never asks upstream for a missing name
 """
 
 ENV = """# engine test stack
