@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import shutil
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ __all__ = ["LIVE", "STATE_BEFORE", "RestoreResult", "RotationResult", "Stack", "
 
 LOCK = ".lock"
 STATE_BEFORE = "health-before.json"
+PRECHECK_FRESH = 3600  # seconds for which a precheck run on its own is adopted by the next rotate
 # A run in these states has its new values live: a failed restart or verify rolls it back.
 LIVE = ("applied", "restarted")
 
@@ -189,11 +191,21 @@ def _plan(stack: Stack, files: dict[str, envfile.EnvFile], selection: Sequence[s
 
 
 def _open_run(store: BackupStore, run: str | None, plan: Plan) -> Backup:
-    """The run a precheck opened in this pipeline, given its files, or a new backup."""
+    """The run a precheck opened for this rotation, given its files, or a new backup.
+
+    In one pipeline the precheck's run comes by id. A precheck run on its own just before (the
+    newest backup, still planned, under PRECHECK_FRESH seconds old) is adopted as well, so a
+    later verify compares with it; an older one says too little about the stack now.
+    """
+    backups = store.all()
     if run is not None:
-        opened = store.get(run)
-        if opened.status == "planned" and not opened.files:
-            return store.attach(opened, plan.files)
+        opened: Backup | None = store.get(run)
+    elif backups and time.time() - backups[-1].created < PRECHECK_FRESH:
+        opened = backups[-1]
+    else:
+        opened = None
+    if opened is not None and opened.kind == "rotation" and opened.status == "planned" and not opened.files:
+        return store.attach(opened, plan.files)
     return store.create("rotation", plan.files)
 
 

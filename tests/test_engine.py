@@ -54,6 +54,20 @@ def test_pipeline_recreates_affected_services_in_order_with_new_values(
     assert listing[0]["status"] == "verified" and listing[0]["rotated_secrets"] == ["DB_PASSWORD"]
 
 
+def test_tasks_run_one_per_invocation_share_the_run_that_precheck_opened(
+    compose_stack: tuple[Path, str], cli: CLI
+) -> None:
+    root, _project = compose_stack
+    for args in (["precheck"], ["rotate", "--secrets", "DB_PASSWORD"], ["restart"]):
+        ran = cli(*args, cwd=root)
+        assert ran.code == 0, ran.text
+    ran = cli("verify", cwd=root)
+    assert ran.code == 0, ran.text
+    assert "no precheck state" not in ran.out
+    listing = json.loads(cli("restore", "--list", "--json", cwd=root).out)
+    assert [(row["kind"], row["status"]) for row in listing] == [("rotation", "verified")]
+
+
 def test_restart_keeps_the_old_environment_where_recreate_applies_the_new(
     compose_stack: tuple[Path, str], docker_client: DockerClient, cli: CLI
 ) -> None:

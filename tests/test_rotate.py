@@ -204,3 +204,17 @@ def test_a_key_set_twice_is_updated_everywhere_with_a_warning(stack: Path, cli: 
     parsed = envfile.read(env)
     assert [e.value for e in parsed.by_key["DASHBOARD_PASSWORD"]] == [parsed.get("DASHBOARD_PASSWORD")] * 2
     assert old not in env.read_text()
+
+
+def test_rotate_adopts_a_precheck_run_from_just_before_but_not_a_stale_one(stack: Path, cli: CLI) -> None:
+    import time
+
+    from rotation.backup import BackupStore
+
+    store = BackupStore.for_stack(stack, "backups/secrets")
+    stale = store.create("rotation", [], now=time.time() - 7200, status="planned").id
+    first = json.loads(cli("rotate", "--secrets", "DASHBOARD_PASSWORD", "--json").out)["backup"]
+    assert first != stale and store.get(stale).status == "planned"
+    fresh = store.create("rotation", [], status="planned").id
+    second = json.loads(cli("rotate", "--secrets", "DASHBOARD_PASSWORD", "--json").out)["backup"]
+    assert second == fresh and store.get(fresh).status == "applied" and ".env" in store.get(fresh).files
