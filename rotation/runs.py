@@ -197,13 +197,11 @@ def _open_run(store: BackupStore, run: str | None, plan: Plan) -> Backup:
     newest backup, still planned, under PRECHECK_FRESH seconds old) is adopted as well, so a
     later verify compares with it; an older one says too little about the stack now.
     """
-    backups = store.all()
     if run is not None:
         opened: Backup | None = store.get(run)
-    elif backups and time.time() - backups[-1].created < PRECHECK_FRESH:
-        opened = backups[-1]
     else:
-        opened = None
+        newest = store.all()[-1:]
+        opened = newest[0] if newest and time.time() - newest[0].created < PRECHECK_FRESH else None
     if opened is not None and opened.kind == "rotation" and opened.status == "planned" and not opened.files:
         return store.attach(opened, plan.files)
     return store.create("rotation", plan.files)
