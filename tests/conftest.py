@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -75,6 +76,15 @@ def cli(stack: Path) -> CLI:
     return run
 
 
+@contextmanager
+def edited_config(root: Path) -> Iterator[dict]:
+    """The stack's secrets-config.yaml as data to change, written back when the block ends."""
+    path = root / "secrets-config.yaml"
+    raw = yaml.safe_load(path.read_text())
+    yield raw
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
 def tree(root: Path) -> dict[str, tuple[bytes, int]]:
     """Every file under `root` with its bytes and mode, to prove that nothing changed."""
     return {
@@ -107,20 +117,18 @@ def configure_postgres(stack: Path, server: pgserver.Server, targets: list[dict]
     """Point POSTGRES_PASSWORD's `apply` at the test server, through ${VAR} from the stack's .env."""
     env = stack / ".env"
     env.write_bytes(env.read_bytes() + f"TEST_DB_PORT={server.port}\n".encode())
-    config = stack / "secrets-config.yaml"
-    raw = yaml.safe_load(config.read_text())
-    raw["secrets"]["POSTGRES_PASSWORD"]["apply"] = targets or [
-        {
-            "postgres": {
-                "host": server.host,
-                "port": "${TEST_DB_PORT}",
-                "user": "supabase_admin",
-                "roles": PG_ROLES,
-                "after": ["DROP SCHEMA IF EXISTS _supavisor CASCADE", "CREATE SCHEMA _supavisor"],
+    with edited_config(stack) as raw:
+        raw["secrets"]["POSTGRES_PASSWORD"]["apply"] = targets or [
+            {
+                "postgres": {
+                    "host": server.host,
+                    "port": "${TEST_DB_PORT}",
+                    "user": "supabase_admin",
+                    "roles": PG_ROLES,
+                    "after": ["DROP SCHEMA IF EXISTS _supavisor CASCADE", "CREATE SCHEMA _supavisor"],
+                }
             }
-        }
-    ]
-    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+        ]
 
 
 @pytest.fixture

@@ -6,12 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from rotation.config import find_config, load, parse_duration
 from rotation.errors import ConfigError
 
-from .conftest import CLI, REPO, tree
+from .conftest import CLI, REPO, edited_config, tree
 
 
 def test_bundled_config_covers_the_local_ai_stack() -> None:
@@ -105,9 +104,8 @@ def test_bad_config_is_one_line_naming_file_and_key_and_changes_nothing(
     stack: Path, cli: CLI, edit: Edit, named: str
 ) -> None:
     config = stack / "secrets-config.yaml"
-    raw = yaml.safe_load(config.read_text())
-    edit(raw)
-    config.write_text(yaml.safe_dump(raw))
+    with edited_config(stack) as raw:
+        edit(raw)
     before = tree(stack)
     ran = cli("rotate")
     assert ran.code != 0

@@ -6,14 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 from docker import DockerClient
 from docker.models.containers import Container
 
 from rotation import envfile
 
 from . import enginestack
-from .conftest import CLI
+from .conftest import CLI, edited_config
 
 pytestmark = pytest.mark.engine
 
@@ -135,10 +134,8 @@ def test_container_names_resolve_and_unknown_services_are_named(
     ran = cli("rotate", "--secrets", "API_KEY", "restart", cwd=root)  # config names the gateway by container
     assert ran.code == 0, ran.text
     assert "recreated gateway" in ran.out
-    config = root / "secrets-config.yaml"
-    raw = yaml.safe_load(config.read_text())
-    raw["secrets"]["API_KEY"]["restart_services"].append("supabase-nonexistent")
-    config.write_text(yaml.safe_dump(raw))
+    with edited_config(root) as raw:
+        raw["secrets"]["API_KEY"]["restart_services"].append("supabase-nonexistent")
     assert cli("rotate", "--secrets", "API_KEY", cwd=root).code == 0
     ran = cli("restart", cwd=root)
     assert ran.code == 2
@@ -154,9 +151,7 @@ def test_unreachable_engine_is_one_clear_line(stack: Path, cli: CLI) -> None:
 
 def test_missing_compose_command_is_named(compose_stack: tuple[Path, str], cli: CLI) -> None:
     root, _ = compose_stack
-    config = root / "secrets-config.yaml"
-    raw = yaml.safe_load(config.read_text())
-    raw["compose"]["command"] = "no-such-compose"
-    config.write_text(yaml.safe_dump(raw))
+    with edited_config(root) as raw:
+        raw["compose"]["command"] = "no-such-compose"
     ran = cli("check", cwd=root)
     assert ran.code != 0 and "compose.command: 'no-such-compose' not found" in ran.err

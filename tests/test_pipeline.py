@@ -11,14 +11,13 @@ from pathlib import Path
 
 import jwt
 import pytest
-import yaml
 from docker import DockerClient
 
 from rotation import envfile
 from rotation.backup import BackupStore
 
 from . import enginestack
-from .conftest import CLI
+from .conftest import CLI, edited_config
 
 JWT_SECRET = "s3cr3tJWTs3cr3tJWTs3cr3tJWTs3cr3tJWT0123456789ab"
 
@@ -60,20 +59,26 @@ def add_jwt_and_probes(root: Path, url: str) -> None:
     anon = jwt.encode({"role": "anon", "iss": "supabase", "iat": 1, "exp": 2_000_000_000}, JWT_SECRET)
     env = root / ".env"
     env.write_bytes(env.read_bytes() + f"JWT_SECRET={JWT_SECRET}\nANON_KEY={anon}\n".encode())
-    config = root / "secrets-config.yaml"
-    raw = yaml.safe_load(config.read_text())
-    raw["secrets"]["JWT_SECRET"] = {"type": "random", "length": 48, "files": [".env"], "restart_services": ["api"]}
-    raw["secrets"]["ANON_KEY"] = {"type": "jwt-token", "role": "anon", "depends_on": "JWT_SECRET", "files": [".env"]}
-    raw["verify"] = [
-        {"name": "rest accepts the anon key", "http": {"url": f"{url}/rest/v1/", "headers": {"apikey": "${ANON_KEY}"}}},
-        {
-            "name": "rest refuses the old anon key",
-            "http": {"url": f"{url}/rest/v1/", "headers": {"apikey": "${previous:ANON_KEY}"}, "expect": 401},
-        },
-        {"jwt": {}},
-    ]
-    raw["notify"] = [f"{url}/hook"]
-    config.write_text(yaml.safe_dump(raw))
+    with edited_config(root) as raw:
+        raw["secrets"]["JWT_SECRET"] = {"type": "random", "length": 48, "files": [".env"], "restart_services": ["api"]}
+        raw["secrets"]["ANON_KEY"] = {
+            "type": "jwt-token",
+            "role": "anon",
+            "depends_on": "JWT_SECRET",
+            "files": [".env"],
+        }
+        raw["verify"] = [
+            {
+                "name": "rest accepts the anon key",
+                "http": {"url": f"{url}/rest/v1/", "headers": {"apikey": "${ANON_KEY}"}},
+            },
+            {
+                "name": "rest refuses the old anon key",
+                "http": {"url": f"{url}/rest/v1/", "headers": {"apikey": "${previous:ANON_KEY}"}, "expect": 401},
+            },
+            {"jwt": {}},
+        ]
+        raw["notify"] = [f"{url}/hook"]
 
 
 @pytest.mark.engine
@@ -114,10 +119,8 @@ def test_pipeline_that_breaks_a_service_rolls_back_to_a_healthy_stack(
     compose_stack: tuple[Path, str], docker_client: DockerClient, cli: CLI
 ) -> None:
     root, project = compose_stack
-    config = root / "secrets-config.yaml"
-    raw = yaml.safe_load(config.read_text())
-    raw["secrets"]["DB_PASSWORD"]["restart_services"] = ["api"]  # leaves out the database
-    config.write_text(yaml.safe_dump(raw))
+    with edited_config(root) as raw:
+        raw["secrets"]["DB_PASSWORD"]["restart_services"] = ["api"]  # leaves out the database
     env_before = (root / ".env").read_bytes()
     old = envfile.read(root / ".env").get("DB_PASSWORD")
     ran = cli("precheck", "rotate", "--secrets", "DB_PASSWORD", "restart", "--timeout", "15", "verify", cwd=root)
@@ -136,10 +139,8 @@ def test_pipeline_that_breaks_a_service_rolls_back_to_a_healthy_stack(
 
 
 def test_a_failing_notification_is_reported_but_never_fails_the_rotation(stack: Path, cli: CLI) -> None:
-    config = stack / "secrets-config.yaml"
-    raw = yaml.safe_load(config.read_text())
-    raw["notify"] = ["http://127.0.0.1:9/hook/T000/SECRET-TOKEN"]
-    config.write_text(yaml.safe_dump(raw))
+    with edited_config(stack) as raw:
+        raw["notify"] = ["http://127.0.0.1:9/hook/T000/SECRET-TOKEN"]
     ran = cli("rotate", "--secrets", "DASHBOARD_PASSWORD")
     assert ran.code == 0, ran.text
     assert "notification to 127.0.0.1:9 failed" in ran.err
@@ -147,12 +148,10 @@ def test_a_failing_notification_is_reported_but_never_fails_the_rotation(stack: 
 
 
 def test_due_lists_secrets_past_their_period_from_backdated_history(stack: Path, cli: CLI) -> None:
-    config = stack / "secrets-config.yaml"
-    raw = yaml.safe_load(config.read_text())
-    raw["secrets"]["JWT_SECRET"]["rotation_period"] = "30d"
-    raw["secrets"]["DASHBOARD_PASSWORD"]["rotation_period"] = "90d"
-    raw["secrets"]["SECRET_KEY_BASE"]["rotation_period"] = "12h"
-    config.write_text(yaml.safe_dump(raw))
+    with edited_config(stack) as raw:
+        raw["secrets"]["JWT_SECRET"]["rotation_period"] = "30d"
+        raw["secrets"]["DASHBOARD_PASSWORD"]["rotation_period"] = "90d"
+        raw["secrets"]["SECRET_KEY_BASE"]["rotation_period"] = "12h"
     store = BackupStore.for_stack(stack, "backups/secrets")
     import time
 

@@ -10,13 +10,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import yaml
 from docker import DockerClient
 
 from rotation import envfile
 
 from . import enginestack, pgserver
-from .conftest import CLI, PG_ROLES, configure_postgres, stack_password, tree
+from .conftest import CLI, PG_ROLES, configure_postgres, edited_config, stack_password, tree
 
 pytestmark = pytest.mark.postgres
 LOGIN_ROLES = [r for r in PG_ROLES if r != "dashboard_user"]
@@ -85,10 +84,8 @@ def _failing(stack: Path, cli: CLI, words: str) -> None:
 
 
 def test_unknown_role_changes_nothing_anywhere(pg_stack: Path, pg_server: pgserver.Server, cli: CLI) -> None:
-    config = pg_stack / "secrets-config.yaml"
-    raw = yaml.safe_load(config.read_text())
-    raw["secrets"]["POSTGRES_PASSWORD"]["apply"][0]["postgres"]["roles"].append("no_such_role")
-    config.write_text(yaml.safe_dump(raw))
+    with edited_config(pg_stack) as raw:
+        raw["secrets"]["POSTGRES_PASSWORD"]["apply"][0]["postgres"]["roles"].append("no_such_role")
     _failing(pg_stack, cli, "no_such_role not found")
     assert_on(pg_server, stack_password(pg_stack))
 
@@ -106,10 +103,8 @@ def test_wrong_current_password_changes_nothing(pg_stack: Path, pg_server: pgser
 
 
 def test_failed_login_check_puts_the_old_password_back(pg_stack: Path, pg_server: pgserver.Server, cli: CLI) -> None:
-    config = pg_stack / "secrets-config.yaml"
-    raw = yaml.safe_load(config.read_text())
-    raw["secrets"]["POSTGRES_PASSWORD"]["apply"][0]["postgres"]["roles"].append(pgserver.BLOCKED)
-    config.write_text(yaml.safe_dump(raw))
+    with edited_config(pg_stack) as raw:
+        raw["secrets"]["POSTGRES_PASSWORD"]["apply"][0]["postgres"]["roles"].append(pgserver.BLOCKED)
     _failing(pg_stack, cli, f"login as {pgserver.BLOCKED} with the new password failed")
     assert_on(pg_server, stack_password(pg_stack))
 
@@ -204,28 +199,24 @@ def test_kill_after_the_commit_is_reverted_by_the_next_command(
 
 
 @contextmanager
-def in_container(
-    stack: Path, server: pgserver.Server, client: DockerClient, tmp_path: Path
-) -> Iterator[tuple[Path, dict, str]]:
-    """Point POSTGRES_PASSWORD's apply at a db container whose psql reaches the test server's socket."""
+def in_container(stack: Path, server: pgserver.Server, client: DockerClient, tmp_path: Path) -> Iterator[str]:
+    """Point POSTGRES_PASSWORD's apply at a db container whose psql reaches the test server's socket; its project."""
     bindir = pgserver.binaries()
     assert bindir is not None
     with enginestack.psql_container(tmp_path, client, server.socket_dir, bindir) as (root, project):
-        config = stack / "secrets-config.yaml"
-        raw = yaml.safe_load(config.read_text())
-        raw["compose"] = {"project": project, "files": [str(root / "docker-compose.yml")]}
-        target = raw["secrets"]["POSTGRES_PASSWORD"]["apply"][0]["postgres"]
-        del target["host"]  # the port stays: psql finds the server's socket by it
-        target["container"] = f"{project}-db"  # by container_name, as Supabase configs do
-        config.write_text(yaml.safe_dump(raw))
-        yield config, raw, project
+        with edited_config(stack) as raw:
+            raw["compose"] = {"project": project, "files": [str(root / "docker-compose.yml")]}
+            target = raw["secrets"]["POSTGRES_PASSWORD"]["apply"][0]["postgres"]
+            del target["host"]  # the port stays: psql finds the server's socket by it
+            target["container"] = f"{project}-db"  # by container_name, as Supabase configs do
+        yield project
 
 
 @pytest.mark.engine
 def test_container_mode_runs_psql_in_the_database_container(
     pg_stack: Path, pg_server: pgserver.Server, docker_client: DockerClient, cli: CLI, tmp_path: Path
 ) -> None:
-    with in_container(pg_stack, pg_server, docker_client, tmp_path) as (config, raw, project):
+    with in_container(pg_stack, pg_server, docker_client, tmp_path) as project:
         old = stack_password(pg_stack)
         assert "can alter" in cli("rotate", "--secrets", "POSTGRES_PASSWORD", "--dry-run").out
         ran = cli("rotate", "--secrets", "POSTGRES_PASSWORD")
@@ -238,8 +229,8 @@ def test_container_mode_runs_psql_in_the_database_container(
         assert ran.code == 0, ran.text
         assert_on(pg_server, old)
         assert_not_on(pg_server, new)
-        raw["secrets"]["POSTGRES_PASSWORD"]["apply"][0]["postgres"]["roles"].append("ghost")
-        config.write_text(yaml.safe_dump(raw))
+        with edited_config(pg_stack) as raw:
+            raw["secrets"]["POSTGRES_PASSWORD"]["apply"][0]["postgres"]["roles"].append("ghost")
         ran = cli("rotate", "--secrets", "POSTGRES_PASSWORD")
         assert ran.code != 0 and "ghost not found" in ran.err
         assert_on(pg_server, old)
