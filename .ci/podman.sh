@@ -17,6 +17,9 @@ podman_start() {
     cat > "$PODMAN_DIR/containers.conf" <<CONF
 [containers]
 default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+# A lookup of a container being replaced falls through to the host's resolver, which the
+# stack's internal network cannot reach: fail it in a second, not after 20 s of retries.
+dns_options = ["timeout:1", "attempts:1"]
 
 [engine]
 runtime = "runc"
@@ -36,13 +39,11 @@ CONF
     echo $! > "$PODMAN_DIR/service.pid"
     # Podman runs healthchecks from systemd timers; without systemd, run them once a second.
     # Like a timer's unit, a container's check never overlaps its previous one (flock -n): checks
-    # piling up on a busy machine would finish out of order and report stale verdicts. A check
-    # still running after 5 s is abandoned, as its unit's timeout would, so one hung check does
-    # not stop that container's checks for good.
+    # piling up on a busy machine would finish out of order and report stale verdicts.
     mkdir -p "$PODMAN_DIR/health"
     setsid sh -c 'while true; do
         for id in $(podman ps --format "{{.ID}} {{.Status}}" | grep -E "\((starting|healthy|unhealthy)\)$" | cut -d" " -f1); do
-            flock -n "$0/health/$id" timeout 5 podman healthcheck run "$id" >/dev/null 2>&1 &
+            flock -n "$0/health/$id" podman healthcheck run "$id" >/dev/null 2>&1 &
         done
         sleep 1
     done' "$PODMAN_DIR" >/dev/null 2>&1 < /dev/null &

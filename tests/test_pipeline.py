@@ -123,7 +123,7 @@ def test_pipeline_that_breaks_a_service_rolls_back_to_a_healthy_stack(
         raw["secrets"]["DB_PASSWORD"]["restart_services"] = ["api"]  # leaves out the database
     env_before = (root / ".env").read_bytes()
     old = envfile.read(root / ".env").get("DB_PASSWORD")
-    ran = cli("precheck", "rotate", "--secrets", "DB_PASSWORD", "restart", "--timeout", "15", "verify", cwd=root)
+    ran = cli("precheck", "rotate", "--secrets", "DB_PASSWORD", "restart", "--timeout", "25", "verify", cwd=root)
     assert ran.code == 1
     assert "failed: api:" in ran.out
     assert "ROLLED BACK run" in ran.err and "restart failed: api" in ran.err
