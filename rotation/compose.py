@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 PROJECT = "com.docker.compose.project"
 SERVICE = "com.docker.compose.service"
 ONEOFF = "com.docker.compose.oneoff"
-FINAL = ("exited", "dead")
 
 Runner = Callable[[Sequence[str], Path], str]
 
@@ -268,7 +267,7 @@ class ComposeEngine:
 
         def settled(state: ServiceState) -> bool:
             fresh = state.container_id is not None and state.container_id != previous
-            return fresh and (state.healthy or state.state in FINAL)
+            return fresh and (state.healthy or state.stopped)
 
         deadline = time.time() + max(timeout, 0)
         try:
@@ -301,7 +300,7 @@ class ComposeEngine:
         """
 
         def settled(state: ServiceState) -> bool:
-            return state.state in (*FINAL, "missing") or state.healthy_since(since)
+            return state.stopped or state.state == "missing" or state.healthy_since(since)
 
         return self._poll(service, settled, time.time() + max(timeout, 0), _Progress(service))
 

@@ -60,6 +60,11 @@ class ServiceState:
         """Running, and either reporting healthy or having no healthcheck at all."""
         return self.state == "running" and self.health in (None, "healthy")
 
+    @property
+    def stopped(self) -> bool:
+        """Exited or dead: it will not turn healthy by waiting."""
+        return self.state in ("exited", "dead")
+
     def healthy_since(self, moment: int) -> bool:
         """Healthy, and passed a healthcheck begun after `moment` (an `instant`) if it has one."""
         return self.healthy and (self.health is None or (instant(self.passed_at) or 0) > moment)

@@ -93,7 +93,7 @@ def restart(
             return True
         state = engine.wait_healthy(name, previous.get(name), deadline - time.monotonic())
         states[name] = state
-        if not state.healthy and state.state not in ("exited", "dead") and time.monotonic() >= deadline:
+        if not state.healthy and not state.stopped and time.monotonic() >= deadline:
             errors[name] = f"not healthy within {timeout:g}s: {_described(state)}"
         return state.healthy
 
