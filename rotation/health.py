@@ -28,6 +28,11 @@ class Snapshot:
         return tuple(s for _, s in sorted(self.states.items()) if not s.healthy)
 
     @property
+    def healthy_services(self) -> frozenset[str]:
+        """The services running healthy at that moment."""
+        return frozenset(name for name, s in self.states.items() if s.healthy)
+
+    @property
     def healthy(self) -> bool:
         """Whether every service is running healthy."""
         return not self.unhealthy

@@ -41,7 +41,9 @@ def roll_back(
     services = engine.resolve(list(run.metadata.get("affected_services", [])))
     try:
         restored = restore(stack, run.id)
-        result = rollout.restart(engine, services, timeout=timeout, parallel=parallel)
+        before = stack.state_before(run)
+        healthy = before.healthy_services if before else None
+        result = rollout.restart(engine, services, timeout=timeout, parallel=parallel, healthy_before=healthy)
     except RotationError as exc:
         stack.store.update(run, status="failed", rollback_reason=reason, error=f"rollback failed: {exc}")
         raise RecoveryError(_loud(stack, engine, run, services, str(exc))) from None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from .engine import Engine, ServiceState, instant
@@ -52,6 +52,7 @@ def restart(
     timeout: float = 180.0,
     parallel: int = 4,
     healthcheck: bool = True,
+    healthy_before: Collection[str] | None = None,
 ) -> RestartResult:
     """Recreate `services` and start each once every affected service it depends on is healthy again.
 
@@ -61,7 +62,8 @@ def restart(
     dependency fails stays stopped rather than starting against it. When all are back, each
     service that depends on them and was healthy before must pass a healthcheck begun after the
     last of them started, within the same deadline: its earlier verdicts say nothing about the
-    new containers, and it may have turned unhealthy while they were away.
+    new containers, and it may have turned unhealthy while they were away. "Before" is
+    `healthy_before` where the caller knows an earlier state (the run's precheck), else now.
     """
     defined = engine.services()
     graph = restart_graph(defined, services)
@@ -71,6 +73,8 @@ def restart(
     started: list[str] = []
     before = engine.states()
     previous = {name: state.container_id for name, state in before.items() if name in graph}
+    if healthy_before is None:
+        healthy_before = {name for name, state in before.items() if state.healthy}
     try:
         engine.create(sorted(graph))
     except EngineError as exc:
@@ -109,6 +113,6 @@ def restart(
     if healthcheck and graph and all(v == "ok" for v in outcome.values()):
         since = max(instant(states[name].started_at) or 0 for name in graph)
         for name in dependents(defined, graph):
-            if name in before and before[name].healthy:
+            if name in healthy_before:
                 outcome[name] = recheck(name, since)
     return RestartResult(outcome, states, errors, tuple(started))

@@ -402,9 +402,16 @@ def restart(
         if not chosen:
             print("restart: no service to recreate")
             return
-        result = rollout.restart(engine, chosen, timeout=seconds, parallel=workers, healthcheck=not no_healthcheck)
-        print(f"restart: recreated {', '.join(result.order) or '(none)'}, started in dependency order")
         before = stack.state_before(run)
+        result = rollout.restart(
+            engine,
+            chosen,
+            timeout=seconds,
+            parallel=workers,
+            healthcheck=not no_healthcheck,
+            healthy_before=before.healthy_services if before else None,
+        )
+        print(f"restart: recreated {', '.join(result.order) or '(none)'}, started in dependency order")
         found = regressions(before, _snapshot(engine), recreated=chosen) if before else []
         problems = result.failures() + [r.describe() for r in found if result.outcome.get(r.service, "ok") == "ok"]
         for line in problems:
