@@ -17,7 +17,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AUDIT_LOG", "append", "notify"]
+from .errors import StorageError
+
+__all__ = ["AUDIT_LOG", "append", "notify", "read"]
 
 AUDIT_LOG = "audit.log"
 
@@ -29,21 +31,60 @@ def _user() -> str:
         return str(os.getuid())
 
 
-def append(directory: Path, entry: Mapping[str, Any]) -> None:
-    """Add one JSON line to `<directory>/audit.log` (mode 600), with user and host filled in."""
+def append(directory: Path, entry: Mapping[str, Any]) -> str | None:
+    """Add one JSON line to `<directory>/audit.log` (mode 600), with user and host filled in.
+
+    It never raises: it runs while a task ends, perhaps with another error on its way to the
+    user, so a full disk or a link planted in place of the log is returned as a warning instead.
+    """
     line = {"user": _user(), "host": socket.gethostname(), **entry}
-    fd = os.open(directory / AUDIT_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    path = directory / AUDIT_LOG
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        return f"{path}: cannot write the audit log ({exc.strerror})"
     try:
         os.write(fd, (json.dumps(line, sort_keys=True) + "\n").encode())
         os.fsync(fd)
+        os.fchmod(fd, 0o600)
+    except OSError as exc:
+        return f"{path}: cannot write the audit log ({exc.strerror})"
     finally:
         os.close(fd)
-    os.chmod(directory / AUDIT_LOG, 0o600)
+    return None
+
+
+def read(directory: Path) -> tuple[list[dict[str, Any]], int]:
+    """Every entry of the audit log, oldest first, and how many lines were damaged and skipped."""
+    try:
+        fd = os.open(directory / AUDIT_LOG, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return [], 0
+    except OSError as exc:
+        raise StorageError(f"{directory / AUDIT_LOG}: cannot read the audit log ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as handle:
+        lines = handle.read().decode("utf-8", "replace").splitlines()
+    entries, damaged = [], 0
+    for text in lines:
+        try:
+            entry = json.loads(text)
+        except ValueError:
+            entry = None
+        if isinstance(entry, dict):
+            entries.append(entry)
+        elif text.strip():
+            damaged += 1
+    return entries, damaged
 
 
 def _host(url: str) -> str:
     """Only the host of a webhook: its path often holds a token (Slack's does)."""
-    return urllib.parse.urlsplit(url).netloc or "webhook"
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.hostname}{port}" if parts.hostname else "webhook"  # never user:password@
 
 
 def notify(urls: Sequence[str], payload: Mapping[str, Any], timeout: float = 5.0) -> list[str]:

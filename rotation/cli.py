@@ -1,17 +1,161 @@
-"""The `rotation` command: an Invoke program over the same tasks that `inv` finds in tasks.py."""
+"""The `rotation` command: an Invoke program over the same tasks that `inv` finds in tasks.py.
+
+It exposes only the options that make sense for it (help, version, the task list, completion and
+`-f` for an environment's settings file). Invoke's other core flags are gone, `--dry` above all:
+the dry run of this program is each task's own `--dry-run`.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+from invoke.completion.complete import complete, print_completion_script
+from invoke.exceptions import Exit, ParseError
+from invoke.parser.argument import Argument
 from invoke.program import Program
 
 from . import __version__
-from .tasks import namespace
+from .errors import EXIT_CODES, did_you_mean
+from .tasks import namespace, quiet_stdout
 
-__all__ = ["main", "program"]
+__all__ = ["configure_logging", "main", "program"]
 
-program = Program(name="rotation", binary="rotation", namespace=namespace, version=__version__)
+DESCRIPTION = """\
+rotation: automated secret rotation for self-hosted Docker Compose stacks (self-hosted Supabase,
+n8n and the rest of the local AI stack). It rotates secrets in every file that holds them and in
+the live databases, all or nothing; recreates the services that read them, in dependency order,
+each proven healthy; verifies the stack; and rolls everything back if any step fails.
+
+Standard pipeline, run inside the stack directory:
+
+  rotation rotate --dry-run                  see what would change; nothing is written
+  rotation precheck rotate restart verify    rotate for real, with a health gate and rollback
+"""
+_DRY_FLAGS = ("--dry", "-R", "--dry-run", "-n")
+
+
+def configure_logging() -> None:
+    """Progress of long waits as `rotation: ...` lines on stderr: the program's choice, not an import's."""
+    logging.basicConfig(level=logging.INFO, format="rotation: %(message)s", stream=sys.stderr)
+
+
+class RotationProgram(Program):
+    """Invoke's `Program`, reduced to the options this tool needs and speaking its language."""
+
+    def core_args(self) -> list[Argument]:
+        return [
+            Argument(names=("complete",), kind=bool, help="Print tab-completion candidates for given parse remainder."),
+            Argument(
+                names=("settings", "f"),
+                help="Invoke settings file for an environment (rotation.root, rotation.config, ...); must exist.",
+            ),
+            Argument(names=("help", "h"), optional=True, help="Show this help, or a task's: -h TASK."),
+            Argument(names=("list", "l"), optional=True, kind=bool, help="List the tasks."),
+            Argument(
+                names=("print-completion-script",),
+                kind=str,
+                default="",
+                help="Print the tab-completion script for your shell (bash|zsh|fish).",
+            ),
+            Argument(names=("version", "V"), kind=bool, default=False, help="Show the version and exit."),
+        ]
+
+    def normalize_argv(self, argv: list[str] | None) -> None:
+        super().normalize_argv(argv)
+        if len(self.argv) > 1 and self.argv[1] == "help":  # `rotation help TASK` as `rotation --help TASK`
+            self.argv = [self.argv[0], "--help", *self.argv[2:3]]
+
+    def parse_core(self, argv: list[str] | None) -> None:
+        self.normalize_argv(argv)
+        self.parse_core_args()
+        if self.args.version.value:
+            self.print_version()
+            raise Exit
+        if self.args["print-completion-script"].value:
+            print_completion_script(shell=self.args["print-completion-script"].value, names=self.binary_names)
+            raise Exit
+
+    def parse_tasks(self) -> None:
+        try:
+            super().parse_tasks()
+        except ParseError as exc:
+            raise Exit(f"rotation: {self._explain(str(exc))}", 2) from None
+
+    def _explain(self, message: str) -> str:
+        """Invoke's parse error in our words, with the closest task or a pointer to --dry-run."""
+        _, _, rest = message.partition("'")
+        word = rest.rsplit("'", 1)[0] if rest else ""
+        if not message.startswith("No idea what") or not word:
+            return message
+        if word in _DRY_FLAGS:
+            return f"'{word}' is not an option here; a dry run is the task's own flag: rotation TASK --dry-run"
+        if word.startswith("-"):
+            return f"unknown option '{word}'; see rotation --help, or rotation help TASK"
+        return f"unknown task '{word}'{did_you_mean(word, self.collection.task_names)}; see rotation --list"
+
+    def parse_cleanup(self) -> None:
+        wanted = self.args.help.value
+        if wanted is True:
+            self.print_help()
+            raise Exit
+        if wanted:
+            if wanted not in self.parser.contexts:
+                problem = self._explain(f"No idea what '{wanted}' is!")
+                raise Exit(f"rotation: {problem}", 2)
+            self.print_task_help(wanted)
+            raise Exit
+        if self.args.list.value:
+            self.list_format, self.list_depth = "flat", None
+            self.list_tasks()
+            raise Exit
+        if self.args.complete.value:
+            complete(
+                names=self.binary_names,
+                core=self.core,
+                initial_context=self.initial_context,
+                collection=self.collection,
+                parser=self._make_parser(),
+            )
+        if not self.tasks:
+            self.print_help()
+            raise Exit
+
+    def update_config(self, merge: bool = True) -> None:
+        settings: str | None = self.args.settings.value or os.environ.get("INVOKE_RUNTIME_CONFIG")
+        if settings and not Path(settings).expanduser().is_file():
+            raise Exit(f"rotation: {settings}: no such settings file (-f)", 2)
+        self.config.set_runtime_path(settings)  # type: ignore[arg-type]  # Invoke takes a str too
+        self.config.load_runtime(merge=False)
+        if merge:
+            self.config.merge()
+
+    def print_help(self) -> None:
+        print(DESCRIPTION)
+        print(f"Usage: {self.binary} [-f FILE] TASK [--task-options] [TASK ...]")
+        print("       rotation help TASK      the options of one task\n")
+        print("Options:\n")
+        self.print_columns(self.initial_context.help_tuples())
+        self.list_format, self.list_depth = "flat", None
+        self.list_tasks()
+        print("Exit codes:\n")
+        for code, meaning in EXIT_CODES.items():
+            print(textwrap.fill(meaning, 96, initial_indent=f"  {code}  ", subsequent_indent="     "))
+        print()
+
+
+program = RotationProgram(name="rotation", binary="rotation", namespace=namespace, version=__version__)
 
 
 def main() -> None:
-    """Entry point of the console script."""
-    program.run()
+    """Entry point of the console script; a reader that closes the pipe early ends it quietly."""
+    configure_logging()
+    try:
+        program.run()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        quiet_stdout()
+        sys.exit(0)

@@ -25,7 +25,7 @@ from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_delay
 
 from .config import ComposeSpec
 from .engine import ExecResult, Service, ServiceState, instant
-from .errors import EngineError, SelectionError
+from .errors import EngineError, EngineUnreachable, SelectionError, did_you_mean
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -71,6 +71,21 @@ def compose_command(configured: str | None) -> list[str]:
     if shutil.which("docker-compose"):
         return ["docker-compose"]
     raise EngineError("no compose command: neither `docker compose` nor `docker-compose` works; set compose.command")
+
+
+def _cause(exc: BaseException) -> str:
+    """The operating system's words for why a connection failed (`No such file or directory`), not a repr."""
+    pending, seen, reason = [exc], set(), ""
+    while pending:
+        error = pending.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.strerror:
+            reason = error.strerror
+        pending += [a for a in error.args if isinstance(a, BaseException)]
+        pending += [e for e in (error.__cause__, error.__context__) if e is not None]
+    return reason or "no answer"
 
 
 def _normalise(name: str) -> str:
@@ -151,10 +166,9 @@ class ComposeEngine:
                 client = docker.from_env()
                 client.ping()
             except docker.errors.DockerException as exc:
-                reason = str(exc).split(": ", 1)[-1][:200]
-                raise EngineError(
-                    f"cannot reach the container engine at {where}: {reason}. "
-                    "Is it running? Set DOCKER_HOST to its socket"
+                raise EngineUnreachable(
+                    f"cannot reach the container engine at {where} ({_cause(exc)}); "
+                    "is it running? Set DOCKER_HOST to its socket"
                 ) from None
             self._client = client
         return self._client
@@ -201,8 +215,9 @@ class ComposeEngine:
             else:
                 unknown.append(name)
         if unknown:
+            hint = did_you_mean(unknown[0], [*services, *by_container])
             raise SelectionError(
-                f"{source}: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} neither a service "
+                f"{source}: {', '.join(unknown)}{hint} {'is' if len(unknown) == 1 else 'are'} neither a service "
                 f"nor a container_name of compose project '{self.project}' (services: {', '.join(sorted(services))})"
             )
         return sorted(set(resolved))

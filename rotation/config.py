@@ -189,8 +189,8 @@ def parse_duration(value: object, where: str) -> int:
     return int(match[1]) * _UNITS[match[2]]
 
 
-def find_config(root: Path, explicit: str | None, bundled: Path) -> Path:
-    """The configuration to use: `--config`, else the stack's own, else the bundled one."""
+def find_config(root: Path, explicit: str | None) -> Path | None:
+    """The configuration to use: `--config`, else the stack's own (root, then `scripts/`), else None."""
     if explicit:
         path = Path(explicit).expanduser()
         if not path.is_absolute():
@@ -201,7 +201,7 @@ def find_config(root: Path, explicit: str | None, bundled: Path) -> Path:
     for candidate in (root / "secrets-config.yaml", root / "scripts" / "secrets-config.yaml"):
         if candidate.is_file():
             return candidate
-    return bundled
+    return None
 
 
 def load(path: Path) -> Config:

@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 __all__ = [
+    "EXIT_CODES",
     "BackupError",
     "ConfigError",
     "DataLossRefused",
     "DatabaseError",
     "EngineError",
+    "EngineUnreachable",
     "EnvFileError",
     "LockedError",
     "RecoveryError",
     "RotationError",
     "SelectionError",
+    "StorageError",
+    "did_you_mean",
 ]
+
+# Every exit code the program uses, for `rotation --help`, the README and scripts that branch on them.
+EXIT_CODES = {
+    0: "success (`due`: nothing is due)",
+    1: "failure: unhealthy, a failed restart or verify (rolled back), a failed write or database change; "
+    "`due`: something is due; `guard`: a secret was found",
+    2: "usage or configuration error: a bad flag, name or config, no stack found; nothing was changed",
+    3: "refused: a key that encrypts stored data, without --accept-data-loss",
+    4: "locked: another rotation or restore of this stack holds the lock",
+    5: "recovery failed: an interrupted run or a rollback needs a person; every backup is kept",
+    6: "the container engine could not be reached: nothing about the stack's health is known",
+}
 
 
 class RotationError(Exception):
@@ -41,7 +60,11 @@ class DataLossRefused(RotationError):
 
 
 class EnvFileError(RotationError):
-    """A `.env` file cannot be read, parsed or written."""
+    """A `.env` file cannot be read or parsed."""
+
+
+class StorageError(RotationError):
+    """A file of the stack or of the tool's own state cannot be written, or may not be (a link out of the stack)."""
 
 
 class BackupError(RotationError):
@@ -59,10 +82,24 @@ class DatabaseError(RotationError):
 
 
 class EngineError(RotationError):
-    """The container engine or the compose command is unreachable or failed."""
+    """The container engine or the compose command failed."""
+
+
+class EngineUnreachable(EngineError):
+    """The container engine did not answer at all: health is unknown, which is not the same as unhealthy."""
+
+    exit_code = 6
 
 
 class RecoveryError(RotationError):
     """An interrupted run could not be completed or reverted automatically."""
 
     exit_code = 5
+
+
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    """` (did you mean 'X'?)` for the closest known name, or nothing when none is close."""
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    if not close:
+        close = [k for k in known if k.lower() == word.lower()]
+    return f" (did you mean '{close[0]}'?)" if close else ""

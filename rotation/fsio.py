@@ -5,13 +5,13 @@ from __future__ import annotations
 import fcntl
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from .errors import EnvFileError, LockedError
+from .errors import LockedError, StorageError
 
 __all__ = ["ensure_private_dir", "fsync_dir", "locked", "write_atomic"]
 
@@ -34,7 +34,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
-        raise EnvFileError(f"{path}: cannot write ({exc.strerror})") from None
+        raise StorageError(f"{path}: cannot write ({exc.strerror})") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -44,7 +44,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise EnvFileError(f"{path}: cannot write ({exc.strerror})") from None
+        raise StorageError(f"{path}: cannot write ({exc.strerror})") from None
     fsync_dir(path.parent)
 
 
@@ -62,12 +62,19 @@ def ensure_private_dir(path: Path) -> None:
 
 
 @contextmanager
-def locked(path: Path, timeout: float) -> Iterator[None]:
+def locked(
+    path: Path, timeout: float, holder: str = "", waiting: Callable[[str], None] | None = None
+) -> Iterator[None]:
     """Hold an exclusive lock on `path` for the block, waiting up to `timeout` seconds for it.
 
-    The lock is an `flock`, so the kernel releases it when a holder dies, even by SIGKILL.
+    The lock is an `flock`, so the kernel releases it when a holder dies, even by SIGKILL. The
+    holder writes `holder` (pid, task, since when) into the file; a second process that has to
+    wait tells `waiting` once who it is waiting for, so a person is not left staring at nothing.
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot open the lock file ({exc.strerror}); is it a link?") from None
 
     def attempt() -> bool:
         try:
@@ -77,17 +84,23 @@ def locked(path: Path, timeout: float) -> Iterator[None]:
         return True
 
     try:
-        try:
-            Retrying(
-                stop=stop_after_delay(timeout),
-                wait=wait_fixed(0.05),
-                retry=retry_if_result(lambda got: not got),
-            )(attempt)
-        except RetryError:
-            raise LockedError(
-                f"{path}: another rotation or restore of this stack is running; "
-                f"waited {timeout:g}s. Try again when it has finished"
-            ) from None
+        if not attempt():
+            if waiting is not None:
+                who = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+                waiting(f"waiting up to {timeout:g}s for the lock on this stack, held by {who}")
+            try:
+                Retrying(
+                    stop=stop_after_delay(timeout),
+                    wait=wait_fixed(0.05),
+                    retry=retry_if_result(lambda got: not got),
+                )(attempt)
+            except RetryError:
+                raise LockedError(
+                    f"{path}: another rotation or restore of this stack is running; "
+                    f"waited {timeout:g}s. Try again when it has finished"
+                ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{holder or f'pid {os.getpid()}'}\n".encode(), 0)
         yield
     finally:
         os.close(fd)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .config import Config, SecretSpec
 from .envfile import EnvFile
-from .errors import DataLossRefused, SelectionError
+from .errors import DataLossRefused, SelectionError, did_you_mean
 from .generate import Secret, random_value, sign_jwt
 
 __all__ = ["Change", "Plan", "current_value", "make_plan", "render_files"]
@@ -70,7 +70,8 @@ def _select(config: Config, selection: Sequence[str] | None, accept_data_loss: b
             spec = config.secrets.get(name)
             if spec is None:
                 known = ", ".join(config.secrets)
-                raise SelectionError(f"--secrets: unknown secret '{name}' (known: {known})")
+                hint = did_you_mean(name, config.secrets)
+                raise SelectionError(f"--secrets: unknown secret '{name}'{hint} (known: {known})")
             if spec.type == "static":
                 raise SelectionError(
                     f"--secrets: {name} is static (user-managed) and is never generated; "

@@ -4,26 +4,36 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 from .backup import Backup, age, local_time
 from .engine import ServiceState
 from .health import Snapshot
+from .rollback import Command, plain_command
 from .runs import RestoreResult, RotationResult
 from .schedule import Due
 
 __all__ = [
+    "WIDTH",
     "backups_json",
     "backups_table",
+    "colour_on",
     "details",
     "due_json",
     "due_table",
     "dumps",
+    "error_json",
+    "fit",
+    "log_json",
+    "log_table",
+    "nothing_due_json",
     "paint",
+    "restore_json",
     "restore_text",
     "rotation_json",
     "rotation_text",
@@ -32,21 +42,68 @@ __all__ = [
 ]
 
 _COLOURS = {"red": "31", "green": "32", "yellow": "33", "bold": "1", "dim": "2"}
+_ANSI = re.compile(r"\033\[[0-9;]*m")
+WIDTH = 100  # every table fits a 100-column terminal
+
+Cell = str | Sequence[str]
+
+
+def colour_on(stream: Any) -> bool:
+    """Whether to colour `stream`: NO_COLOR wins, then FORCE_COLOR, then whether it is a terminal."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR", "0") not in ("", "0"):
+        return True
+    return bool(getattr(stream, "isatty", lambda: False)())
 
 
 def paint(text: str, colour: str, stream: Any = None) -> str:
-    """`text` in `colour` when the stream is a terminal and NO_COLOR is unset; plain otherwise."""
-    stream = stream or sys.stdout
-    if os.environ.get("NO_COLOR") or not getattr(stream, "isatty", lambda: False)():
+    """`text` in `colour` when the stream it is meant for (stdout by default) should be coloured."""
+    if not colour_on(stream or sys.stdout):
         return text
     return f"\033[{_COLOURS[colour]}m{text}\033[0m"
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A left-aligned plain-text table."""
-    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows, strict=False)]
+def _visible(text: str) -> int:
+    return len(_ANSI.sub("", text))
+
+
+def fit(items: Sequence[str], width: int) -> str:
+    """`a, b, c` joined, or as many as fit in `width` followed by `+N more`."""
+    text = ", ".join(items) or "-"
+    if len(text) <= width:
+        return text
+    for shown in range(len(items) - 1, -1, -1):
+        more = f"+{len(items) - shown} more"
+        head = ", ".join(items[:shown])
+        candidate = f"{head} {more}" if head else more
+        if len(candidate) <= width:
+            return candidate
+    return f"+{len(items)} more"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Cell]], width: int = WIDTH) -> str:
+    """A left-aligned plain-text table at most `width` columns wide: list cells give way first."""
+    natural = [
+        max([len(h)] + [_visible(c) if isinstance(c, str) else len(", ".join(c) or "-") for c in column])
+        for h, *column in zip(headers, *rows, strict=False)
+    ]
+    flexible = [i for i in range(len(headers)) if any(not isinstance(r[i], str) for r in rows)]
+    widths = list(natural)
+    spare = width - 2 * (len(headers) - 1) - sum(natural[i] for i in range(len(headers)) if i not in flexible)
+    wanted = sum(natural[i] for i in flexible)
+    if flexible and wanted > spare:
+        for left, i in enumerate(sorted(flexible, key=lambda k: natural[k]), start=0):
+            share = spare // (len(flexible) - left)  # the narrow ones take what they need, the rest split
+            widths[i] = max(len(headers[i]), min(natural[i], share), 8)
+            spare -= widths[i]
+
+    def render(cell: Cell, w: int) -> str:
+        text = cell if isinstance(cell, str) else fit(list(cell), w)
+        return text + " " * (w - _visible(text))
+
     lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines += ["  ".join(render(c, w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     return "\n".join(lines)
 
 
@@ -76,32 +133,64 @@ def rotation_json(result: RotationResult) -> dict[str, Any]:
         "database": list(result.database),
         "backup": result.backup.id if result.backup else None,
         "pruned": list(result.pruned),
+        "accepted_data_loss": list(result.accepted_data_loss),
         "warnings": list(plan.warnings) + ([result.recovered] if result.recovered else []),
     }
 
 
-def rotation_text(result: RotationResult) -> str:
-    """A rotation for people."""
+def rotation_text(result: RotationResult, command: Command = plain_command) -> str:
+    """A rotation for people; `command` spells a follow-up the way this program was invoked."""
     plan = result.plan
     title = "Rotation plan (dry run: nothing written)" if result.dry_run else "Rotated"
     rows = [[c.name, c.reason, c.old.describe() if c.old else "(unset)", c.new.describe()] for c in plan.changes]
     lines = [paint(title, "bold"), table(["secret", "why", "old value", "new value"], rows), ""]
     lines.append(f"files:    {', '.join(plan.files)}")
-    lines.append(f"services: {', '.join(plan.services) or '(none)'}")
+    lines.append(f"services: {fit(plan.services, WIDTH - 10) if plan.services else '(none)'}")
     for label in result.database:
         lines.append(f"database: {label}")
+    if result.accepted_data_loss:
+        lines.append(paint(f"accepted: data loss from rotating {', '.join(result.accepted_data_loss)}", "yellow"))
     if result.backup:
-        lines.append(f"backup:   {result.backup.id}  (undo: rotation restore --backup {result.backup.id})")
+        lines.append(f"backup:   {result.backup.id}  (undo: {command(f'restore --backup {result.backup.id}')})")
     elif not result.dry_run:
         lines.append(paint("backup:   none kept (--skip-backup)", "yellow"))
     if result.pruned:
         lines.append(f"pruned:   {len(result.pruned)} backups older than the retention period")
     if not result.dry_run and plan.services:
-        lines.append("next:     rotation restart   (recreates the services above so they read the new values)")
+        lines.append(f"next:     {command('restart')}   (recreates the services above so they read the new values)")
     return "\n".join(lines)
 
 
-def restore_text(result: RestoreResult) -> str:
+def nothing_due_json(dry_run: bool) -> dict[str, Any]:
+    """`rotate --due --json` when nothing is due: the rotation shape, with nothing in it."""
+    empty: list[str] = []
+    return {
+        "dry_run": dry_run,
+        "secrets": empty,
+        "rotated_secrets": empty,
+        "files": empty,
+        "affected_services": empty,
+        "database": empty,
+        "backup": None,
+        "pruned": empty,
+        "accepted_data_loss": empty,
+        "warnings": ["no secret is due"],
+    }
+
+
+def restore_json(result: RestoreResult) -> dict[str, Any]:
+    """A restore for scripts: which backup, which files differ, which databases, the undo id."""
+    return {
+        "dry_run": result.dry_run,
+        "backup": result.restored.id,
+        "files_changed": list(result.changed),
+        "database": list(result.database),
+        "undo": result.undo.id if result.undo else None,
+        "affected_services": list(result.restored.metadata.get("affected_services") or []),
+    }
+
+
+def restore_text(result: RestoreResult, command: Command = plain_command) -> str:
     """A restore for people."""
     head = f"Would restore backup {result.restored.id}" if result.dry_run else f"Restored backup {result.restored.id}"
     lines = [paint(head, "bold")]
@@ -109,11 +198,16 @@ def restore_text(result: RestoreResult) -> str:
     for label in result.database:
         lines.append(f"database:      {label} back on the backed-up password")
     if result.undo:
-        lines.append(f"undo:          rotation restore --backup {result.undo.id}")
+        lines.append(f"undo:          {command(f'restore --backup {result.undo.id}')}")
     services = result.restored.metadata.get("affected_services") or []
     if not result.dry_run and services:
-        lines.append("next:          rotation restart   (recreates the affected services)")
+        lines.append(f"next:          {command('restart')}   (recreates the affected services)")
     return "\n".join(lines)
+
+
+def error_json(message: str, code: int) -> dict[str, Any]:
+    """What a `--json` command prints when it fails: the one-line error and the exit code."""
+    return {"error": message, "exit_code": code}
 
 
 def _row(backup: Backup, now: float) -> dict[str, Any]:
@@ -138,15 +232,50 @@ def backups_table(backups: Sequence[Backup], now: float | None = None) -> str:
     """The backups for people, newest first."""
     if not backups:
         return "no backups yet"
-    rows = []
+    rows: list[list[Cell]] = []
     for row in backups_json(backups, now):
-        secrets = ", ".join(row["rotated_secrets"]) or "-"
+        secrets: Cell = row["rotated_secrets"]
         if row["restored_from"]:
             secrets = f"(before restoring {row['restored_from']})"
-        rows.append(
-            [row["id"], row["age"], row["kind"], row["status"], secrets, ", ".join(row["affected_services"]) or "-"]
-        )
+        rows.append([row["id"], row["age"], row["kind"], row["status"], secrets, row["affected_services"]])
     return table(["id", "age", "kind", "status", "secrets", "services"], rows)
+
+
+def log_json(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Audit log entries for scripts, newest first, with the fields `rotation log` documents."""
+    return [
+        {
+            "time": e.get("time"),
+            "task": e.get("task"),
+            "outcome": e.get("outcome"),
+            "secrets": list(e.get("secrets") or []),
+            "services": list(e.get("services") or []),
+            "run": e.get("run"),
+            "duration": e.get("duration"),
+            "dry_run": bool(e.get("dry_run")),
+            "accept_data_loss": bool(e.get("accept_data_loss")),
+            "user": e.get("user"),
+        }
+        for e in reversed(entries)
+    ]
+
+
+def log_table(entries: Sequence[Mapping[str, Any]]) -> str:
+    """Audit log entries for people, newest first; dry runs and accepted data loss are marked.
+
+    The table keeps to 100 columns: the date loses its year and an outcome its tail (JSON has both).
+    """
+    if not entries:
+        return "no task has run on this stack yet"
+    rows: list[list[Cell]] = []
+    for e in log_json(entries):
+        mark = " dry-run" if e["dry_run"] else " data-loss" if e["accept_data_loss"] else ""
+        outcome = str(e["outcome"] or "")
+        duration = f"{e['duration']:.1f}s" if isinstance(e["duration"], (int, float)) else "-"
+        when = str(e["time"] or "")[5:16].replace("T", " ")
+        row: list[Cell] = [when, f"{e['task']}{mark}", outcome if len(outcome) <= 12 else outcome[:11] + "…"]
+        rows.append([*row, e["secrets"], e["services"], e["run"] or "-", duration])
+    return table(["time", "task", "outcome", "secrets", "services", "run", "took"], rows)
 
 
 def _uptime(started: str | None, now: float) -> str:

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import rollout
 from .backup import Backup
 from .engine import Engine
 from .errors import RecoveryError, RotationError
-from .rollout import RestartResult
+from .rollout import Progress, RestartResult
 from .runs import RestoreResult, Stack, restore
 
-__all__ = ["RollbackResult", "manual_recovery", "roll_back"]
+__all__ = ["Command", "RollbackResult", "manual_recovery", "plain_command", "roll_back"]
+
+Command = Callable[[str], str]  # a task's words -> the whole command line, as the user invoked us
+
+
+def plain_command(task: str) -> str:
+    """`rotation TASK`: how a command reads when nothing says how the program was invoked."""
+    return f"rotation {task}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,18 +32,28 @@ class RollbackResult:
     restart: RestartResult
 
 
-def manual_recovery(stack: Stack, engine: Engine, run: Backup, services: list[str]) -> list[str]:
-    """The exact commands a person runs to finish a rollback by hand."""
+def manual_recovery(
+    stack: Stack, engine: Engine, run: Backup, services: list[str], command: Command = plain_command
+) -> list[str]:
+    """The exact commands a person runs to finish a rollback by hand, `command` spelling our own."""
     return [
         f"cd {shlex.quote(str(stack.root))}",
-        f"rotation restore --backup {run.id}    # files (and database passwords) as before the rotation",
+        f"{command(f'restore --backup {run.id}')}    # files (and database passwords) as before the rotation",
         engine.recreate_command(services),
         "rotation check --verbose",
     ]
 
 
 def roll_back(
-    stack: Stack, engine: Engine, run: Backup, reason: str, *, timeout: float, parallel: int
+    stack: Stack,
+    engine: Engine,
+    run: Backup,
+    reason: str,
+    *,
+    timeout: float,
+    parallel: int,
+    progress: Progress | None = None,
+    command: Command = plain_command,
 ) -> RollbackResult:
     """Restore the run's backup (files and databases), recreate its services, and wait for health."""
     services = engine.resolve(list(run.metadata.get("affected_services", [])))
@@ -43,17 +61,19 @@ def roll_back(
         restored = restore(stack, run.id)
         before = stack.state_before(run)
         healthy = before.healthy_services if before else None
-        result = rollout.restart(engine, services, timeout=timeout, parallel=parallel, healthy_before=healthy)
+        result = rollout.restart(
+            engine, services, timeout=timeout, parallel=parallel, healthy_before=healthy, progress=progress
+        )
     except RotationError as exc:
         stack.store.update(run, status="failed", rollback_reason=reason, error=f"rollback failed: {exc}")
-        raise RecoveryError(_loud(stack, engine, run, services, str(exc))) from None
+        raise RecoveryError(_loud(stack, engine, run, services, str(exc), command)) from None
     if not result.ok:
         stack.store.update(run, status="failed", rollback_reason=reason, error="rollback left services unhealthy")
-        raise RecoveryError(_loud(stack, engine, run, services, "; ".join(result.failures())))
+        raise RecoveryError(_loud(stack, engine, run, services, "; ".join(result.failures()), command))
     run = stack.store.update(run, status="rolled-back", rollback_reason=reason)
     return RollbackResult(run, restored, result)
 
 
-def _loud(stack: Stack, engine: Engine, run: Backup, services: list[str], why: str) -> str:
-    steps = "\n".join(f"    {line}" for line in manual_recovery(stack, engine, run, services))
+def _loud(stack: Stack, engine: Engine, run: Backup, services: list[str], why: str, command: Command) -> str:
+    steps = "\n".join(f"    {line}" for line in manual_recovery(stack, engine, run, services, command))
     return f"ROLLBACK FAILED: {why}\n  Every backup is kept ({stack.store.directory}). To recover by hand:\n{steps}"

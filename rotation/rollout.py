@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from .engine import Engine, ServiceState, instant
 from .errors import EngineError
 from .order import dependents, restart_graph, run_in_order
 
-__all__ = ["RestartResult", "restart"]
+__all__ = ["Progress", "RestartResult", "restart"]
+
+Progress = Callable[[str, str, float], None]  # service, what it did, seconds since the restart began
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,7 @@ def restart(
     parallel: int = 4,
     healthcheck: bool = True,
     healthy_before: Collection[str] | None = None,
+    progress: Progress | None = None,
 ) -> RestartResult:
     """Recreate `services` and start each once every affected service it depends on is healthy again.
 
@@ -64,7 +67,15 @@ def restart(
     last of them started, within the same deadline: its earlier verdicts say nothing about the
     new containers, and it may have turned unhealthy while they were away. "Before" is
     `healthy_before` where the caller knows an earlier state (the run's precheck), else now.
+    `progress` hears each service's moves (recreated, starting, healthy, failed, left stopped,
+    rechecking) with the seconds since the restart began, for a person watching.
     """
+    began = time.monotonic()
+
+    def tell(name: str, status: str) -> None:
+        if progress is not None:
+            progress(name, status, time.monotonic() - began)
+
     defined = engine.services()
     graph = restart_graph(defined, services)
     deadline = time.monotonic() + timeout
@@ -79,6 +90,8 @@ def restart(
         engine.create(sorted(graph))
     except EngineError as exc:
         return RestartResult(dict.fromkeys(graph, "failed"), {}, dict.fromkeys(graph, str(exc)), ())
+    for name in sorted(graph):
+        tell(name, "recreated")
 
     def begin(names: list[str]) -> dict[str, bool]:
         begun = {}
@@ -87,9 +100,11 @@ def restart(
                 engine.start(name)
                 started.append(name)
                 begun[name] = True
+                tell(name, "starting")
             except EngineError as exc:
                 errors[name] = str(exc)
                 begun[name] = False
+                tell(name, "failed")
         return begun
 
     def finish(name: str) -> bool:
@@ -99,17 +114,24 @@ def restart(
         states[name] = state
         if not state.healthy and not state.stopped and time.monotonic() >= deadline:
             errors[name] = f"not healthy within {timeout:g}s: {_described(state)}"
+        tell(name, "healthy" if state.healthy else "failed")
         return state.healthy
 
     def recheck(name: str, since: int) -> str:
+        tell(name, "rechecking")
         state = states[name] = engine.wait_rechecked(name, since, deadline - time.monotonic())
         if state.healthy_since(since):
+            tell(name, "healthy")
             return "ok"
+        tell(name, "failed")
         upstream = ", ".join(sorted(restart_graph(defined, [*graph, name])[name]))
         errors[name] = f"depends on {upstream}; no healthcheck passed within {timeout:g}s: {_described(state)}"
         return "failed"
 
     outcome = run_in_order(graph, begin, finish, parallel)
+    for name, result in sorted(outcome.items()):
+        if result == "skipped":
+            tell(name, "left stopped")
     if healthcheck and graph and all(v == "ok" for v in outcome.values()):
         since = max(instant(states[name].started_at) or 0 for name in graph)
         for name in dependents(defined, graph):

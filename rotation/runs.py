@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,8 @@ class Stack:
     root: Path
     config: Config
     lock_timeout: float = 60.0
+    task: str = "rotation"
+    waiting: Callable[[str], None] | None = None
 
     @property
     def databases(self) -> postgres.Opener:
@@ -57,7 +60,8 @@ class Stack:
         """Hold the stack's lock and first undo any interrupted run; yields what recovery did."""
         store = self.store
         store.prepare()
-        with locked(store.directory / LOCK, self.lock_timeout):
+        holder = f"pid {os.getpid()} ({self.task}) since {time.strftime('%H:%M:%S')}"
+        with locked(store.directory / LOCK, self.lock_timeout, holder, self.waiting):
             yield recover(store, self.databases)
 
     def recover(self) -> str | None:
@@ -102,6 +106,11 @@ class RotationResult:
     pruned: tuple[str, ...]
     recovered: str | None
     dry_run: bool
+
+    @property
+    def accepted_data_loss(self) -> tuple[str, ...]:
+        """The rotated keys that encrypt stored data: rotating them was accepted with --accept-data-loss."""
+        return tuple(c.name for c in self.plan.changes if c.spec.encrypts_data)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,59 +1,103 @@
 """The Invoke tasks: parse flags, call the library, print, turn failures into exit codes.
 
 `inv` reads them through the top-level `tasks.py`; `rotation` is a `Program` over the same
-collection. Several tasks on one command line (`rotation precheck rotate restart verify`)
-share one config object, and with it the run they work on. Every task run that reaches a
-stack is written to its audit log, and those that change or judge it are announced to the
-configured webhooks.
+collection (see `cli`). Several tasks on one command line (`rotation precheck rotate restart
+verify`) share one config object, and with it the run they work on. Every task run that reaches
+a stack is written to its audit log, and those that change or judge it are announced to the
+configured webhooks. Invoke's own `--dry` makes every task a dry run: nothing that reads as dry
+ever writes.
 """
 
 from __future__ import annotations
 
-import logging
+import math
 import os
-import re
 import shlex
 import socket
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from invoke.collection import Collection
 from invoke.context import Context
 from invoke.exceptions import Exit
-from invoke.tasks import task
+from invoke.tasks import Task, task
 
 from . import audit, health, report, rollout
 from .backup import Backup, local_time
-from .compose import ComposeEngine, compose_failure
+from .compose import ComposeEngine
 from .config import find_config, load
 from .engine import Engine
-from .errors import RecoveryError, RotationError
+from .errors import RecoveryError, RotationError, SelectionError
 from .fsio import write_atomic
 from .health import Snapshot, regressions
 from .probes import run_probes
-from .rollback import roll_back
+from .rollback import Command, roll_back
 from .runs import LIVE, Stack
 from .runs import restore as restore_backup
 from .runs import rotate as rotate_secrets
 from .schedule import due as due_secrets
 
-__all__ = ["namespace"]
+__all__ = ["BUNDLED_CONFIG", "DEFAULTS", "SHORT_FLAGS", "namespace", "quiet_stdout"]
 
 BUNDLED_CONFIG = Path(__file__).with_name("secrets-config.yaml")
-_ANSI = re.compile(r"\033\[[0-9;]*m")
+# Defaults of the numeric flags and settings, in one place.
+DEFAULTS = {"timeout": 180.0, "parallel": 4, "lock_timeout": 60.0, "log_limit": 20}
+# One meaning per short flag in every task; destructive flags have none, on purpose.
+SHORT_FLAGS = {"dry_run": "n", "secrets": "s", "config": "c", "json": "j", "timeout": "t", "verbose": "v"}
+
+
+class RotationTask(Task):  # type: ignore[type-arg]
+    """A task whose short flags come from SHORT_FLAGS, never from the first free letter."""
+
+    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
+        opts: dict[str, Any] = super().arg_opts(name, default, taken_names)
+        if name in SHORT_FLAGS:
+            opts["names"] = [*opts["names"], SHORT_FLAGS[name]]
+        return opts
+
+
+def _task_options(**kwargs: Any) -> Callable[[Callable[..., None]], RotationTask]:
+    """`@task` with our short flags and our task class."""
+    decorate: Callable[[Callable[..., None]], RotationTask] = task(klass=RotationTask, auto_shortflags=False, **kwargs)
+    return decorate
 
 
 def _setting(c: Context, key: str) -> object:
     return c.config.get("rotation", {}).get(key)
 
 
+def _err(text: str, colour: str = "yellow") -> None:
+    print(report.paint(f"rotation: {text}", colour, sys.stderr), file=sys.stderr)
+
+
 def _root(c: Context) -> Path:
     configured = _setting(c, "root") or os.environ.get("ROTATION_ROOT") or os.getcwd()
     return Path(str(configured)).expanduser().absolute()
+
+
+def _dry(c: Context, flag: bool = False) -> bool:
+    """`--dry-run`, or Invoke's own `--dry`/`-R` (`run.dry`), which makes every task a dry run."""
+    return bool(flag or c.config.get("run", {}).get("dry"))
+
+
+def _command(c: Context, config: str | None) -> Command:
+    """How to spell a follow-up command so that it works as printed, from where it was printed."""
+    program = Path(sys.argv[0]).name
+    words = [program if program in ("inv", "invoke") else "rotation"]
+    settings = getattr(c.config, "_runtime_path", None)
+    if settings:
+        words += ["-f", str(settings)]
+    after = ["--config", str(Path(config).expanduser().absolute())] if config else []
+
+    def command(task_words: str) -> str:
+        return shlex.join(words) + f" {task_words}" + (f" {shlex.join(after)}" if after else "")
+
+    return command
 
 
 @dataclass
@@ -66,28 +110,41 @@ class _Record:
     services: list[str] = field(default_factory=list)
     run: str | None = None
     announce: bool = True
+    dry_run: bool = False
+    accept_data_loss: bool = False
     verdict: str | None = None  # the outcome, where a non-zero exit is not a failure (`due`)
 
 
 def _stack(c: Context, record: _Record, config: str | None = None) -> Stack:
+    """The stack this task works on: found, not assumed, with any interrupted run recovered first."""
     root = _root(c)
     if not root.is_dir():
-        raise Exit(f"rotation: stack root {root} is not a directory (rotation.root / ROTATION_ROOT)", 2)
+        raise SelectionError(f"stack root {root} is not a directory (rotation.root / ROTATION_ROOT)")
     explicit = config or _setting(c, "config")
-    path = find_config(root, str(explicit) if explicit else None, BUNDLED_CONFIG)
-    timeout = _number(str(_setting(c, "lock_timeout") or 60), "rotation.lock_timeout")
-    stack = Stack(root, load(path), lock_timeout=timeout)
+    path = find_config(root, str(explicit) if explicit else None)
+    settings = load(path or BUNDLED_CONFIG)
+    if path is None:
+        listed = sorted({name for spec in settings.secrets.values() for name in spec.files})
+        if not any((root / name).is_file() for name in listed):
+            raise SelectionError(
+                f"no stack found in {root}: no secrets-config.yaml (or scripts/secrets-config.yaml) and none of "
+                f"the files of the local AI stack ({', '.join(listed)}). Run it inside your stack, or point at one "
+                "with ROTATION_ROOT=DIR, rotation.root in an Invoke config file (-f FILE), or --config FILE"
+            )
+        _err(f"no secrets-config.yaml in {root}: using the bundled configuration for the local AI stack")
+    timeout = _number(_setting(c, "lock_timeout") or DEFAULTS["lock_timeout"], "rotation.lock_timeout")
+    stack = Stack(root, settings, lock_timeout=timeout, task=record.task, waiting=_err)
     record.stack = stack
     recovered = stack.recover()
     if recovered:
-        print(report.paint(f"rotation: {recovered}", "yellow"), file=sys.stderr)
+        _err(recovered)
     return stack
 
 
 @contextmanager
-def _task(name: str) -> Iterator[_Record]:
-    """Run a task body: a `RotationError` becomes a one-line message and its exit code, and the
-    outcome goes to the audit log and the webhooks whatever happens."""
+def _task(name: str, json: bool = False) -> Iterator[_Record]:
+    """Run a task body: a `RotationError` becomes one line and its exit code (with `--json`, also a
+    JSON error on stdout), and the outcome goes to the audit log and the webhooks whatever happens."""
     record = _Record(name)
     started = time.monotonic()
     outcome = "ok"
@@ -95,9 +152,11 @@ def _task(name: str) -> Iterator[_Record]:
         yield record
     except RotationError as exc:
         outcome = f"failed: {exc}"
-        raise Exit(report.paint(f"rotation: {exc}", "red"), exc.exit_code) from None
+        if json:
+            print(report.dumps(report.error_json(str(exc), exc.exit_code)))
+        raise Exit(report.paint(f"rotation: {exc}", "red", sys.stderr), exc.exit_code) from None
     except Exit as exc:
-        outcome = record.verdict or ("ok" if not exc.code else f"failed: {_ANSI.sub('', str(exc.message or exc.code))}")
+        outcome = record.verdict or ("ok" if not exc.code else f"failed: exit code {exc.code}")
         raise
     finally:
         _record(record, outcome, time.monotonic() - started)
@@ -105,7 +164,7 @@ def _task(name: str) -> Iterator[_Record]:
 
 def _record(record: _Record, outcome: str, seconds: float) -> None:
     stack = record.stack
-    if stack is None or not stack.store.directory.is_dir():
+    if stack is None or not stack.store.directory.is_dir() or stack.store.directory.is_symlink():
         return
     entry = {
         "time": local_time(time.time()),
@@ -116,8 +175,12 @@ def _record(record: _Record, outcome: str, seconds: float) -> None:
         "run": record.run,
         "outcome": outcome,
         "duration": round(seconds, 3),
+        "dry_run": record.dry_run,
+        "accept_data_loss": record.accept_data_loss,
     }
-    audit.append(stack.store.directory, entry)
+    problem = audit.append(stack.store.directory, entry)
+    if problem:
+        _err(f"warning: {problem}")
     if stack.config.notify and (record.announce or outcome.startswith("failed")):
         verdict = "succeeded" if outcome == "ok" else outcome
         text = f"rotation {record.task} on {socket.gethostname()}:{stack.root} {verdict}"
@@ -125,20 +188,24 @@ def _record(record: _Record, outcome: str, seconds: float) -> None:
             text += f"; secrets: {', '.join(sorted(record.secrets))}"
         if record.services:
             text += f"; services: {', '.join(sorted(record.services))}"
-        for problem in audit.notify(
+        if record.accept_data_loss:
+            text += "; data loss accepted (--accept-data-loss)"
+        for warning in audit.notify(
             stack.config.notify, {"text": text, "ok": not outcome.startswith("failed"), **entry}
         ):
-            print(report.paint(f"rotation: warning: {problem}", "yellow"), file=sys.stderr)
+            _err(f"warning: {warning}")
 
 
-def _number(value: str | float, flag: str, kind: type[int] | type[float] = float) -> float:
-    """A flag's numeric value; anything else is a one-line error naming the flag."""
+def _number(value: object, flag: str, kind: type[int] | type[float] = float) -> float:
+    """A flag's numeric value, finite and above zero; anything else is a one-line error naming the flag."""
     try:
-        number = kind(value)
+        number = kind(str(value))
     except (TypeError, ValueError):
-        raise Exit(f"rotation: {flag} takes a number, not '{value}'", 2) from None
+        raise SelectionError(f"{flag} takes a number, not '{value}'") from None
+    if not math.isfinite(number):
+        raise SelectionError(f"{flag} must be a finite number of seconds or items, not '{value}'")
     if number <= 0:
-        raise Exit(f"rotation: {flag} must be greater than 0, not '{value}'", 2)
+        raise SelectionError(f"{flag} must be greater than 0, not '{value}'")
     return number
 
 
@@ -148,7 +215,7 @@ def _names(flag: str | None) -> list[str] | None:
     return [name.strip() for name in flag.split(",") if name.strip()]
 
 
-@task(
+@_task_options(
     help={
         "dry-run": "Print the plan (and check the databases) without writing anything.",
         "secrets": "Comma-separated secrets to rotate; default: every auto_rotate secret.",
@@ -156,7 +223,7 @@ def _names(flag: str | None) -> list[str] | None:
         "skip-backup": "Keep no backup after a successful run (crash safety still uses one).",
         "config": "Configuration file; default: <root>/secrets-config.yaml, then scripts/, then bundled.",
         "accept-data-loss": "Allow rotating keys that encrypt stored data (encrypts_data: true).",
-        "json": "Print machine-readable JSON.",
+        "json": "Print machine-readable JSON only.",
     }
 )
 def rotate(
@@ -170,24 +237,25 @@ def rotate(
     json: bool = False,
 ) -> None:
     """Rotate secrets: back up, change live databases, then every file, all or nothing."""
-    with _task("rotate") as record:
-        record.announce = not dry_run
+    dry = _dry(c, dry_run)
+    with _task("rotate", json) as record:
+        record.announce, record.dry_run, record.accept_data_loss = not dry, dry, accept_data_loss
         stack = _stack(c, record, config)
         selection = _names(secrets)
         if due:
             if selection:
-                raise Exit("rotation: rotate takes --due or --secrets, not both", 2)
+                raise SelectionError("rotate takes --due or --secrets, not both")
             selection = [d.name for d in due_secrets(stack.config, stack.store.all())]
             if not selection:
                 record.announce = False
-                print("rotate: no secret is due")
+                print(report.dumps(report.nothing_due_json(dry)) if json else "rotate: no secret is due")
                 return
         result = rotate_secrets(
             stack,
             selection,
             accept_data_loss=accept_data_loss,
             skip_backup=skip_backup,
-            dry_run=dry_run,
+            dry_run=dry,
             run=_setting(c, "run"),  # type: ignore[arg-type]
         )
         record.secrets, record.services = list(result.plan.names), list(result.plan.services)
@@ -197,20 +265,20 @@ def rotate(
         print(report.dumps(report.rotation_json(result)))
         return
     if result.recovered:
-        print(report.paint(result.recovered, "yellow"))
+        _err(result.recovered)
     for warning in result.plan.warnings:
         print(report.paint(f"warning: {warning}", "yellow"))
-    print(report.rotation_text(result))
+    print(report.rotation_text(result, _command(c, config)))
 
 
-@task(
+@_task_options(
     help={
         "list": "Show every backup: id, age, kind, rotated secrets, affected services, status.",
         "latest": "Restore the newest rotation backup.",
         "backup": "Restore this backup id (or its directory name).",
         "dry-run": "Show what would change without writing anything.",
         "config": "Configuration file (see rotate).",
-        "json": "With --list: machine-readable JSON.",
+        "json": "Print machine-readable JSON only.",
     }
 )
 def restore(
@@ -223,49 +291,44 @@ def restore(
     json: bool = False,
 ) -> None:
     """Restore a backup byte for byte (and its database passwords); the restore itself is undoable."""
-    with _task("restore") as record:
-        record.announce = not (list or dry_run)
+    dry = _dry(c, dry_run)
+    with _task("restore", json) as record:
+        record.announce, record.dry_run = not (list or dry), dry and not list
+        if not list and not (latest or backup):
+            raise SelectionError("restore needs --latest, --backup ID or --list")
+        if latest and backup:
+            raise SelectionError("restore takes --latest or --backup, not both")
         stack = _stack(c, record, config)
         if list:
             backups = stack.store.all()
             print(report.dumps(report.backups_json(backups)) if json else report.backups_table(backups))
             return
-        if not (latest or backup):
-            raise Exit("rotation: restore needs --latest, --backup ID or --list", 2)
-        if latest and backup:
-            raise Exit("rotation: restore takes --latest or --backup, not both", 2)
-        result = restore_backup(stack, backup, dry_run=dry_run)
+        result = restore_backup(stack, backup, dry_run=dry)
         record.run = result.restored.id
         record.secrets = [*result.restored.metadata.get("rotated_secrets", [])]
         record.services = [*result.restored.metadata.get("affected_services", [])]
+    if json:
+        print(report.dumps(report.restore_json(result)))
+        return
     if result.recovered:
-        print(report.paint(result.recovered, "yellow"))
-    print(report.restore_text(result))
+        _err(result.recovered)
+    print(report.restore_text(result, _command(c, config)))
 
 
-def _engine(c: Context, stack: Stack) -> ComposeEngine:
-    def run(argv: Sequence[str], cwd: Path) -> str:
-        with c.cd(str(cwd)):
-            result = c.run(shlex.join(argv), hide=True, warn=True, in_stream=False)
-        if result is None or result.exited != 0:
-            raise compose_failure(
-                argv, f"{result.stderr}{result.stdout}" if result else "", result.exited if result else -1
-            )
-        return str(result.stdout)
-
-    return ComposeEngine(stack.root, stack.config.compose, runner=run)
+def _engine(stack: Stack) -> ComposeEngine:
+    return ComposeEngine(stack.root, stack.config.compose)
 
 
 def _snapshot(engine: ComposeEngine) -> Snapshot:
     return Snapshot(engine.project, local_time(time.time()), engine.states())
 
 
-@task(
+@_task_options(
     help={
         "save": "Write the state to FILE as JSON.",
         "compare": "Report regressions against a state saved with --save; any regression exits 1.",
         "verbose": "For unhealthy services: last healthcheck output, exit code, OOMKilled, last log lines.",
-        "json": "Print the state as JSON.",
+        "json": "Print the state as JSON only.",
         "config": "Configuration file (see rotate).",
     }
 )
@@ -278,39 +341,49 @@ def check(
     config: str | None = None,
 ) -> None:
     """Show every service's state, health, restarts and uptime; exit 1 if any is not healthy."""
-    with _task("check") as record:
+    with _task("check", json) as record:
         record.announce = False
         stack = _stack(c, record, config)
-        engine = _engine(c, stack)
+        engine = _engine(stack)
         snapshot = _snapshot(engine)
         found = regressions(Snapshot.load(Path(compare)), snapshot) if compare else []
-        if save:
+        if save and _dry(c):
+            _err(f"dry run: the state was not saved to {save}")
+        elif save:
             write_atomic(Path(save), report.dumps(snapshot.to_json()).encode(), mode=0o644)
         if json:
-            print(report.dumps(snapshot.to_json()))
+            print(report.dumps({**snapshot.to_json(), "regressions": [r.describe() for r in found]}))
         else:
             print(report.states_table(snapshot))
             if verbose:
                 for state in snapshot.unhealthy:
                     print(report.details(state, engine.logs(state.service, 20)))
-        for problem in found:
-            print(report.paint(f"regression: {problem.describe()}", "red"))
+            for problem in found:
+                print(report.paint(f"regression: {problem.describe()}", "red"))
         if not snapshot.healthy or found:
             names = ", ".join(s.service for s in snapshot.unhealthy) or f"{len(found)} regressions"
-            raise Exit(report.paint(f"rotation: not healthy: {names}", "red"), 1)
+            raise Exit(report.paint(f"rotation: not healthy: {names}", "red", sys.stderr), 1)
 
 
-@task(help={"config": "Configuration file (see rotate)."})
+@_task_options(help={"config": "Configuration file (see rotate)."})
 def precheck(c: Context, config: str | None = None) -> None:
     """Health gate: save the state for this run and stop the pipeline if anything is unhealthy."""
     with _task("precheck") as record:
-        record.announce = False
+        record.announce, record.dry_run = False, _dry(c)
         stack = _stack(c, record, config)
-        snapshot = _snapshot(_engine(c, stack))
+        snapshot = _snapshot(_engine(stack))
         if not snapshot.healthy:
             print(report.states_table(snapshot))
             names = ", ".join(s.service for s in snapshot.unhealthy)
-            raise Exit(report.paint(f"rotation: precheck failed, not healthy: {names}; nothing was rotated", "red"), 1)
+            raise Exit(
+                report.paint(
+                    f"rotation: precheck failed, not healthy: {names}; nothing was rotated", "red", sys.stderr
+                ),
+                1,
+            )
+        if record.dry_run:
+            print(f"precheck (dry run): {len(snapshot.states)} services healthy; no run was opened")
+            return
         run = stack.open_run(snapshot)
         c.config.rotation.run = record.run = run.id
     print(f"precheck: {len(snapshot.states)} services healthy; state saved in run {run.id}")
@@ -324,13 +397,32 @@ def _pipeline_run(c: Context, stack: Stack, record: _Record) -> Backup | None:
     return run
 
 
-def _summary(task: str, problems: Sequence[str]) -> str:
+def _summary(task_name: str, problems: Sequence[str]) -> str:
     """`restart failed: <first problem> (and N more)`: the reason a rollback and a notification give."""
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    return f"{task} failed: {problems[0]}{more}"
+    return f"{task_name} failed: {problems[0]}{more}"
+
+
+def quiet_stdout() -> None:
+    """After a reader closed our stdout (`| head`), send the rest to nothing: the work goes on quietly."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _progress(service: str, status: str, seconds: float) -> None:
+    """One line per service as it moves, so a person watching a long restart sees it advance.
+
+    A closed pipe must not stop a restart half-way, so a line that cannot be written is dropped.
+    """
+    colour = {"healthy": "green", "failed": "red", "left stopped": "red"}.get(status)
+    line = f"  {seconds:6.1f}s  {service}: {status}"
+    try:
+        print(report.paint(line, colour) if colour else line, flush=True)
+    except BrokenPipeError:
+        quiet_stdout()
 
 
 def _fail(
+    c: Context,
     record: _Record,
     stack: Stack,
     engine: Engine,
@@ -340,17 +432,27 @@ def _fail(
     rollback: bool,
     timeout: float,
     parallel: int,
+    config: str | None,
 ) -> Exit:
     """The `Exit` for a failed restart or verify, after rolling the run back when it is live."""
     if not rollback or run is None or run.status not in LIVE:
         if run is not None and run.status in LIVE:
             stack.store.update(run, status="failed", error=reason)
-        return Exit(report.paint(f"rotation: {reason}", "red"), 1)
+        return Exit(report.paint(f"rotation: {reason}", "red", sys.stderr), 1)
     print(report.paint(f"rolling back run {run.id}: {reason}", "yellow"))
     try:
-        result = roll_back(stack, engine, run, reason, timeout=timeout, parallel=parallel)
+        result = roll_back(
+            stack,
+            engine,
+            run,
+            reason,
+            timeout=timeout,
+            parallel=parallel,
+            progress=_progress,
+            command=_command(c, config),
+        )
     except RecoveryError as exc:
-        return Exit(report.paint(f"rotation: {reason}\n{exc}", "red"), exc.exit_code)
+        return Exit(report.paint(f"rotation: {reason}\n{exc}", "red", sys.stderr), exc.exit_code)
     services = ", ".join(result.restart.order) or "none"
     record.services = [*result.restart.order]
     return Exit(
@@ -358,18 +460,19 @@ def _fail(
             f"rotation: ROLLED BACK run {run.id} because {reason}. Files and databases are back on the "
             f"values before the rotation, and the recreated services ({services}) are healthy",
             "red",
+            sys.stderr,
         ),
         1,
     )
 
 
-@task(
+@_task_options(
     help={
         "all": "Recreate every service of the project, not only those the rotation affected.",
         "services": "Comma-separated services (or container names) to recreate.",
         "no-healthcheck": "Do not wait for health after each recreate.",
-        "timeout": "Seconds to wait for the services to be healthy (default 180).",
-        "parallel": "How many independent services to recreate at once (default 4).",
+        "timeout": f"Seconds to wait for the services to be healthy (default {DEFAULTS['timeout']:g}).",
+        "parallel": f"How many independent services to recreate at once (default {DEFAULTS['parallel']}).",
         "no-rollback": "On failure, leave the stack as it is instead of rolling the rotation back.",
         "config": "Configuration file (see rotate).",
     }
@@ -379,16 +482,17 @@ def restart(
     all: bool = False,  # noqa: A002 - the flag users type is --all
     services: str | None = None,
     no_healthcheck: bool = False,
-    timeout: str = "180",
-    parallel: str = "4",
+    timeout: str = str(DEFAULTS["timeout"]),
+    parallel: str = str(DEFAULTS["parallel"]),
     no_rollback: bool = False,
     config: str | None = None,
 ) -> None:
     """Recreate the services the latest rotation affected, in dependency order, each proven healthy."""
     with _task("restart") as record:
+        record.dry_run = _dry(c)
         seconds, workers = _number(timeout, "--timeout"), int(_number(parallel, "--parallel", int))
         stack = _stack(c, record, config)
-        engine = _engine(c, stack)
+        engine = _engine(stack)
         run = _pipeline_run(c, stack, record)
         if all:
             chosen = sorted(engine.services())
@@ -397,12 +501,16 @@ def restart(
         elif run is not None:
             chosen = engine.resolve([*run.metadata.get("affected_services", [])])
         else:
-            raise Exit("rotation: no rotation to restart after; pass --services or --all", 2)
+            raise SelectionError("no rotation to restart after; pass --services or --all")
         record.services = chosen
         if not chosen:
             print("restart: no service to recreate")
             return
+        if record.dry_run:
+            print(f"restart (dry run): would recreate {', '.join(chosen)} in dependency order; nothing was done")
+            return
         before = stack.state_before(run)
+        print(f"restart: recreating {', '.join(chosen)}", flush=True)
         result = rollout.restart(
             engine,
             chosen,
@@ -410,6 +518,7 @@ def restart(
             parallel=workers,
             healthcheck=not no_healthcheck,
             healthy_before=before.healthy_services if before else None,
+            progress=_progress,
         )
         print(f"restart: recreated {', '.join(result.order) or '(none)'}, started in dependency order")
         found = regressions(before, _snapshot(engine), recreated=chosen) if before else []
@@ -418,7 +527,18 @@ def restart(
             print(report.paint(f"failed: {line}", "red"))
         if problems:
             reason = _summary("restart", problems)
-            raise _fail(record, stack, engine, run, reason, rollback=not no_rollback, timeout=seconds, parallel=workers)
+            raise _fail(
+                c,
+                record,
+                stack,
+                engine,
+                run,
+                reason,
+                rollback=not no_rollback,
+                timeout=seconds,
+                parallel=workers,
+                config=config,
+            )
         if run is not None and run.status in LIVE:
             stack.store.update(run, status="restarted")
         rechecked = sorted(set(result.outcome) - set(chosen))
@@ -426,19 +546,22 @@ def restart(
     print(report.paint(f"restart: {len(chosen)} services healthy{also}", "green"))
 
 
-@task(
+@_task_options(
     help={
         "no-rollback": "On failure, leave the stack as it is instead of rolling the rotation back.",
-        "timeout": "Seconds to wait for services to be healthy again if it rolls back (default 180).",
+        "timeout": f"Seconds to wait for health if it rolls back (default {DEFAULTS['timeout']:g}).",
         "config": "Configuration file (see rotate).",
     }
 )
-def verify(c: Context, no_rollback: bool = False, timeout: str = "180", config: str | None = None) -> None:
+def verify(
+    c: Context, no_rollback: bool = False, timeout: str = str(DEFAULTS["timeout"]), config: str | None = None
+) -> None:
     """Compare the stack with its precheck state and run the configured probes; exit 1 on any failure."""
     with _task("verify") as record:
+        record.dry_run = _dry(c)
         seconds = _number(timeout, "--timeout")
         stack = _stack(c, record, config)
-        engine = _engine(c, stack)
+        engine = _engine(stack)
         run = _pipeline_run(c, stack, record)
         before = stack.state_before(run)
         snapshot = _snapshot(engine)
@@ -457,16 +580,27 @@ def verify(c: Context, no_rollback: bool = False, timeout: str = "180", config: 
                 problems.append(f"probe {probe.name} failed: {probe.detail}")
         if problems:
             reason = _summary("verify", problems)
-            raise _fail(record, stack, engine, run, reason, rollback=not no_rollback, timeout=seconds, parallel=4)
-        if run is not None and run.status in LIVE:
+            raise _fail(
+                c,
+                record,
+                stack,
+                engine,
+                run,
+                reason,
+                rollback=not (no_rollback or record.dry_run),
+                timeout=seconds,
+                parallel=int(DEFAULTS["parallel"]),
+                config=config,
+            )
+        if run is not None and run.status in LIVE and not record.dry_run:
             stack.store.update(run, status="verified")
     print(report.paint("verify: every service healthy, every probe passed", "green"))
 
 
-@task(help={"config": "Configuration file (see rotate).", "json": "Print machine-readable JSON."})
+@_task_options(help={"config": "Configuration file (see rotate).", "json": "Print machine-readable JSON only."})
 def due(c: Context, config: str | None = None, json: bool = False) -> None:
     """List the secrets past their rotation_period; exit 1 when some are due, 0 when none are."""
-    with _task("due") as record:
+    with _task("due", json) as record:
         record.announce = False
         stack = _stack(c, record, config)
         found = due_secrets(stack.config, stack.store.all())
@@ -477,6 +611,29 @@ def due(c: Context, config: str | None = None, json: bool = False) -> None:
             raise Exit(code=1)
 
 
-namespace = Collection(rotate, restore, check, precheck, restart, verify, due)
+@_task_options(
+    help={
+        "json": "Print machine-readable JSON only.",
+        "limit": f"Show the newest N entries (default {DEFAULTS['log_limit']}).",
+        "config": "Configuration file (see rotate).",
+    }
+)
+def log(c: Context, json: bool = False, limit: str = str(DEFAULTS["log_limit"]), config: str | None = None) -> None:
+    """Read the audit log: time, task, outcome, secrets, services, run and duration, newest first."""
+    with _task("log", json) as record:
+        record.announce = False
+        count = int(_number(limit, "--limit", int))
+        stack = _stack(c, record, config)
+        record.stack = None  # reading the log is not itself worth a line in it
+        entries, damaged = audit.read(stack.store.directory)
+        shown = entries[-count:]
+        if json:
+            print(report.dumps(report.log_json(shown)))
+        else:
+            print(report.log_table(shown))
+        if damaged:
+            _err(f"warning: {damaged} damaged lines in {stack.store.directory / audit.AUDIT_LOG} were skipped")
+
+
+namespace = Collection(rotate, restore, check, precheck, restart, verify, due, log)
 namespace.configure({"rotation": {"root": None, "config": None, "lock_timeout": None, "run": None}})
-logging.basicConfig(level=logging.INFO, format="rotation: %(message)s")

@@ -31,11 +31,28 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+def example_files() -> list[str]:
+    """The example stack's files as committed: never what an earlier `inv rotate` left beside them."""
+    listed = subprocess.run(
+        ["git", "-C", str(REPO), "ls-files", "-z", "--", str(EXAMPLE.relative_to(REPO))],
+        capture_output=True,
+        check=False,
+    )
+    if listed.returncode == 0 and listed.stdout:
+        prefix = f"{EXAMPLE.relative_to(REPO).as_posix()}/"
+        return [name.removeprefix(prefix) for name in listed.stdout.decode().split("\0") if name]
+    return [  # not a git checkout (an unpacked archive): everything but the tool's own state
+        str(p.relative_to(EXAMPLE)) for p in EXAMPLE.rglob("*") if p.is_file() and "backups" not in p.parts
+    ]
+
+
 @pytest.fixture
 def stack(tmp_path: Path) -> Path:
     """A copy of the bundled example stack, with its secrets-config.yaml, in a temporary folder."""
     root = tmp_path / "stack"
-    shutil.copytree(EXAMPLE, root)
+    for name in example_files():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(EXAMPLE / name, root / name)
     shutil.copy(REPO / "secrets-config.yaml", root / "secrets-config.yaml")
     return root
 

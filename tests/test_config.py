@@ -27,14 +27,13 @@ def test_bundled_config_covers_the_local_ai_stack() -> None:
     assert {"postgres", "supabase_admin", "authenticator", "supabase_auth_admin"} <= set(roles)
 
 
-def test_config_is_found_in_the_stack_then_scripts_then_bundled(tmp_path: Path) -> None:
-    bundled = tmp_path / "bundled.yaml"
-    assert find_config(tmp_path, None, bundled) == bundled
+def test_config_is_found_in_the_stack_then_scripts_else_none(tmp_path: Path) -> None:
+    assert find_config(tmp_path, None) is None  # the caller decides about the bundled one
     (tmp_path / "scripts").mkdir()
     (tmp_path / "scripts" / "secrets-config.yaml").write_text("x")
-    assert find_config(tmp_path, None, bundled) == tmp_path / "scripts" / "secrets-config.yaml"
+    assert find_config(tmp_path, None) == tmp_path / "scripts" / "secrets-config.yaml"
     (tmp_path / "secrets-config.yaml").write_text("x")
-    assert find_config(tmp_path, None, bundled) == tmp_path / "secrets-config.yaml"
+    assert find_config(tmp_path, None) == tmp_path / "secrets-config.yaml"
 
 
 def test_durations() -> None:

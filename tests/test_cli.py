@@ -1,0 +1,323 @@
+"""The `rotation` and `inv` programs as a new user meets them: safe flags, clear output, honest exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rotation import audit
+from rotation.errors import EXIT_CODES, RotationError
+from rotation.fsio import locked
+from rotation.tasks import SHORT_FLAGS, namespace
+
+from .conftest import REPO, edited_config, tree
+
+BIN = Path(sys.executable).parent
+ROTATION = [str(BIN / "rotation")] if (BIN / "rotation").exists() else [sys.executable, "-m", "rotation"]
+INV = [str(BIN / "inv")] if (BIN / "inv").exists() else [sys.executable, "-m", "invoke"]
+README = (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def program(*argv: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run an installed program as a user would, without colour unless the test asks for it."""
+    full = {k: v for k, v in os.environ.items() if k not in ("ROTATION_ROOT", "FORCE_COLOR")}
+    full.update({"NO_COLOR": "1", **(env or {})})
+    return subprocess.run(list(argv), cwd=cwd, env=full, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("flags", [["--dry"], ["-R"], ["-d"], ["-e"], ["--pty"], ["-w"]])
+def test_invoke_core_flags_are_refused_by_rotation_and_write_nothing(stack: Path, flags: list[str]) -> None:
+    before = tree(stack)
+    ran = program(*ROTATION, *flags, "rotate", cwd=stack)
+    assert ran.returncode == 2, ran.stdout
+    assert "Rotated" not in ran.stdout and ran.stderr.count("\n") == 1, ran.stderr
+    assert tree(stack) == before and not (stack / "backups").exists()
+
+
+def test_invoke_dry_makes_every_inv_task_a_dry_run(stack: Path) -> None:
+    before = tree(stack)
+    env = {"INVOKE_ROTATION_ROOT": str(stack)}
+    for flag in ("--dry", "-R"):
+        ran = program(*INV, "-r", str(REPO), flag, "rotate", cwd=REPO, env=env)
+        assert ran.returncode == 0, ran.stderr
+        assert "dry run: nothing written" in ran.stdout
+        ran = program(
+            *INV, "-r", str(REPO), flag, "rotate", "--secrets", "JWT_SECRET", "restore", "--latest", cwd=REPO, env=env
+        )
+        assert tree(stack) == before, ran.stdout + ran.stderr
+    assert not (stack / "backups").exists()
+
+
+def test_missing_settings_file_is_an_error_naming_it(stack: Path) -> None:
+    ran = program(*ROTATION, "-f", "prdo.yaml", "rotate", "--dry-run", cwd=stack)
+    assert ran.returncode == 2 and "prdo.yaml" in ran.stderr and "Rotation plan" not in ran.stdout
+
+
+def test_settings_file_selects_the_stack(stack: Path, tmp_path: Path) -> None:
+    settings = tmp_path / "prod.yaml"
+    settings.write_text(f"rotation:\n  root: {stack}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    ran = program(*ROTATION, "-f", str(settings), "rotate", "--secrets", "JWT_SECRET", cwd=elsewhere)
+    assert ran.returncode == 0, ran.stderr
+    undo = re.search(r"undo: (.+)\)", ran.stdout)
+    assert undo and f"-f {settings}" in undo[1]
+    # The undo command works exactly as printed, from where it was printed.
+    path = {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # where a user's `rotation` is
+    again = subprocess.run(undo[1], shell=True, cwd=elsewhere, capture_output=True, text=True, timeout=60, env=path)
+    assert again.returncode == 0, again.stderr
+
+
+def test_one_meaning_per_short_flag_and_none_for_destructive_flags() -> None:
+    meaning: dict[str, str] = {}
+    for name in namespace.task_names:
+        for arg in namespace[name].get_arguments():
+            longs = [n for n in arg.names if len(n) > 1]
+            for short in (n for n in arg.names if len(n) == 1):
+                assert meaning.setdefault(short, longs[0]) == longs[0], (name, short, longs, meaning[short])
+            assert not (set(arg.names) & {"a", "d"}) or arg.names[0] not in (
+                "accept-data-loss",
+                "skip-backup",
+                "no-rollback",
+            )
+            if arg.names[0] in ("accept-data-loss", "skip-backup", "no-rollback"):
+                assert len(arg.names) == 1, arg.names
+    assert set(meaning) <= set(SHORT_FLAGS.values())
+
+
+def test_data_loss_flags_cannot_be_abbreviated(stack: Path) -> None:
+    before = tree(stack)
+    ran = program(*ROTATION, "rotate", "-a", "-d", "-s", "N8N_ENCRYPTION_KEY", cwd=stack)
+    assert ran.returncode == 2 and tree(stack) == before
+
+
+def test_accepted_data_loss_is_said_and_logged(stack: Path) -> None:
+    ran = program(*ROTATION, "rotate", "--secrets", "N8N_ENCRYPTION_KEY", "--accept-data-loss", cwd=stack)
+    assert ran.returncode == 0, ran.stderr
+    assert "accepted: data loss from rotating N8N_ENCRYPTION_KEY" in ran.stdout
+    entries, _ = audit.read(stack / "backups" / "secrets")
+    assert entries[-1]["accept_data_loss"] is True and entries[-1]["task"] == "rotate"
+
+
+def test_no_stack_here_is_an_error_for_every_task(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for argv in (["restore", "--list"], ["due"], ["log"], ["rotate", "--dry-run"], ["check"], ["precheck"]):
+        ran = program(*ROTATION, *argv, cwd=empty)
+        assert ran.returncode == 2, (argv, ran.stdout)
+        assert "no stack found in" in ran.stderr and "ROTATION_ROOT" in ran.stderr, argv
+        assert ran.stderr.count("\n") == 1 and "Traceback" not in ran.stderr
+    assert list(empty.iterdir()) == []
+
+
+def test_bundled_configuration_is_announced(stack: Path) -> None:
+    (stack / "secrets-config.yaml").unlink()
+    ran = program(*ROTATION, "rotate", "--dry-run", cwd=stack)
+    assert ran.returncode == 0, ran.stderr
+    assert "using the bundled configuration for the local AI stack" in ran.stderr and str(stack) in ran.stderr
+
+
+def _clone(tmp_path: Path) -> Path:
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    return clone
+
+
+def _step(step: str, clone: Path) -> subprocess.CompletedProcess[str]:
+    """One of the README's two set-up commands, as far as a test can run it: the main job, and the
+    tests that use the example stack (the whole suite inside the suite would never end)."""
+    env = {"PYTHONPATH": str(clone)}
+    if step == "main":
+        return program(*INV, "rotate", cwd=clone, env=env)
+    return program(
+        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not engine and not postgres",
+        "tests/test_rotate.py", cwd=clone, env=env,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("order", [("main", "tests"), ("tests", "main")])
+def test_readme_setup_commands_pass_in_either_order_and_restore_returns_the_example(
+    tmp_path: Path, order: tuple[str, str]
+) -> None:
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    for step in order:
+        ran = _step(step, clone)
+        assert ran.returncode == 0, (step, ran.stdout[-2000:], ran.stderr[-2000:])
+    ran = program(*INV, "restore", "--latest", cwd=clone, env={"PYTHONPATH": str(clone)})
+    assert ran.returncode == 0, ran.stderr
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True, check=True)
+    assert status.stdout == ""
+
+
+def test_a_closed_pipe_ends_quietly(stack: Path) -> None:
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the program writes its first line, as `| head` can be
+    env = {k: v for k, v in os.environ.items() if k != "ROTATION_ROOT"}
+    done = subprocess.run([*ROTATION, "rotate", "--dry-run"], cwd=stack, stdout=write, stderr=subprocess.PIPE, env=env)
+    os.close(write)
+    assert b"Traceback" not in done.stderr and b"BrokenPipe" not in done.stderr, done.stderr
+
+
+def _on_a_terminal(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[bytes, bytes]:
+    """Run with stdout on a terminal and stderr into a file, as `rotation check 2>err.txt` does."""
+    main, child = pty.openpty()
+    full = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "ROTATION_ROOT")}
+    done = subprocess.run(argv, cwd=cwd, stdout=child, stderr=subprocess.PIPE, env={**full, **env}, timeout=60)
+    os.close(child)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(main)
+    return out, done.stderr
+
+
+def test_colour_is_decided_per_stream(stack: Path) -> None:
+    argv = [*ROTATION, "restore", "--latest"]  # an error on stderr, nothing on stdout
+    _, err = _on_a_terminal(argv, stack, {})
+    assert b"no rotation backup" in err and b"\033[" not in err
+    _, err = _on_a_terminal(argv, stack, {"FORCE_COLOR": "1"})
+    assert b"\033[" in err
+    out, _ = _on_a_terminal([*ROTATION, "rotate", "--dry-run"], stack, {})
+    assert b"\033[" in out
+    out, _ = _on_a_terminal([*ROTATION, "rotate", "--dry-run"], stack, {"NO_COLOR": "1"})
+    assert b"\033[" not in out
+
+
+def test_backup_list_fits_100_columns(stack: Path) -> None:
+    names = [f"LONG_SECRET_NAME_NUMBER_{i:02d}" for i in range(12)]
+    env_text = "".join(f"{n}=value{i:030d}\n" for i, n in enumerate(names))
+    (stack / ".env").write_text((stack / ".env").read_text() + env_text)
+    with edited_config(stack) as raw:
+        for n in names:
+            raw["secrets"][n] = {"type": "random", "files": [".env"], "restart_services": ["n8n", "supabase-auth"]}
+    assert program(*ROTATION, "rotate", "--secrets", ",".join(names), cwd=stack).returncode == 0
+    ran = program(*ROTATION, "restore", "--list", cwd=stack)
+    assert ran.returncode == 0
+    assert max(len(line) for line in ran.stdout.splitlines()) <= 100, ran.stdout
+    assert "more" in ran.stdout
+
+
+def _keys(section: str) -> set[str]:
+    """The keys documented in the README table under the heading `section`."""
+    start = README.index(section)
+    end = README.find("\n#", start + len(section))
+    return set(re.findall(r"^\| `([a-z_]+)` \|", README[start:end], re.M))
+
+
+def test_every_json_flag_prints_only_json_with_the_documented_keys(stack: Path) -> None:
+    def parsed(*argv: str) -> object:
+        ran = program(*ROTATION, *argv, "--json", cwd=stack)
+        return json.loads(ran.stdout)  # only JSON on stdout, whatever the exit code
+
+    plan = parsed("rotate", "--dry-run")
+    assert isinstance(plan, dict) and set(plan) == _keys("#### `rotate --json`")
+    assert set(plan["secrets"][0]) == _keys("#### `rotate --json`: each of `secrets`")
+    assert parsed("rotate", "--due") == {**parsed("rotate", "--due"), "rotated_secrets": []}
+    error = parsed("restore", "--latest")
+    assert isinstance(error, dict) and set(error) == _keys("#### errors with `--json`")
+    assert error["exit_code"] == 2
+    assert program(*ROTATION, "rotate", cwd=stack).returncode == 0
+    restored = parsed("restore", "--latest", "--dry-run")
+    assert isinstance(restored, dict) and set(restored) == _keys("#### `restore --json`")
+    listed = parsed("restore", "--list")
+    assert isinstance(listed, list) and set(listed[0]) == _keys("#### `restore --list --json`")
+    logged = parsed("log")
+    assert isinstance(logged, list) and set(logged[0]) == _keys("#### `log --json`")
+    assert parsed("due") == []
+
+
+def test_exit_codes_are_documented_in_the_readme_and_in_help(stack: Path) -> None:
+    table = dict(re.findall(r"^\| (\d) \| (.+?) \|$", README[README.index("## Exit codes") :], re.M))
+    assert {int(k) for k in table} == set(EXIT_CODES)
+    codes = {getattr(cls, "exit_code", 1) for cls in _subclasses(RotationError)}
+    assert codes <= set(EXIT_CODES)
+    helped = program(*ROTATION, "--help", cwd=stack).stdout
+    for code in EXIT_CODES:
+        assert re.search(rf"^  {code}  ", helped, re.M), helped
+
+
+def _subclasses(cls: type) -> list[type]:
+    found = [cls]
+    for sub in cls.__subclasses__():
+        found += _subclasses(sub)
+    return found
+
+
+def test_an_unreachable_engine_is_one_line_and_its_own_exit_code(stack: Path) -> None:
+    ran = program(*ROTATION, "check", cwd=stack, env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    assert ran.returncode == 6, ran.stderr
+    assert ran.stderr.count("\n") == 1 and "cannot reach the container engine" in ran.stderr
+    assert "No such file or directory" in ran.stderr  # the reason in words, not a Python tuple
+    assert "('" not in ran.stderr and "Connection aborted" not in ran.stderr and "Error(" not in ran.stderr
+
+
+def test_waiting_for_the_lock_says_who_holds_it(stack: Path) -> None:
+    directory = stack / "backups" / "secrets"
+    directory.mkdir(parents=True, mode=0o700)
+    with locked(directory / ".lock", 1, holder=f"pid {os.getpid()} (test) since now"):
+        started = time.monotonic()
+        ran = program(*ROTATION, "rotate", cwd=stack, env={"INVOKE_ROTATION_LOCK_TIMEOUT": "1"})
+    assert ran.returncode == 4 and time.monotonic() - started < 30
+    assert f"held by pid {os.getpid()} (test) since now" in ran.stderr
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "soon"])
+def test_lock_timeout_must_be_a_finite_positive_number(stack: Path, value: str) -> None:
+    ran = program(*ROTATION, "rotate", "--dry-run", cwd=stack, env={"INVOKE_ROTATION_LOCK_TIMEOUT": value})
+    assert ran.returncode == 2 and "rotation.lock_timeout" in ran.stderr
+
+
+def test_log_shows_history_with_dry_runs_and_data_loss_marked(stack: Path) -> None:
+    assert program(*ROTATION, "rotate", "--secrets", "JWT_SECRET", cwd=stack).returncode == 0
+    assert program(*ROTATION, "rotate", "--dry-run", cwd=stack).returncode == 0
+    assert program(*ROTATION, "rotate", "-s", "N8N_ENCRYPTION_KEY", "--accept-data-loss", cwd=stack).returncode == 0
+    ran = program(*ROTATION, "log", cwd=stack)
+    assert ran.returncode == 0, ran.stderr
+    lines = ran.stdout.splitlines()
+    assert "rotate data-loss" in lines[1] and "rotate dry-run" in lines[2] and "20" in lines[3]
+    assert max(len(line) for line in lines) <= 100
+    entries = json.loads(program(*ROTATION, "log", "--json", "--limit", "2", cwd=stack).stdout)
+    assert [e["dry_run"] for e in entries] == [False, True]
+    assert entries[0]["accept_data_loss"] is True and entries[0]["run"]
+    assert entries[0]["secrets"] == ["N8N_ENCRYPTION_KEY"] and entries[0]["outcome"] == "ok"
+
+
+def test_help_describes_the_tool_and_help_task_works(stack: Path) -> None:
+    helped = program(*ROTATION, "--help", cwd=stack)
+    assert helped.stdout.startswith("rotation: automated secret rotation")
+    assert "precheck rotate restart verify" in helped.stdout
+    assert "--prompt-for-sudo-password" not in helped.stdout and "--write-pyc" not in helped.stdout
+    task_help = program(*ROTATION, "help", "rotate", cwd=stack)
+    assert task_help.returncode == 0 and "--accept-data-loss" in task_help.stdout
+
+
+def test_unknown_names_suggest_the_closest(stack: Path) -> None:
+    ran = program(*ROTATION, "rotat", cwd=stack)
+    assert ran.returncode == 2 and "did you mean 'rotate'" in ran.stderr
+    ran = program(*ROTATION, "rotate", "--secrets", "JWT_SECRT", "--dry-run", cwd=stack)
+    assert ran.returncode == 2 and "did you mean 'JWT_SECRET'" in ran.stderr
+
+
+def test_readme_never_points_outside_the_repository() -> None:
+    assert "../shared" not in README and "shared/" not in README
+    for path in (REPO / ".ci").iterdir():
+        assert "../shared" not in path.read_text(), path
+    assert shutil.which("git")
