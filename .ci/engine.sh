@@ -1,4 +1,7 @@
-# Start a private Docker Engine as ../shared/ENGINE.md describes; source this file.
+# Start a private Docker Engine for the tests and benchmarks; source this file.
+# The daemon runs on a socket and data folder of its own (no system daemon is touched), without
+# iptables, bridge or overlayfs, which containers and sandboxes often lack. Images come from
+# `docker import` of the machine's busybox (tests/enginestack.py), so no registry is needed.
 # Exports DOCKER_HOST and defines engine_stop. Needs root and the docker.io package.
 ENGINE_DIR="${ENGINE_DIR:-/tmp/rotation-engine}"
 

@@ -1,4 +1,4 @@
-# Start Podman's Docker-compatible API as ../shared/ENGINE.md describes (the fallback engine);
+# Start Podman's Docker-compatible API, the fallback engine the tests also run on;
 # source this file. Exports PODMAN_HOST and defines podman_stop. Needs root, podman and catatonit.
 # Its configuration lives in a folder of its own, so nothing under /etc is changed.
 PODMAN_DIR="${PODMAN_DIR:-/tmp/rotation-podman}"
