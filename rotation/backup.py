@@ -7,8 +7,8 @@ directories 700, files 600, and a `.gitignore` that keeps the whole tree out of 
 from __future__ import annotations
 
 import json
+import os
 import re
-import shutil
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import BackupError, SelectionError
-from .fsio import ensure_private_dir, write_atomic
+from .errors import BackupError, SelectionError, StorageError
+from .fsio import ensure_private_dir, inside, remove_tree, write_atomic
 
 __all__ = ["PREFIX", "Backup", "BackupStore", "age", "local_time"]
 
@@ -64,9 +64,12 @@ class Backup:
         return match["stamp"], int(match["n"] or 1)
 
     def read(self, name: str) -> bytes:
-        """The backed-up bytes of file `name`."""
+        """The backed-up bytes of file `name`; a name or link that leads out of the backup is refused."""
+        path = inside(self.path, name, f"backup {self.id}")
         try:
-            return (self.path / name).read_bytes()
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as handle:
+                return handle.read()
         except OSError as exc:
             raise BackupError(f"backup {self.id}: cannot read {name} ({exc.strerror})") from None
 
@@ -83,8 +86,20 @@ class BackupStore:
         """The store of the stack at `root`, with `directory` relative to it."""
         return cls(root, root / directory)
 
+    def _refuse_links(self) -> None:
+        """No link anywhere between the stack root and the backup directory: it would lead writes out."""
+        path = self.directory
+        while path != self.root and path != path.parent:
+            if path.is_symlink():
+                raise StorageError(
+                    f"{path} is a symbolic link; backups are never written through one. "
+                    "Make it a real directory (or set backup.directory)"
+                )
+            path = path.parent
+
     def prepare(self) -> None:
         """Create the backup directory, private, with a `.gitignore` that ignores everything."""
+        self._refuse_links()
         ensure_private_dir(self.directory)
         ignore = self.directory / ".gitignore"
         if not ignore.exists():
@@ -142,27 +157,48 @@ class BackupStore:
         return Backup(backup.id, backup.path, metadata)
 
     def all(self) -> list[Backup]:
-        """Every readable backup, oldest first."""
+        """Every sound backup, oldest first; damaged ones (see `damaged`) are left out."""
+        return self._scan()[0]
+
+    def damaged(self) -> dict[str, str]:
+        """Backup directories that cannot be used, by id, with what is wrong with each."""
+        return self._scan()[1]
+
+    def _scan(self) -> tuple[list[Backup], dict[str, str]]:
+        self._refuse_links()
         if not self.directory.is_dir():
-            return []
-        found = []
+            return [], {}
+        found, damaged = [], {}
         for path in self.directory.iterdir():
             ident = path.name.removeprefix(PREFIX)
             if not path.name.startswith(PREFIX) or not _ID.match(ident):
                 continue
+            if path.is_symlink() or not path.is_dir():
+                damaged[ident] = "not a directory of its own (a link?)"
+                continue
             try:
-                metadata = json.loads((path / METADATA).read_text(encoding="utf-8"))
-            except (OSError, ValueError):
+                fd = os.open(path / METADATA, os.O_RDONLY | os.O_NOFOLLOW)
+                with os.fdopen(fd, "rb") as handle:
+                    metadata = json.loads(handle.read().decode("utf-8"))
+            except (OSError, ValueError) as exc:
+                damaged[ident] = f"unreadable {METADATA} ({getattr(exc, 'strerror', None) or 'not JSON'})"
+                continue
+            problem = _malformed(metadata)
+            if problem:
+                damaged[ident] = f"{METADATA}: {problem}"
                 continue
             found.append(Backup(ident, path, metadata))
-        return sorted(found, key=Backup.sort_key)
+        return sorted(found, key=Backup.sort_key), damaged
 
     def get(self, ident: str) -> Backup:
         """The backup with id `ident`, or directory name `secrets-backup-<id>`."""
         wanted = Path(ident).name.removeprefix(PREFIX)
-        for backup in self.all():
+        found, damaged = self._scan()
+        for backup in found:
             if backup.id == wanted:
                 return backup
+        if wanted in damaged:
+            raise BackupError(f"backup {wanted} is damaged and cannot be used: {damaged[wanted]}")
         raise SelectionError(f"--backup: no backup '{ident}' in {self.directory} (see restore --list)")
 
     def latest_rotation(self) -> Backup | None:
@@ -178,9 +214,35 @@ class BackupStore:
         removed = []
         for backup in backups:
             if backup.id not in protected and backup.created < limit:
-                shutil.rmtree(backup.path)
+                remove_tree(backup.path)
                 removed.append(backup.id)
         return removed
+
+
+def _strings(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _malformed(metadata: object) -> str | None:
+    """What makes a backup's metadata unusable, or None: it is read from disk, so it is checked."""
+    if not isinstance(metadata, dict):
+        return "not a JSON object"
+    for key in ("files", "rotated_secrets", "affected_services"):
+        if key in metadata and not _strings(metadata[key]):
+            return f"'{key}' is not a list of names"
+    database = metadata.get("database", [])
+    if not isinstance(database, list) or not all(
+        isinstance(e, dict)
+        and isinstance(e.get("file"), str)
+        and isinstance(e.get("secret"), str)
+        and isinstance(e.get("endpoint"), dict)
+        for e in database
+    ):
+        return "'database' is not a list of {file, secret, endpoint}"
+    for key in ("kind", "status"):
+        if key in metadata and not isinstance(metadata[key], str):
+            return f"'{key}' is not text"
+    return None
 
 
 def _dump(metadata: Mapping[str, Any]) -> bytes:

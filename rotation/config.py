@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from . import envfile
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
 __all__ = [
     "ALPHABETS",
@@ -43,7 +43,11 @@ ALPHABETS = {
 }
 TYPES = ("random", "jwt-token", "static")
 MIN_RANDOM_LENGTH = 16
+MAX_RANDOM_LENGTH = 4096
+MAX_CONFIG_BYTES = 1 << 20
+TOP_LEVEL_KEYS = frozenset({"secrets", "backup", "compose", "verify", "notify"})
 DEFAULT_JWT_LIFETIME = 5 * 366 * 86400
+Fail = Callable[[str, str], ConfigError]  # (key, message) -> the error naming file and key
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's when the wheel has it
 _DURATION = re.compile(r"^(\d+)\s*([smhdwy]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 366 * 86400}
@@ -207,29 +211,63 @@ def find_config(root: Path, explicit: str | None) -> Path | None:
 def load(path: Path) -> Config:
     """Read and validate `path`; every problem is a `ConfigError` naming the file and key."""
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
+        data = path.read_bytes()
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {len(data)} bytes is too large for a configuration", path)
+        text = data.decode("utf-8")
+        _check_nodes(path, yaml.compose(text, Loader=_LOADER))
+        raw = yaml.load(text, Loader=_LOADER)
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})", path) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})", path) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}:{where}: YAML syntax error: {problem}") from None
+        raise ConfigError(f"{path}:{where}: YAML syntax error: {problem}", path) from None
     return _build(path, raw)
+
+
+def _check_nodes(path: Path, root: yaml.Node | None) -> None:
+    """Refuse what YAML allows but a configuration must not have: aliases (an alias bomb makes a
+    1 KB file expand for minutes) and duplicate keys (silently last-wins: a second JWT_SECRET
+    would replace the first)."""
+    seen: set[int] = set()
+    pending = [root] if root is not None else []
+    while pending:
+        node = pending.pop()
+        if id(node) in seen:
+            line = node.start_mark.line + 1
+            raise ConfigError(f"{path}: line {line}: YAML anchors and aliases are not supported here", path)
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            keys: set[str] = set()
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    if key.value in keys:
+                        line = key.start_mark.line + 1
+                        raise ConfigError(f"{path}: line {line}: duplicate key '{key.value}'", path, key.value)
+                    keys.add(key.value)
+                pending += [key, value]
+        elif isinstance(node, yaml.SequenceNode):
+            pending += node.value
 
 
 def _build(path: Path, raw: Any) -> Config:
     def fail(key: str, message: str) -> ConfigError:
-        return ConfigError(f"{path}: {key}: {message}")
+        return ConfigError(f"{path}: {key}: {message}", path, key)
 
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with a 'secrets' section")
+        raise ConfigError(f"{path}: expected a mapping with a 'secrets' section", path)
+    unknown = sorted(str(k) for k in set(raw) - TOP_LEVEL_KEYS)
+    if unknown:
+        raise fail(unknown[0], f"unknown setting{did_you_mean(unknown[0], TOP_LEVEL_KEYS)}")
     secrets_raw = raw.get("secrets")
     if not isinstance(secrets_raw, dict) or not secrets_raw:
         raise fail("secrets", "expected a non-empty mapping of secret names")
     secrets = {
-        str(name): _secret(str(name), body, lambda k, m, n=name: fail(f"secrets.{n}.{k}", m))
-        for name, body in secrets_raw.items()
+        str(name): _secret(str(name), body, _within(fail, f"secrets.{name}")) for name, body in secrets_raw.items()
     }
     for spec in secrets.values():
         if spec.type == "jwt-token" and spec.depends_on not in secrets:
@@ -237,18 +275,27 @@ def _build(path: Path, raw: Any) -> Config:
                 f"secrets.{spec.name}.depends_on",
                 f"'{spec.depends_on}' is not a secret in this file",
             )
-    ordered = _signing_order(secrets, lambda k, m: fail(k, m))
+    ordered = _signing_order(secrets, fail)
+    backup = _backup(raw.get("backup") or {}, fail)
+    _no_secrets_in_locations(secrets, fail)
+    for spec in secrets.values():
+        for name in spec.files:
+            if (
+                PurePosixPath(name) == PurePosixPath(backup.directory)
+                or PurePosixPath(backup.directory) in PurePosixPath(name).parents
+            ):
+                raise fail("backup.directory", f"'{backup.directory}' would hold {name}, a file of secrets.{spec.name}")
     return Config(
         path=path,
         secrets={name: secrets[name] for name in ordered},
-        backup=_backup(raw.get("backup") or {}, fail),
+        backup=backup,
         compose=_compose(raw.get("compose") or {}, fail),
         verify=tuple(_probe(index, item, fail) for index, item in enumerate(raw.get("verify") or [])),
         notify=_notify(raw.get("notify") or [], fail),
     )
 
 
-def _secret(name: str, body: Any, fail: Any) -> SecretSpec:
+def _secret(name: str, body: Any, fail: Fail) -> SecretSpec:
     if not isinstance(body, dict):
         raise fail("type", "expected a mapping with at least 'type' and 'files'")
     unknown = sorted(set(body) - _SECRET_KEYS)
@@ -272,6 +319,8 @@ def _secret(name: str, body: Any, fail: Any) -> SecretSpec:
         raise fail("alphabet", f"unknown alphabet '{alphabet}' (expected {', '.join(ALPHABETS)})")
     if kind == "random" and length < MIN_RANDOM_LENGTH:
         raise fail("length", f"{length} is too short; random secrets need at least {MIN_RANDOM_LENGTH}")
+    if length > MAX_RANDOM_LENGTH:
+        raise fail("length", f"{length} is too long; at most {MAX_RANDOM_LENGTH}")
     if kind == "jwt-token" and not body.get("depends_on"):
         raise fail("depends_on", "a jwt-token needs the secret that signs it")
     if kind == "jwt-token" and not body.get("role"):
@@ -291,7 +340,7 @@ def _secret(name: str, body: Any, fail: Any) -> SecretSpec:
         role=body.get("role"),
         depends_on=body.get("depends_on"),
         issuer=str(body.get("issuer", "supabase")),
-        expires_in=parse_duration(body.get("expires_in", DEFAULT_JWT_LIFETIME), f"{name}.expires_in")
+        expires_in=parse_duration(body.get("expires_in", DEFAULT_JWT_LIFETIME), f"secrets.{name}.expires_in")
         if "expires_in" in body
         else DEFAULT_JWT_LIFETIME,
         auto_rotate=body.get("auto_rotate", kind != "static"),
@@ -305,7 +354,7 @@ def _secret(name: str, body: Any, fail: Any) -> SecretSpec:
     )
 
 
-def _apply(raw: Any, kind: str, fail: Any) -> tuple[PostgresTarget, ...]:
+def _apply(raw: Any, kind: str, fail: Fail) -> tuple[PostgresTarget, ...]:
     if raw is None:
         return ()
     if kind != "random":
@@ -340,19 +389,38 @@ def _apply(raw: Any, kind: str, fail: Any) -> tuple[PostgresTarget, ...]:
     return tuple(targets)
 
 
-def _backup(raw: Any, fail: Any) -> BackupSpec:
+def _within(fail: Fail, prefix: str) -> Fail:
+    """`fail` for keys under `prefix` (`secrets.NAME`), so every key path is spelled from the top."""
+    return lambda key, message: fail(f"{prefix}.{key}", message)
+
+
+def _no_secrets_in_locations(secrets: Mapping[str, SecretSpec], fail: Fail) -> None:
+    """A connection setting is shown in messages, metadata and the audit log; a `${SECRET}` in one
+    would put the secret's value there, so it is refused."""
+    for spec in secrets.values():
+        for index, target in enumerate(spec.apply):
+            for name in ("host", "port", "dbname", "user"):
+                for ref in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", getattr(target, name)):
+                    if ref in secrets:
+                        key = f"secrets.{spec.name}.apply[{index}].postgres.{name}"
+                        raise fail(key, f"may not use ${{{ref}}}: a secret's value would be shown wherever this is")
+
+
+def _backup(raw: Any, fail: Fail) -> BackupSpec:
     if not isinstance(raw, dict):
         raise fail("backup", "expected a mapping with 'directory' and 'retention_days'")
     directory = str(raw.get("directory", "backups/secrets"))
     if PurePosixPath(directory).is_absolute() or ".." in PurePosixPath(directory).parts:
         raise fail("backup.directory", f"'{directory}' leaves the stack root")
+    if not PurePosixPath(directory).parts or PurePosixPath(directory).parts == (".",):
+        raise fail("backup.directory", f"'{directory}' is the stack root itself; use a folder inside it")
     days = raw.get("retention_days", 90)
     if isinstance(days, bool) or not isinstance(days, int) or days < 1:
         raise fail("backup.retention_days", f"'{days}' is not a positive number of days")
     return BackupSpec(directory=directory, retention_days=days)
 
 
-def _compose(raw: Any, fail: Any) -> ComposeSpec:
+def _compose(raw: Any, fail: Fail) -> ComposeSpec:
     if not isinstance(raw, dict):
         raise fail("compose", "expected a mapping with 'command', 'project' and 'files'")
     files = raw.get("files") or []
@@ -367,7 +435,7 @@ def _compose(raw: Any, fail: Any) -> ComposeSpec:
     )
 
 
-def _probe(index: int, raw: Any, fail: Any) -> Probe:
+def _probe(index: int, raw: Any, fail: Fail) -> Probe:
     key = f"verify[{index}]"
     kinds = [k for k in ("http", "postgres", "jwt") if isinstance(raw, dict) and k in raw]
     if len(kinds) != 1:
@@ -400,17 +468,20 @@ def _probe(index: int, raw: Any, fail: Any) -> Probe:
     expect = body.get("expect", 200)
     if isinstance(expect, bool) or not isinstance(expect, int):
         raise fail(f"{key}.http.expect", f"'{expect}' is not an HTTP status code")
+    timeout = body.get("timeout", 10)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
+        raise fail(f"{key}.http.timeout", f"'{timeout}' is not a number of seconds between 0 and 3600")
     return HttpProbe(
         name=name,
         url=body["url"],
         method=str(body.get("method", "GET")).upper(),
         headers={str(k): str(v) for k, v in headers.items()},
         expect=expect,
-        timeout=float(body.get("timeout", 10)),
+        timeout=float(timeout),
     )
 
 
-def _notify(raw: Any, fail: Any) -> tuple[str, ...]:
+def _notify(raw: Any, fail: Fail) -> tuple[str, ...]:
     items = raw if isinstance(raw, list) else [raw]
     urls = []
     for index, item in enumerate(items):
@@ -421,7 +492,7 @@ def _notify(raw: Any, fail: Any) -> tuple[str, ...]:
     return tuple(urls)
 
 
-def _signing_order(secrets: Mapping[str, SecretSpec], fail: Any) -> list[str]:
+def _signing_order(secrets: Mapping[str, SecretSpec], fail: Fail) -> list[str]:
     ordered: list[str] = []
     state: dict[str, str] = {}
 

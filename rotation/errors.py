@@ -42,9 +42,17 @@ class RotationError(Exception):
 
 
 class ConfigError(RotationError):
-    """The configuration file is unreadable, malformed or does not fit the stack."""
+    """The configuration file is unreadable, malformed or does not fit the stack.
+
+    `path` and `key` (`secrets.JWT_SECRET.length`) say where, for callers that want more than the message.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str, path: object = None, key: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.key = key
 
 
 class SelectionError(RotationError):

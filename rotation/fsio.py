@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
+import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from .errors import LockedError, StorageError
 
-__all__ = ["ensure_private_dir", "fsync_dir", "locked", "write_atomic"]
+__all__ = [
+    "ensure_private_dir",
+    "fsync_dir",
+    "inside",
+    "locked",
+    "remove_file",
+    "remove_tree",
+    "write_atomic",
+    "write_stack_file",
+]
+
+log = logging.getLogger(__name__)
 
 
 def fsync_dir(path: Path) -> None:
@@ -25,7 +39,24 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+def inside(root: Path, name: object, what: str) -> Path:
+    """`root / name` for a relative path read from untrusted state (a journal, a backup's metadata).
+
+    Anything that is not a plain relative path, or that a link on the way leads out of `root`, is
+    a `StorageError` naming `what`: the tool's own files are input like any other.
+    """
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise StorageError(f"{what}: {name!r} is not a file name")
+    posix = PurePosixPath(name)
+    if posix.is_absolute() or ".." in posix.parts or name.startswith("~"):
+        raise StorageError(f"{what}: '{name}' leaves {root}; refusing to touch it")
+    path = root / name
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise StorageError(f"{what}: '{name}' is reached through a link that leads out of {root}; refusing it")
+    return path
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o600, owner: tuple[int, int] | None = None) -> None:
     """Replace `path` with `data` so that a crash leaves either the old or the new file, never half.
 
     A temporary file in the same directory is written, fsynced, given `mode`, renamed over
@@ -41,11 +72,60 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
+        if owner is not None and (os.geteuid() == 0 or owner[0] == os.geteuid()):
+            os.chown(tmp, *owner)
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise StorageError(f"{path}: cannot write ({exc.strerror})") from None
     fsync_dir(path.parent)
+
+
+def write_stack_file(root: Path, name: str, data: bytes) -> Path:
+    """Write a file of the stack as its owner left it; returns the real file written.
+
+    A symbolic link (`supabase/docker/.env -> ../../.env`) is written through, atomically in its
+    target's directory, so the link stays a link. Owner and group are kept, and the mode too,
+    unless it lets anyone but the owner read a secret: then it is tightened to 600, and the log
+    says so. A file with several hard links is rewritten in place, which keeps every link; the
+    journal around every write makes that crash-safe as well.
+    """
+    real = inside(root, name, "stack file").resolve()
+    try:
+        before = os.stat(real)
+    except FileNotFoundError:
+        write_atomic(real, data)
+        return real
+    mode = stat.S_IMODE(before.st_mode)
+    if mode & 0o077:
+        log.warning("%s: mode %o lets others read secrets; tightened to 600", name, mode)
+        mode = 0o600
+    if before.st_nlink > 1:
+        try:
+            fd = os.open(real, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fchmod(handle.fileno(), mode)
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise StorageError(f"{real}: cannot write ({exc.strerror})") from None
+        return real
+    write_atomic(real, data, mode, (before.st_uid, before.st_gid))
+    return real
+
+
+def remove_file(path: Path) -> None:
+    """Remove one file (a link itself, never what it points to) and make the removal durable."""
+    path.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a directory of the tool's own; a link in its place is refused, never followed."""
+    if path.is_symlink():
+        raise StorageError(f"{path} is a symbolic link; refusing to delete through it")
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def ensure_private_dir(path: Path) -> None:

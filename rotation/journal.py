@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from . import envfile, postgres
 from .backup import Backup, BackupStore
-from .errors import DatabaseError, RecoveryError
-from .fsio import ensure_private_dir, write_atomic
+from .errors import RecoveryError, RotationError
+from .fsio import ensure_private_dir, inside, remove_file, remove_tree, write_atomic, write_stack_file
 from .generate import Secret
 
-__all__ = ["JOURNAL", "DbChange", "commit", "pending", "recover"]
+__all__ = ["JOURNAL", "DbChange", "commit", "pending", "recover", "stale"]
 
 log = logging.getLogger(__name__)
 JOURNAL = "journal.json"
@@ -50,12 +50,22 @@ def pending(store: BackupStore) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     try:
-        journal: dict[str, Any] = json.loads(raw)
+        journal = json.loads(raw)
     except ValueError:
-        raise RecoveryError(
-            f"{store.directory / JOURNAL}: unreadable journal; inspect it and the backups by hand"
-        ) from None
-    return journal
+        journal = None
+    shaped = (
+        isinstance(journal, dict)
+        and isinstance(journal.get("run"), str)
+        and isinstance(journal.get("files"), list)
+        and isinstance(journal.get("database"), list)
+        and all(isinstance(e, dict) and {"secret", "file", "endpoint"} <= set(e) for e in journal["database"])
+    )
+    if not shaped:
+        raise RecoveryError(f"{store.directory / JOURNAL}: damaged journal; inspect it and the backups by hand")
+    for name in [*journal["files"], *(e["file"] for e in journal["database"])]:
+        inside(store.root, name, f"{store.directory / JOURNAL}")
+    result: dict[str, Any] = journal
+    return result
 
 
 def commit(
@@ -65,7 +75,11 @@ def commit(
     databases: Sequence[DbChange],
     connect: postgres.Opener,
 ) -> None:
-    """Change `databases`, then write `files`, so that a crash at any point can be undone from `run`."""
+    """Change `databases`, then write `files`, so that a crash at any point can be undone from `run`.
+
+    A failure on the way (a database that refuses, a file that cannot be written) is undone here,
+    by the command that failed: databases back on their old passwords, files back to the backup.
+    """
     journal = {"run": run.id, "files": sorted(files), "database": [c.to_json() for c in databases]}
     write_atomic(store.directory / JOURNAL, json.dumps(journal, indent=2).encode())
     staged = run.path / STAGED
@@ -73,23 +87,65 @@ def commit(
         ensure_private_dir((staged / name).parent)
         write_atomic(staged / name, data)
     applied: list[DbChange] = []
+    written: list[str] = []
     try:
         for change in databases:
             postgres.apply_password(connect(change.point), change.current, change.new, change.secret)
             applied.append(change)
-    except DatabaseError:
-        for change in reversed(applied):
-            postgres.revert_password(connect(change.point), change.new, change.current, change.secret)
+        done: set[Path] = set()
+        for name, data in files.items():
+            real = inside(store.root, name, "stack file").resolve()
+            if real not in done:  # two names of one file (a link) are written once
+                write_stack_file(store.root, name, data)
+                done.add(real)
+            written.append(name)
+    except RotationError as exc:
+        undone = _undo(store, run, applied, written, connect, exc)
         _close(store, run)
+        if undone:
+            raise type(exc)(f"{exc}. {undone}") from None
         raise
-    for name, data in files.items():
-        write_atomic(store.root / name, data)
     _close(store, run)
 
 
+def _undo(
+    store: BackupStore,
+    run: Backup,
+    applied: Sequence[DbChange],
+    written: Sequence[str],
+    connect: postgres.Opener,
+    cause: RotationError,
+) -> str:
+    """Put back what a failed commit changed; what it did, in words. If that fails too, the journal
+    stays for the next command to finish the job, and the error says so."""
+    try:
+        for change in reversed(applied):
+            postgres.revert_password(connect(change.point), change.new, change.current, change.secret)
+        for name in written:
+            _put_back(store, run, name)
+    except RotationError as failure:
+        raise RecoveryError(
+            f"{cause}; undoing it failed too: {failure}. The journal is kept: the next command of this "
+            f"tool tries again, and the backup {run.path} holds the files as they were"
+        ) from None
+    parts = [f"the password in {', '.join(c.point.label for c in applied)}"] if applied else []
+    parts += [f"{len(written)} files already written"] if written else []
+    return f"Put back {' and '.join(parts)}: the stack is as it was before this command" if parts else ""
+
+
+def _put_back(store: BackupStore, run: Backup, name: str) -> None:
+    path = inside(store.root, name, f"run {run.id}")
+    if name in run.files:
+        write_stack_file(store.root, name, run.read(name))
+    else:  # the run was creating it (a restore of a file that had been deleted)
+        remove_file(path)
+
+
 def _close(store: BackupStore, run: Backup) -> None:
-    shutil.rmtree(run.path / STAGED, ignore_errors=True)
-    (store.directory / JOURNAL).unlink(missing_ok=True)
+    """End the run: the journal goes first, so a crash from here on leaves nothing to recover;
+    only then the staged copies, which recovery needs for as long as the journal exists."""
+    remove_file(store.directory / JOURNAL)
+    remove_tree(run.path / STAGED)
 
 
 def _value(data: bytes, secret: str, where: str) -> Secret:
@@ -99,10 +155,18 @@ def _value(data: bytes, secret: str, where: str) -> Secret:
     return Secret(value)
 
 
+def stale(store: BackupStore) -> list[Path]:
+    """Staged new values left by a run killed after its journal was removed: committed, but copies."""
+    found = sorted(store.directory.glob(f"*/{STAGED}")) if store.directory.is_dir() else []
+    return found if found and pending(store) is None else []  # listed first: a live run writes its journal first
+
+
 def recover(store: BackupStore, connect: postgres.Opener) -> str | None:
     """Undo an interrupted run, if the journal shows one; returns what was done, for the user."""
     journal = pending(store)
     if journal is None:
+        for leftover in stale(store):
+            remove_tree(leftover)
         return None
     run = store.get(journal["run"])
     staged = run.path / STAGED
@@ -112,7 +176,9 @@ def recover(store: BackupStore, connect: postgres.Opener) -> str | None:
             continue  # killed while staging: no database was touched yet
         point = postgres.Endpoint.from_json(entry["endpoint"])
         old = _value(run.read(entry["file"]), entry["secret"], f"backup {run.id}/{entry['file']}")
-        new = _value((staged / entry["file"]).read_bytes(), entry["secret"], f"{staged}/{entry['file']}")
+        new = _value(
+            inside(staged, entry["file"], str(staged)).read_bytes(), entry["secret"], f"{staged}/{entry['file']}"
+        )
         db = connect(point)
         state = db.which({"old": old, "new": new})
         if state is None:
@@ -124,10 +190,7 @@ def recover(store: BackupStore, connect: postgres.Opener) -> str | None:
             postgres.revert_password(db, new, old, entry["secret"])
             reverted.append(point.label)
     for name in journal["files"]:
-        if name in run.files:
-            write_atomic(store.root / name, run.read(name))
-        else:  # the interrupted run was creating it (a restore of a file that had been deleted)
-            (store.root / name).unlink(missing_ok=True)
+        _put_back(store, run, name)
     store.update(run, status="rolled-back", rollback_reason="interrupted; reverted by the next command")
     _close(store, run)
     where = f" and the password in {', '.join(reverted)}" if reverted else ""

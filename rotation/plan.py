@@ -144,10 +144,16 @@ def _warnings(changes: Iterable[Change], files: Mapping[str, EnvFile]) -> list[s
     return found
 
 
-def render_files(plan: Plan, files: Mapping[str, EnvFile]) -> dict[str, bytes]:
-    """The new bytes of every file the plan touches; every other byte stays as it was."""
+def render_files(plan: Plan, files: Mapping[str, EnvFile], same: Mapping[str, str] | None = None) -> dict[str, bytes]:
+    """The new bytes of every file the plan touches; every other byte stays as it was.
+
+    `same` maps each name to the first name of the same real file (a symbolic link and its
+    target): such names get one rendering with every change meant for any of them.
+    """
+    canonical = same or {}
     out = {}
     for name in plan.files:
-        values = {c.name: c.new.reveal() for c in plan.changes if name in c.spec.files}
+        real = canonical.get(name, name)
+        values = {c.name: c.new.reveal() for c in plan.changes if real in {canonical.get(f, f) for f in c.spec.files}}
         out[name] = files[name].rendered(values)
     return out

@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -20,10 +19,10 @@ from .backup import Backup, BackupStore
 from .compose import ComposeEngine
 from .config import Config, check_stack
 from .errors import BackupError, RotationError, SelectionError
-from .fsio import locked, write_atomic
+from .fsio import locked, remove_tree, write_atomic
 from .generate import Secret
 from .health import Snapshot
-from .journal import DbChange, commit, pending, recover
+from .journal import DbChange, commit, pending, recover, stale
 from .plan import Plan, make_plan, render_files
 
 __all__ = ["LIVE", "STATE_BEFORE", "RestoreResult", "RotationResult", "Stack", "restore", "rotate"]
@@ -66,7 +65,7 @@ class Stack:
 
     def recover(self) -> str | None:
         """Undo an interrupted run before anything else; a no-op that writes nothing when there is none."""
-        if pending(self.store) is None:
+        if pending(self.store) is None and not stale(self.store):
             return None
         with self.session() as recovered:
             return recovered
@@ -125,6 +124,13 @@ class RestoreResult:
     dry_run: bool
 
 
+def same_files(root: Path, names: Sequence[str]) -> dict[str, str]:
+    """Each name to the first of `names` that reaches the same real file (links such as
+    `supabase/docker/.env -> ../../.env` are common in real stacks)."""
+    first: dict[Path, str] = {}
+    return {name: first.setdefault((root / name).resolve(), name) for name in names}
+
+
 def _env(files: Mapping[str, envfile.EnvFile]) -> dict[str, str | None]:
     merged: dict[str, str | None] = {}
     for parsed in reversed(list(files.values())):
@@ -168,7 +174,9 @@ def rotate(
         store = stack.store
         backup = _open_run(store, run, plan)
         try:
-            commit(store, backup, render_files(plan, files), databases, stack.databases)
+            commit(
+                store, backup, render_files(plan, files, same_files(stack.root, plan.files)), databases, stack.databases
+            )
         except RotationError as exc:
             store.update(backup, status="failed", error=str(exc))
             raise
@@ -180,7 +188,7 @@ def rotate(
             database=[c.to_json() for c in databases],
         )
         if skip_backup:
-            shutil.rmtree(backup.path)
+            remove_tree(backup.path)
         pruned = store.prune(stack.config.backup.retention_days, keep=[] if skip_backup else [backup.id])
         return RotationResult(
             plan,

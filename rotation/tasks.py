@@ -301,6 +301,8 @@ def restore(
         stack = _stack(c, record, config)
         if list:
             backups = stack.store.all()
+            for ident, why in stack.store.damaged().items():
+                _err(f"warning: backup {ident} is damaged and skipped: {why}")
             print(report.dumps(report.backups_json(backups)) if json else report.backups_table(backups))
             return
         result = restore_backup(stack, backup, dry_run=dry)

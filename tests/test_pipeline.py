@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import stat
 import threading
 from collections.abc import Iterator
@@ -96,6 +97,10 @@ def test_good_pipeline_passes_its_probes_and_writes_audit_and_notifications(
     assert "ok   jwt: ANON_KEY: ANON_KEY verifies against JWT_SECRET" in ran.out
     new_secret = envfile.read(root / ".env").get("JWT_SECRET")
     assert new_secret not in ran.text and JWT_SECRET not in ran.text
+    # A person watching sees each service move, with the seconds since the restart began.
+    assert re.search(r"^\s+\d+\.\ds  api: recreated$", ran.out, re.M), ran.out
+    assert re.search(r"^\s+\d+\.\ds  api: starting$", ran.out, re.M)
+    assert re.search(r"^\s+\d+\.\ds  api: healthy$", ran.out, re.M)
 
     log = root / "backups/secrets/audit.log"
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
@@ -126,6 +131,9 @@ def test_pipeline_that_breaks_a_service_rolls_back_to_a_healthy_stack(
     ran = cli("precheck", "rotate", "--secrets", "DB_PASSWORD", "restart", "--timeout", "25", "verify", cwd=root)
     assert ran.code == 1
     assert "failed: api:" in ran.out
+    assert re.search(r"^\s+\d+\.\ds  api: failed$", ran.out, re.M), ran.out
+    rollback = ran.out[ran.out.index("rolling back run") :]
+    assert re.search(r"^\s+\d+\.\ds  api: healthy$", rollback, re.M), rollback  # the rollback's own progress
     assert "ROLLED BACK run" in ran.err and "restart failed: api" in ran.err
     assert (root / ".env").read_bytes() == env_before
     containers = enginestack.containers(docker_client, project)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +13,7 @@ from docker import DockerClient
 
 from rotation import envfile
 
-from . import enginestack, pgserver
+from . import crashpoints, enginestack, pgserver
 from .conftest import CLI, PG_ROLES, configure_postgres, edited_config, stack_password, tree
 
 pytestmark = pytest.mark.postgres
@@ -152,33 +151,9 @@ def test_two_databases_on_one_password_both_follow(
 
 
 # The child rotates POSTGRES_PASSWORD and SIGKILLs itself at one point after the database commit.
-CHILD = """
-import os, signal, sys
-from pathlib import Path
-from rotation import journal, postgres
-from rotation.config import load
-from rotation.runs import Stack, rotate
-
-point = sys.argv[2]
-def die(*args, **kwargs):
-    os.kill(os.getpid(), signal.SIGKILL)
-
-if point == "before-login-check":
-    postgres.DirectDatabase.prove = die
-else:
-    real = journal.write_atomic
-    calls = 0
-    limit = {"before-files": 3, "between-files": 4}[point]
-    def counting(path, data, mode=0o600):
-        global calls
-        calls += 1
-        if calls > limit:
-            die()
-        real(path, data, mode)
-    journal.write_atomic = counting
-root = Path(sys.argv[1])
-rotate(Stack(root, load(root / "secrets-config.yaml")), ["POSTGRES_PASSWORD"])
-"""
+# Kill points of a POSTGRES_PASSWORD commit (crashpoints): after the journal and two staged
+# copies, the database change is step 3; then the two files.
+POINTS = {"before-login-check": 3, "before-files": 4, "between-files": 5}
 
 
 @pytest.mark.parametrize("point", ["before-login-check", "before-files", "between-files"])
@@ -187,7 +162,7 @@ def test_kill_after_the_commit_is_reverted_by_the_next_command(
 ) -> None:
     old = stack_password(pg_stack)
     before = {name: (pg_stack / name).read_bytes() for name in FILES}
-    child = subprocess.run([sys.executable, "-c", CHILD, str(pg_stack), point], capture_output=True)
+    child = crashpoints.run(pg_stack, POINTS[point], "rotate", "POSTGRES_PASSWORD")
     assert child.returncode == -9, child.stderr
     assert not pg_server.logs_in("postgres", old), "the kill came before the commit"
     ran = cli("restore", "--list")
@@ -268,7 +243,7 @@ def test_container_mode_kill_after_the_commit_is_reverted_by_the_next_command(
 ) -> None:
     with in_container(pg_stack, pg_server, docker_client, tmp_path):
         old = stack_password(pg_stack)
-        child = subprocess.run([sys.executable, "-c", CHILD, str(pg_stack), "before-files"], capture_output=True)
+        child = crashpoints.run(pg_stack, POINTS["before-files"], "rotate", "POSTGRES_PASSWORD")
         assert child.returncode == -9, child.stderr
         assert not pg_server.logs_in("postgres", old), "the kill came before the commit"
         ran = cli("restore", "--list")  # the socket asks for a password: only the new one works now
@@ -276,3 +251,50 @@ def test_container_mode_kill_after_the_commit_is_reverted_by_the_next_command(
         assert "recovered an interrupted run" in ran.err
         assert_on(pg_server, old)
         assert stack_password(pg_stack) == old
+
+
+def _consistent(stack: Path, server: pgserver.Server) -> str:
+    """The one password every file holds, proven to log in as every login role; fails otherwise."""
+    values = {envfile.read(stack / name).get("POSTGRES_PASSWORD") for name in FILES}
+    assert len(values) == 1, "the files disagree"
+    password = values.pop()
+    assert password is not None
+    assert_on(server, password)
+    return password
+
+
+@pytest.mark.parametrize("operation", ["rotate", "restore"])
+def test_a_kill_at_every_step_boundary_recovers_to_one_consistent_state(
+    pg_stack: Path, pg_server: pgserver.Server, cli: CLI, tmp_path: Path, operation: str
+) -> None:
+    """Killed before each step of the commit and its close, with the database live: the next
+    command leaves every file on one password, and that password logs in."""
+    original = stack_password(pg_stack)
+    argument = "POSTGRES_PASSWORD"
+    if operation == "restore":
+        assert cli("rotate", "--secrets", "POSTGRES_PASSWORD").code == 0
+        argument = json.loads(cli("restore", "--list", "--json").out)[0]["id"]
+    pristine = tmp_path / "pristine"
+    shutil.copytree(pg_stack, pristine, symlinks=True)
+    start = stack_password(pristine)
+
+    def fresh(name: str) -> Path:
+        copy = tmp_path / name
+        shutil.copytree(pristine, copy, symlinks=True)
+        pg_server.reset(start)
+        return copy
+
+    steps = crashpoints.count(fresh("count"), operation, argument)
+    assert steps >= 8
+    outcomes = set()
+    for limit in range(steps):
+        root = fresh(f"kill-{limit}")
+        child = crashpoints.run(root, limit, operation, argument)
+        assert child.returncode == -9, (limit, child.stderr)
+        ran = cli("restore", "--list", cwd=root)
+        assert ran.code == 0, (limit, ran.err)
+        password = _consistent(root, pg_server)
+        outcomes.add("before" if password == start else "after")
+        assert not (root / "backups/secrets/journal.json").exists()
+    assert outcomes == {"before", "after"}  # both ends were reached, each one whole
+    assert original
