@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import __version__
@@ -230,6 +230,10 @@ def _malformed(metadata: object) -> str | None:
     for key in ("files", "rotated_secrets", "affected_services"):
         if key in metadata and not _strings(metadata[key]):
             return f"'{key}' is not a list of names"
+    for name in metadata.get("files", []):
+        posix = PurePosixPath(name)
+        if not name or posix.is_absolute() or ".." in posix.parts:
+            return f"'files' names '{name}', which leaves the stack root"
     database = metadata.get("database", [])
     if not isinstance(database, list) or not all(
         isinstance(e, dict)

@@ -67,7 +67,7 @@ _SECRET_KEYS = {
     "apply",
     "rotation_period",
 }
-_POSTGRES_KEYS = {"host", "port", "dbname", "user", "roles", "after", "container"}
+_POSTGRES_KEYS = {"host", "port", "dbname", "user", "roles", "after", "container", "allow_cleartext_password"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +81,7 @@ class PostgresTarget:
     user: str = "postgres"
     after: tuple[str, ...] = ()
     container: str | None = None
+    allow_cleartext_password: bool = False
 
     @property
     def label(self) -> str:
@@ -384,9 +385,17 @@ def _apply(raw: Any, kind: str, fail: Fail) -> tuple[PostgresTarget, ...]:
                 user=str(body.get("user", "postgres")),
                 after=tuple(after),
                 container=body.get("container"),
+                allow_cleartext_password=_flag(body, "allow_cleartext_password", f"{key}.postgres", fail),
             )
         )
     return tuple(targets)
+
+
+def _flag(body: Mapping[str, Any], name: str, where: str, fail: Fail) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise fail(f"{where}.{name}", f"expected true or false, not '{value}'")
+    return value
 
 
 def _within(fail: Fail, prefix: str) -> Fail:

@@ -52,6 +52,7 @@ class Endpoint:
     roles: tuple[str, ...]
     after: tuple[str, ...]
     container: str | None = None
+    allow_cleartext_password: bool = False
 
     @property
     def label(self) -> str:
@@ -74,6 +75,7 @@ class Endpoint:
             roles=tuple(raw["roles"]),
             after=tuple(raw.get("after") or ()),
             container=raw.get("container"),
+            allow_cleartext_password=raw.get("allow_cleartext_password") is True,
         )
 
 
@@ -87,6 +89,7 @@ def endpoint(target: PostgresTarget, env: Mapping[str, str | None]) -> Endpoint:
         roles=target.roles,
         after=target.after,
         container=target.container,
+        allow_cleartext_password=target.allow_cleartext_password,
     )
 
 
@@ -162,17 +165,34 @@ class DirectDatabase:
     point: Endpoint
 
     def _connect(self, user: str, password: Secret) -> psycopg.Connection[tuple[Any, ...]]:
+        """A login that sends the password only inside SCRAM (libpq's `require_auth`), never in clear,
+        unless the configuration explicitly allows a server that asks for it in clear."""
         import psycopg
 
-        return psycopg.connect(
-            host=self.point.host,
-            port=self.point.port,
-            dbname=self.point.dbname,
-            user=user,
-            password=password.reveal(),
-            connect_timeout=CONNECT_TIMEOUT,
-            application_name="rotation",
-        )
+        auth: dict[str, Any] = {} if self.point.allow_cleartext_password else {"require_auth": "scram-sha-256"}
+        try:
+            return psycopg.connect(
+                host=self.point.host,
+                port=self.point.port,
+                dbname=self.point.dbname,
+                user=user,
+                password=password.reveal(),
+                connect_timeout=CONNECT_TIMEOUT,
+                application_name="rotation",
+                **auth,
+            )
+        except UnicodeError:
+            raise DatabaseError(
+                f"{self.point.label}: the password for {user} is not valid UTF-8 text; fix it in the stack's .env"
+            ) from None
+        except psycopg.OperationalError as exc:
+            if "requirement" in _reason(exc) and "scram-sha-256" in _reason(exc):
+                raise DatabaseError(
+                    f"{self.point.label}: the server does not use SCRAM for {user} from this host (pg_hba.conf "
+                    "'password' or 'trust'), so a password would travel in clear or prove nothing; refusing. "
+                    "Use scram-sha-256 in pg_hba.conf, or set allow_cleartext_password: true on this target"
+                ) from None
+            raise
 
     def _fail(self, doing: str, exc: psycopg.Error) -> DatabaseError:
         reason = _reason(exc)
@@ -220,8 +240,12 @@ class DirectDatabase:
             try:
                 with self._connect(self.point.user, password):
                     return name
-            except psycopg.OperationalError:
-                continue
+            except psycopg.OperationalError as exc:
+                if "password authentication failed" not in _reason(exc):  # down, not a wrong password
+                    raise DatabaseError(
+                        f"{self.point.label}: cannot connect as {self.point.user} to tell which password it has: "
+                        f"{_reason(exc)}"
+                    ) from None
         return None
 
     def can_alter(self, login: Secret) -> bool:
