@@ -136,7 +136,7 @@ class BackupStore:
 
     def _copy(self, path: Path, names: Iterable[str]) -> None:
         for name in names:
-            target = path / name
+            target = inside(path, name, f"backup {path.name}")
             ensure_private_dir(target.parent)
             try:
                 data = (self.root / name).read_bytes()

@@ -17,7 +17,7 @@ from typing import Any
 
 from . import envfile, postgres
 from .backup import Backup, BackupStore
-from .errors import RecoveryError, RotationError
+from .errors import RecoveryError, RotationError, StorageError
 from .fsio import ensure_private_dir, inside, remove_file, remove_tree, write_atomic, write_stack_file
 from .generate import Secret
 
@@ -83,9 +83,12 @@ def commit(
     journal = {"run": run.id, "files": sorted(files), "database": [c.to_json() for c in databases]}
     write_atomic(store.directory / JOURNAL, json.dumps(journal, indent=2).encode())
     staged = run.path / STAGED
+    if staged.is_symlink():
+        raise StorageError(f"{staged} is a symbolic link; refusing to stage new values through it")
     for name, data in files.items():
-        ensure_private_dir((staged / name).parent)
-        write_atomic(staged / name, data)
+        target = inside(staged, name, str(staged))
+        ensure_private_dir(target.parent)
+        write_atomic(target, data)
     applied: list[DbChange] = []
     written: list[str] = []
     try:

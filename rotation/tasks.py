@@ -147,9 +147,10 @@ def _task(name: str, json: bool = False) -> Iterator[_Record]:
     JSON error on stdout), and the outcome goes to the audit log and the webhooks whatever happens."""
     record = _Record(name)
     started = time.monotonic()
-    outcome = "ok"
+    outcome = "failed: interrupted"  # until the body says otherwise: a crash is never logged as ok
     try:
         yield record
+        outcome = "ok"
     except RotationError as exc:
         outcome = f"failed: {exc}"
         if json:
