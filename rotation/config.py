@@ -20,6 +20,8 @@ from .errors import ConfigError, did_you_mean
 
 __all__ = [
     "ALPHABETS",
+    "PASSWORD_PLACEHOLDER",
+    "AfterStatement",
     "BackupSpec",
     "ComposeSpec",
     "Config",
@@ -30,6 +32,7 @@ __all__ = [
     "PostgresTarget",
     "SecretSpec",
     "check_stack",
+    "unavailable",
     "find_config",
     "interpolate",
     "load",
@@ -67,7 +70,51 @@ _SECRET_KEYS = {
     "apply",
     "rotation_period",
 }
-_POSTGRES_KEYS = {"host", "port", "dbname", "user", "roles", "after", "container", "allow_cleartext_password"}
+_POSTGRES_KEYS = {
+    "host",
+    "port",
+    "dbname",
+    "user",
+    "roles",
+    "after",
+    "container",
+    "allow_cleartext_password",
+    "optional",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AfterStatement:
+    """SQL run in the password's transaction, after the ALTERs, on the way there and back.
+
+    `params` are bound, never spliced into the SQL: `%(name)s` in `sql` takes the value of the
+    template `params[name]`, whose `${password}` is the password being set and whose other
+    `${VAR}` come from the stack's env files. With `if_table`, it runs only when that table exists.
+    """
+
+    sql: str
+    params: Mapping[str, str] = field(default_factory=dict)
+    if_table: str | None = None
+
+    def to_json(self) -> str | dict[str, Any]:
+        """A plain string when it is one, as old metadata has it; templates only, never a value."""
+        if not self.params and self.if_table is None:
+            return self.sql
+        return {"sql": self.sql, "params": dict(self.params), "if_table": self.if_table}
+
+    @classmethod
+    def from_json(cls, raw: object) -> AfterStatement:
+        """The inverse of `to_json`."""
+        if isinstance(raw, str):
+            return cls(raw)
+        if not isinstance(raw, dict) or not isinstance(raw.get("sql"), str):
+            raise ConfigError(f"an 'after' statement must be SQL text or {{sql, params, if_table}}, not {raw!r:.60}")
+        params = raw.get("params") or {}
+        table = raw.get("if_table")
+        return cls(raw["sql"], {str(k): str(v) for k, v in params.items()}, str(table) if table else None)
+
+
+PASSWORD_PLACEHOLDER = "${password}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +126,10 @@ class PostgresTarget:
     port: str = "5432"
     dbname: str = "postgres"
     user: str = "postgres"
-    after: tuple[str, ...] = ()
+    after: tuple[AfterStatement, ...] = ()
     container: str | None = None
     allow_cleartext_password: bool = False
+    optional: bool = False
 
     @property
     def label(self) -> str:
@@ -373,9 +421,7 @@ def _apply(raw: Any, kind: str, fail: Fail) -> tuple[PostgresTarget, ...]:
         roles = body.get("roles")
         if not isinstance(roles, list) or not roles or not all(isinstance(r, str) for r in roles):
             raise fail(f"{key}.postgres.roles", "expected a non-empty list of role names")
-        after = body.get("after") or []
-        if not isinstance(after, list) or not all(isinstance(s, str) for s in after):
-            raise fail(f"{key}.postgres.after", "expected a list of SQL statements")
+        after = _after(body.get("after") or [], f"{key}.postgres.after", fail)
         targets.append(
             PostgresTarget(
                 roles=tuple(roles),
@@ -386,9 +432,26 @@ def _apply(raw: Any, kind: str, fail: Fail) -> tuple[PostgresTarget, ...]:
                 after=tuple(after),
                 container=body.get("container"),
                 allow_cleartext_password=_flag(body, "allow_cleartext_password", f"{key}.postgres", fail),
+                optional=_flag(body, "optional", f"{key}.postgres", fail),
             )
         )
     return tuple(targets)
+
+
+def _after(raw: Any, where: str, fail: Fail) -> tuple[AfterStatement, ...]:
+    if not isinstance(raw, list):
+        raise fail(where, "expected a list of SQL statements")
+    statements = []
+    for index, item in enumerate(raw):
+        try:
+            statement = AfterStatement.from_json(item)
+        except ConfigError as exc:
+            raise fail(f"{where}[{index}]", str(exc)) from None
+        for name in statement.params:
+            if not re.fullmatch(r"[a-z_][a-z0-9_]*", name) or f"%({name})s" not in statement.sql:
+                raise fail(f"{where}[{index}].params.{name}", "needs a lower-case name used as %(name)s in sql")
+        statements.append(statement)
+    return tuple(statements)
 
 
 def _flag(body: Mapping[str, Any], name: str, where: str, fail: Fail) -> bool:
@@ -413,6 +476,12 @@ def _no_secrets_in_locations(secrets: Mapping[str, SecretSpec], fail: Fail) -> N
                     if ref in secrets:
                         key = f"secrets.{spec.name}.apply[{index}].postgres.{name}"
                         raise fail(key, f"may not use ${{{ref}}}: a secret's value would be shown wherever this is")
+            for number, statement in enumerate(target.after):
+                for param, template in statement.params.items():
+                    for ref in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", template):
+                        if ref in secrets:
+                            key = f"secrets.{spec.name}.apply[{index}].postgres.after[{number}].params.{param}"
+                            raise fail(key, f"may not use ${{{ref}}}; ${{password}} is the password being set")
 
 
 def _backup(raw: Any, fail: Fail) -> BackupSpec:
@@ -524,27 +593,42 @@ def _signing_order(secrets: Mapping[str, SecretSpec], fail: Fail) -> list[str]:
 
 
 def check_stack(config: Config, root: Path) -> dict[str, envfile.EnvFile]:
-    """Check every listed file against the stack at `root` and return them parsed, by relative path."""
+    """Parse every listed file that the stack at `root` has, by relative path.
+
+    A path that leads out of the root is a `ConfigError`, and so is a stack that has none of the
+    listed files. A listed file that is missing, or that lacks a secret, is not an error here:
+    `unavailable` says which secrets that leaves out, and only a rotation that names one fails.
+    """
     parsed: dict[str, envfile.EnvFile] = {}
     real_root = root.resolve()
+    listed = {name: spec.name for spec in config.secrets.values() for name in spec.files}
+    for name, owner in listed.items():
+        path = root / name
+        try:
+            inside = path.resolve().is_relative_to(real_root)
+        except OSError:
+            inside = False
+        if not inside:
+            raise ConfigError(f"{config.path}: secrets.{owner}.files: '{name}' leaves the stack root {root}")
+        if path.is_file():
+            parsed[name] = envfile.read(path)
+    if not parsed:
+        raise ConfigError(f"{config.path}: none of the listed files ({', '.join(listed)}) exists in {root}")
+    return parsed
+
+
+def unavailable(config: Config, files: Mapping[str, envfile.EnvFile]) -> dict[str, str]:
+    """Each configured secret that this stack's files cannot serve, with the file at fault."""
+    found: dict[str, str] = {}
     for spec in config.secrets.values():
         for name in spec.files:
-            path = root / name
-            if name not in parsed:
-                try:
-                    inside = path.resolve().is_relative_to(real_root)
-                except OSError:
-                    inside = False
-                if not inside:
-                    raise ConfigError(
-                        f"{config.path}: secrets.{spec.name}.files: '{name}' leaves the stack root {root}"
-                    )
-                if not path.is_file():
-                    raise ConfigError(f"{config.path}: secrets.{spec.name}.files: '{name}' does not exist in {root}")
-                parsed[name] = envfile.read(path)
-            if spec.type != "static" and parsed[name].count(spec.name) == 0:
-                raise ConfigError(f"{config.path}: secrets.{spec.name}.files: '{name}' does not contain {spec.name}")
-    return parsed
+            if name not in files:
+                found[spec.name] = f"{name} does not exist"
+                break
+            if files[name].count(spec.name) == 0:
+                found[spec.name] = f"{name} does not contain it"
+                break
+    return found
 
 
 def interpolate(value: str, env: Mapping[str, str | None]) -> str:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .config import Config, SecretSpec
+from .config import Config, SecretSpec, unavailable
 from .envfile import EnvFile
 from .errors import DataLossRefused, SelectionError, did_you_mean
 from .generate import Secret, random_value, sign_jwt
@@ -61,9 +61,16 @@ def current_value(spec: SecretSpec, files: Mapping[str, EnvFile]) -> Secret | No
     return None
 
 
-def _select(config: Config, selection: Sequence[str] | None, accept_data_loss: bool) -> list[str]:
+def _select(
+    config: Config, selection: Sequence[str] | None, accept_data_loss: bool, missing: Mapping[str, str]
+) -> list[str]:
     if selection is None:
-        chosen = [s.name for s in config.secrets.values() if s.auto_rotate and s.type != "static"]
+        usable = [s for s in config.secrets.values() if s.auto_rotate and s.type != "static" and s.name not in missing]
+        rotating = {s.name for s in usable}
+        # A token whose signer the stack cannot serve has nothing to be signed with: it waits too.
+        chosen = [
+            s.name for s in usable if s.depends_on is None or s.depends_on in rotating or s.depends_on not in missing
+        ]
     else:
         chosen = []
         for name in selection:
@@ -77,6 +84,8 @@ def _select(config: Config, selection: Sequence[str] | None, accept_data_loss: b
                     f"--secrets: {name} is static (user-managed) and is never generated; "
                     f"change it by hand in {', '.join(spec.files)}"
                 )
+            if name in missing:
+                raise SelectionError(f"--secrets: {name} cannot be rotated in this stack: {missing[name]}")
             if name not in chosen:
                 chosen.append(name)
     refused = [n for n in chosen if config.secrets[n].encrypts_data]
@@ -100,9 +109,17 @@ def make_plan(
 ) -> Plan:
     """Decide every change for `selection` (None: every auto_rotate secret), JWT dependents included."""
     issued = time.time() if now is None else now
-    chosen = set(_select(config, selection, accept_data_loss))
+    missing = unavailable(config, files)
+    chosen = set(_select(config, selection, accept_data_loss, missing))
     reasons = {name: "selected" if selection is not None else "auto" for name in chosen}
+    left_alone = {n: why for n, why in missing.items() if n not in (selection or ())}
+    if selection is None:  # auto tokens whose signer the stack cannot serve wait with it
+        for spec in config.secrets.values():
+            if spec.auto_rotate and spec.name not in chosen and spec.name not in missing and spec.depends_on in missing:
+                left_alone[spec.name] = f"it is signed by {spec.depends_on}, and {missing[spec.depends_on]}"
     for dependent in config.dependents(chosen):
+        if dependent in missing:
+            continue  # it is said below: the stack has nothing to re-sign there
         chosen.add(dependent)
         reasons[dependent] = f"signed by {config.secrets[dependent].depends_on}"
     changes: dict[str, Change] = {}
@@ -114,10 +131,8 @@ def make_plan(
             parent = changes.get(spec.depends_on)
             key = parent.new if parent else current_value(config.secrets[spec.depends_on], files)
             if key is None:
-                raise SelectionError(
-                    f"cannot re-sign {spec.name}: {spec.depends_on} has no value in "
-                    f"{', '.join(config.secrets[spec.depends_on].files)}"
-                )
+                why = missing.get(spec.depends_on, f"no value in {', '.join(config.secrets[spec.depends_on].files)}")
+                raise SelectionError(f"cannot re-sign {spec.name}: {spec.depends_on} is not usable here: {why}")
             new = sign_jwt(key, spec.role, spec.issuer, spec.expires_in, issued)
         else:
             new = random_value(spec.length, spec.alphabet)
@@ -126,7 +141,9 @@ def make_plan(
         changes=tuple(changes.values()),
         files=tuple(sorted({f for c in changes.values() for f in c.spec.files})),
         services=tuple(sorted({s for c in changes.values() for s in c.spec.restart_services})),
-        warnings=tuple(_warnings(changes.values(), files)),
+        warnings=tuple(
+            [f"{name} is left alone: {why}" for name, why in left_alone.items()] + _warnings(changes.values(), files)
+        ),
     )
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import scram
-from .config import PostgresTarget, interpolate
+from .config import PASSWORD_PLACEHOLDER, AfterStatement, PostgresTarget, interpolate
 from .engine import Engine
 from .errors import DatabaseError
 from .generate import Secret
@@ -50,7 +50,7 @@ class Endpoint:
     dbname: str
     user: str
     roles: tuple[str, ...]
-    after: tuple[str, ...]
+    after: tuple[AfterStatement, ...]
     container: str | None = None
     allow_cleartext_password: bool = False
 
@@ -61,8 +61,8 @@ class Endpoint:
         return f"postgres {where}/{self.dbname}"
 
     def to_json(self) -> dict[str, Any]:
-        """A plain mapping for metadata and the journal; it holds no secret."""
-        return asdict(self)
+        """A plain mapping for metadata and the journal; it holds no secret (`after` keeps templates)."""
+        return {**asdict(self), "after": [statement.to_json() for statement in self.after]}
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Endpoint:
@@ -73,7 +73,7 @@ class Endpoint:
             dbname=str(raw["dbname"]),
             user=str(raw["user"]),
             roles=tuple(raw["roles"]),
-            after=tuple(raw.get("after") or ()),
+            after=tuple(AfterStatement.from_json(item) for item in raw.get("after") or ()),
             container=raw.get("container"),
             allow_cleartext_password=raw.get("allow_cleartext_password") is True,
         )
@@ -87,10 +87,24 @@ def endpoint(target: PostgresTarget, env: Mapping[str, str | None]) -> Endpoint:
         dbname=interpolate(target.dbname, env),
         user=interpolate(target.user, env),
         roles=target.roles,
-        after=target.after,
+        after=tuple(_templated(statement, env) for statement in target.after),
         container=target.container,
         allow_cleartext_password=target.allow_cleartext_password,
     )
+
+
+def _templated(statement: AfterStatement, env: Mapping[str, str | None]) -> AfterStatement:
+    """`${VAR}` in the parameter templates resolved from the env files; `${password}` stays for later."""
+
+    def resolve(template: str) -> str:
+        parts = template.split(PASSWORD_PLACEHOLDER)
+        return PASSWORD_PLACEHOLDER.join(interpolate(part, env) for part in parts)
+
+    return replace(statement, params={name: resolve(t) for name, t in statement.params.items()})
+
+
+def _params(statement: AfterStatement, password: Secret) -> dict[str, str]:
+    return {name: t.replace(PASSWORD_PLACEHOLDER, password.reveal()) for name, t in statement.params.items()}
 
 
 class Database(Protocol):
@@ -140,17 +154,27 @@ def _missing(point: Endpoint, present: Mapping[str, bool]) -> list[str]:
     return [r for r in point.roles if present[r]]
 
 
-def _statements(point: Endpoint, password: Secret) -> list[sql.SQL | sql.Composed]:
-    """ALTER ROLE for each role with a fresh SCRAM verifier, then the `after` statements."""
+def _alters(point: Endpoint, password: Secret) -> list[sql.Composed]:
+    """ALTER ROLE for each role with a fresh SCRAM verifier: the server never sees the password."""
     from psycopg import sql
 
-    alters: list[sql.SQL | sql.Composed] = [
+    return [
         sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(
             sql.Identifier(role), sql.Literal(scram.verifier(password.reveal()))
         )
         for role in point.roles
     ]
-    return alters + [sql.SQL(statement) for statement in point.after]
+
+
+def _setting(name: str) -> str:
+    """The session setting that carries parameter `name` into psql, read back with current_setting()."""
+    return f"rotation.p_{name}"
+
+
+def _pgoptions(values: Mapping[str, str]) -> str:
+    """PGOPTIONS for psql: `-c rotation.p_NAME=value` each, spaces and backslashes escaped as libpq wants."""
+    escaped = {n: v.replace("\\", "\\\\").replace(" ", "\\ ") for n, v in values.items()}
+    return " ".join(f"-c {_setting(n)}={v}" for n, v in escaped.items())
 
 
 _ROLES = "SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname = ANY({})"
@@ -213,11 +237,19 @@ class DirectDatabase:
 
     def set_password(self, login: Secret, password: Secret) -> None:
         import psycopg
+        from psycopg import sql
 
         try:
             with self._connect(self.point.user, login) as conn, conn.transaction():
-                for statement in _statements(self.point, password):
-                    conn.execute(statement)
+                for alter in _alters(self.point, password):
+                    conn.execute(alter)
+                for statement in self.point.after:
+                    if statement.if_table:
+                        row = conn.execute("SELECT to_regclass(%s)", [statement.if_table]).fetchone()
+                        if row is None or row[0] is None:
+                            continue
+                    params = _params(statement, password)
+                    conn.execute(sql.SQL(statement.sql), params or None)
         except psycopg.Error as exc:
             raise self._fail("could not change the password", exc) from None
 
@@ -271,11 +303,16 @@ class ContainerDatabase:
     point: Endpoint
     engine: Engine
 
-    def _psql(self, script: str, login: Secret | None = None) -> list[list[str]]:
+    def _psql(
+        self, script: str, login: Secret | None = None, options: Mapping[str, str] | None = None
+    ) -> list[list[str]]:
         service = self.engine.resolve([self.point.container or ""], "apply.postgres.container")[0]
         argv = ["psql", "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1"]
         argv += ["-p", self.point.port, "-U", self.point.user, "-d", self.point.dbname]
-        result = self.engine.execute(service, argv, script.encode(), {"PGPASSWORD": login.reveal()} if login else {})
+        env = {"PGPASSWORD": login.reveal()} if login else {}
+        if options:
+            env["PGOPTIONS"] = _pgoptions(options)
+        result = self.engine.execute(service, argv, script.encode(), env)
         if result.code != 0:
             lines = result.output.strip().splitlines()
             reason = next((line for line in lines if "error" in line.lower() or "FATAL" in line), "")
@@ -294,8 +331,26 @@ class ContainerDatabase:
         return _missing(self.point, {row[0]: row[1] == "t" for row in rows})
 
     def set_password(self, login: Secret, password: Secret) -> None:
-        body = ";\n".join(s.as_string(None) for s in _statements(self.point, password))
-        self._psql(f"BEGIN;\n{body};\nCOMMIT;\n", login)
+        """One psql transaction. A bound parameter travels as a session setting in the exec's
+        PGOPTIONS and is read with current_setting(): never in the SQL text psql sends."""
+        from psycopg import sql
+
+        lines = ["BEGIN;", *(f"{a.as_string(None)};" for a in _alters(self.point, password))]
+        options: dict[str, str] = {}
+        for number, statement in enumerate(self.point.after):
+            text = statement.sql
+            for name, value in _params(statement, password).items():
+                key = f"{number}_{name}"
+                options[key] = value
+                text = text.replace(f"%({name})s", f"current_setting({sql.Literal(_setting(key)).as_string(None)})")
+            if statement.if_table:
+                table = sql.Literal(statement.if_table).as_string(None)
+                lines += [f"SELECT to_regclass({table}) IS NOT NULL AS present \\gset", "\\if :present"]
+                lines += [f"{text};", "\\endif"]
+            else:
+                lines.append(f"{text};")
+        lines.append("COMMIT;")
+        self._psql("\n".join(lines) + "\n", login, options)
 
     def _verifiers(self, login: Secret | None = None) -> dict[str, str]:
         return {row[0]: row[1] if len(row) > 1 else "" for row in self._query(_VERIFIERS, login)}

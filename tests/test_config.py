@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -76,12 +77,6 @@ BAD = [
     pytest.param(_set("secrets.JWT_SECRET.length", 8), "secrets.JWT_SECRET.length", id="too-short"),
     pytest.param(_set("secrets.JWT_SECRET.files", ["../outside.env"]), "secrets.JWT_SECRET.files", id="dotdot"),
     pytest.param(_set("secrets.JWT_SECRET.files", ["/etc/passwd"]), "secrets.JWT_SECRET.files", id="absolute"),
-    pytest.param(_set("secrets.JWT_SECRET.files", ["missing.env"]), "secrets.JWT_SECRET.files", id="missing-file"),
-    pytest.param(
-        _set("secrets.N8N_ENCRYPTION_KEY.files", [".env", "supabase/docker/.env"]),
-        "secrets.N8N_ENCRYPTION_KEY.files",
-        id="file-lacks-key",
-    ),
     pytest.param(_set("secrets.JWT_SECRET.alphabet", "emoji"), "secrets.JWT_SECRET.alphabet", id="alphabet"),
 ]
 
@@ -113,6 +108,34 @@ def test_bad_config_is_one_line_naming_file_and_key_and_changes_nothing(
     assert "Traceback" not in ran.text
     assert str(config) in message and named in message
     assert tree(stack) == before
+
+
+@pytest.mark.parametrize(
+    ("edit", "secret", "words"),
+    [
+        (_set("secrets.JWT_SECRET.files", ["missing.env"]), "JWT_SECRET", "missing.env does not exist"),
+        (
+            _set("secrets.N8N_USER_MANAGEMENT_JWT_SECRET.files", [".env", "other.env"]),
+            "N8N_USER_MANAGEMENT_JWT_SECRET",
+            "other.env does not exist",
+        ),
+    ],
+)
+def test_a_secret_its_files_cannot_serve_blocks_only_itself(
+    stack: Path, cli: CLI, edit: Edit, secret: str, words: str
+) -> None:
+    (stack / "other.env").unlink(missing_ok=True)
+    with edited_config(stack) as raw:
+        edit(raw)
+    before = tree(stack)
+    named = cli("rotate", "--secrets", secret)
+    assert named.code == 2 and secret in named.err and words in named.err and len(named.err.splitlines()) == 1
+    assert tree(stack) == before
+    ran = cli("rotate")  # not named: left alone with one warning line, the others rotate
+    assert ran.code == 0, ran.err
+    assert f"warning: {secret} is left alone: {words}" in ran.out
+    rotated = ran.out.split("Rotated", 1)[1].split("files:", 1)[0]
+    assert not re.search(rf"^{secret} ", rotated, re.M) and re.search(r"^DASHBOARD_PASSWORD ", rotated, re.M)
 
 
 def test_yaml_syntax_error_names_the_file_and_line(stack: Path, cli: CLI) -> None:
