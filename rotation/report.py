@@ -6,6 +6,7 @@ import json
 import os
 import re
 import sys
+import textwrap
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -145,7 +146,8 @@ def rotation_text(result: RotationResult, command: Command = plain_command) -> s
     rows = [[c.name, c.reason, c.old.describe() if c.old else "(unset)", c.new.describe()] for c in plan.changes]
     lines = [paint(title, "bold"), table(["secret", "why", "old value", "new value"], rows), ""]
     lines.append(f"files:    {', '.join(plan.files)}")
-    lines.append(f"services: {fit(plan.services, WIDTH - 10) if plan.services else '(none)'}")
+    services = ", ".join(plan.services) or "(none)"
+    lines.append(textwrap.fill(services, WIDTH, initial_indent="services: ", subsequent_indent=" " * 10))
     for label in result.database:
         lines.append(f"database: {label}")
     if result.accepted_data_loss:

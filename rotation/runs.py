@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -27,6 +28,7 @@ from .plan import Plan, make_plan, render_files
 
 __all__ = ["LIVE", "STATE_BEFORE", "RestoreResult", "RotationResult", "Stack", "restore", "rotate"]
 
+log = logging.getLogger(__name__)
 LOCK = ".lock"
 STATE_BEFORE = "health-before.json"
 PRECHECK_FRESH = 3600  # seconds for which a precheck run on its own is adopted by the next rotate
@@ -69,6 +71,11 @@ class Stack:
             return None
         with self.session() as recovered:
             return recovered
+
+    def has_service(self, name: str) -> bool:
+        """Whether the compose project has a service (or container_name) `name`."""
+        services = ComposeEngine(self.root, self.config.compose).services()
+        return name in services or any(s.container_name == name for s in services.values())
 
     def open_run(self, snapshot: Snapshot) -> Backup:
         """Start a run for a pipeline: a backup directory holding the pre-rotation health state."""
@@ -138,13 +145,16 @@ def _env(files: Mapping[str, envfile.EnvFile]) -> dict[str, str | None]:
     return merged
 
 
-def _database_changes(plan: Plan, files: dict[str, envfile.EnvFile]) -> list[DbChange]:
+def _database_changes(stack: Stack, plan: Plan, files: dict[str, envfile.EnvFile]) -> list[DbChange]:
     env = _env(files)
     changes = []
     for change in plan.changes:
         for target in change.spec.apply:
             if change.old is None:
                 raise SelectionError(f"{change.name}: no current value in {change.spec.files[0]} to log in with")
+            if target.optional and target.container and not stack.has_service(target.container):
+                log.warning("%s: no service %s in this stack; that database is skipped", change.name, target.container)
+                continue
             point = postgres.endpoint(target, env)
             changes.append(DbChange(change.name, change.spec.files[0], point, change.old, change.new))
     return changes
@@ -164,13 +174,15 @@ def rotate(
     plan = _plan(stack, files, selection, accept_data_loss)
     if dry_run:
         connect = stack.databases
-        probes = tuple(postgres.probe(connect(c.point), c.current, c.secret) for c in _database_changes(plan, files))
+        probes = tuple(
+            postgres.probe(connect(c.point), c.current, c.secret) for c in _database_changes(stack, plan, files)
+        )
         return RotationResult(plan, None, probes, (), None, True)
     with stack.session() as recovered:
         # Read again under the lock: another run may have changed the files while we waited.
         files = check_stack(stack.config, stack.root)
         plan = _plan(stack, files, selection, accept_data_loss)
-        databases = _database_changes(plan, files)
+        databases = _database_changes(stack, plan, files)
         store = stack.store
         backup = _open_run(store, run, plan)
         try:

@@ -83,6 +83,50 @@ class Server:
             conn.execute("CREATE TABLE _supavisor.tenants (stored_password text)")
 
 
+# The roles Supabase's docker/utils/db-passwd.sh alters, with the attributes Supabase gives them.
+DB_PASSWD_ROLES = {
+    "anon": "NOLOGIN",
+    "authenticated": "NOLOGIN",
+    "authenticator": "LOGIN NOINHERIT",
+    "dashboard_user": "NOLOGIN CREATEROLE",
+    "pgbouncer": "LOGIN",
+    "postgres": "SUPERUSER LOGIN",
+    "service_role": "NOLOGIN",
+    "supabase_admin": "SUPERUSER LOGIN CREATEROLE",
+    "supabase_auth_admin": "LOGIN CREATEROLE",
+    "supabase_functions_admin": "LOGIN CREATEROLE",
+    "supabase_replication_admin": "LOGIN REPLICATION",
+    "supabase_storage_admin": "LOGIN CREATEROLE",
+}
+ANALYTICS_URL = "postgresql://supabase_admin:{}@db:5432/postgres"
+
+
+def supabase_layout(server: Server, password: str) -> None:
+    """Supabase's database as its image sets it up: the db-passwd.sh roles on `password`,
+    supabase_read_only_user with no password, and a `_supabase` database holding the pooler's
+    `_supavisor` schema and Logflare's `_analytics.source_backends` (volumes/db/pooler.sql, logs.sql)."""
+    server.reset(password, {**DB_PASSWD_ROLES, "supabase_read_only_user": "LOGIN"})
+    with server.connect() as conn:
+        conn.execute("ALTER ROLE supabase_read_only_user PASSWORD NULL")
+        conn.execute("DROP SCHEMA IF EXISTS _supavisor CASCADE")  # not in `postgres`: only in _supabase
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = '_supabase'").fetchone():
+            conn.execute("CREATE DATABASE _supabase OWNER supabase_admin")
+    with psycopg.connect(
+        host=server.host, port=server.port, dbname="_supabase", user=ADMIN, password=ADMIN_PASSWORD, autocommit=True
+    ) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS _supavisor CASCADE")
+        conn.execute("CREATE SCHEMA _supavisor")
+        conn.execute("CREATE TABLE _supavisor.tenants (stored_password text)")
+        conn.execute("DROP SCHEMA IF EXISTS _analytics CASCADE")
+        conn.execute("CREATE SCHEMA _analytics")
+        conn.execute("CREATE TABLE _analytics.source_backends (id int, type text, config jsonb)")
+        conn.execute(
+            "INSERT INTO _analytics.source_backends VALUES (1, 'postgres', jsonb_build_object('url', %s::text)),"
+            " (2, 'bigquery', '{\"project\": \"p\"}')",
+            [ANALYTICS_URL.format(password)],
+        )
+
+
 def _as_postgres() -> dict[str, object]:
     if os.geteuid() != 0:
         return {}

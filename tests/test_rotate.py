@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jwt
 import pytest
+import yaml
 
 from rotation import envfile
 
@@ -177,7 +178,8 @@ def test_encrypting_key_is_refused_unless_the_loss_is_accepted(stack: Path, cli:
     ran = cli("rotate", "--secrets", name, "--accept-data-loss")
     assert ran.code == 0, ran.err
     new = values(stack / ".env")[name]
-    assert new != old and len(new) == len(old) == 32
+    configured = yaml.safe_load((stack / "secrets-config.yaml").read_text())["secrets"][name]["length"]
+    assert new != old and len(new) == len(old) == configured
 
 
 def test_stack_root_from_environment_and_invoke_config(stack: Path, cli: CLI, tmp_path: Path) -> None:
