@@ -20,7 +20,7 @@ from . import __version__
 from .errors import BackupError, SelectionError, StorageError
 from .fsio import ensure_private_dir, inside, remove_tree, write_atomic
 
-__all__ = ["PREFIX", "Backup", "BackupStore", "age", "local_time"]
+__all__ = ["PREFIX", "Backup", "BackupStore", "age", "local_time", "restarts"]
 
 PREFIX = "secrets-backup-"
 _ID = re.compile(r"^(?P<stamp>\d{8}-\d{6})(?:-(?P<n>\d+))?$")
@@ -151,10 +151,34 @@ class BackupStore:
         return self.update(backup, files=names)
 
     def update(self, backup: Backup, **fields: Any) -> Backup:
-        """Rewrite the backup's metadata with `fields` changed."""
-        metadata = {**backup.metadata, **fields}
+        """Rewrite the backup's metadata with `fields` changed, merged into what is on disk now (an
+        earlier copy of `backup` may be stale: a rollback records its restart inside a task's run)."""
+        metadata = {**self._current(backup), **fields}
         write_atomic(backup.path / METADATA, _dump(metadata))
         return Backup(backup.id, backup.path, metadata)
+
+    def _current(self, backup: Backup) -> Mapping[str, Any]:
+        """The backup's metadata as it is on disk now, else as `backup` last saw it."""
+        try:
+            current = json.loads((backup.path / METADATA).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return backup.metadata
+        return current if isinstance(current, dict) and not _malformed(current) else backup.metadata
+
+    def record_restart(self, backup: Backup, services: Iterable[str], at: float | None = None) -> Backup:
+        """Note in the run that `services` were recreated on purpose now, for `check --compare`."""
+        entry = {"at": time.time() if at is None else at, "services": sorted(services)}
+        return self.update(backup, restarts=[*restarts(self._current(backup)), entry])
+
+    def recreated_since(self, moment: float) -> set[str]:
+        """Every service a run recorded recreating at or after `moment`."""
+        return {
+            service
+            for backup in self.all()
+            for entry in restarts(backup.metadata)
+            if entry["at"] >= moment
+            for service in entry["services"]
+        }
 
     def all(self) -> list[Backup]:
         """Every sound backup, oldest first; damaged ones (see `damaged`) are left out."""
@@ -217,6 +241,17 @@ class BackupStore:
                 remove_tree(backup.path)
                 removed.append(backup.id)
         return removed
+
+
+def restarts(metadata: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The run's recorded restarts, each {at: Unix time, services: [...]}; malformed ones are ignored."""
+    found = metadata.get("restarts")
+    if not isinstance(found, list):
+        return []
+    return [
+        e for e in found
+        if isinstance(e, dict) and isinstance(e.get("at"), (int, float)) and _strings(e.get("services"))
+    ]  # fmt: skip
 
 
 def _strings(value: object) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,15 @@ class Snapshot:
     def healthy_services(self) -> frozenset[str]:
         """The services running healthy at that moment."""
         return frozenset(name for name, s in self.states.items() if s.healthy)
+
+    @property
+    def taken_at(self) -> float:
+        """When the snapshot was taken, as a Unix time; unreadable, it is taken as the latest possible
+        moment, so no recreate is excused by it."""
+        try:
+            return datetime.fromisoformat(self.taken).timestamp()
+        except ValueError:
+            return float("inf")
 
     @property
     def healthy(self) -> bool:

@@ -64,6 +64,8 @@ def roll_back(
         result = rollout.restart(
             engine, services, timeout=timeout, parallel=parallel, healthy_before=healthy, progress=progress
         )
+        if result.order:
+            stack.store.record_restart(run, result.order)
     except RotationError as exc:
         stack.store.update(run, status="failed", rollback_reason=reason, error=f"rollback failed: {exc}")
         raise RecoveryError(_loud(stack, engine, run, services, str(exc), command)) from None

@@ -32,7 +32,7 @@ from .backup import Backup, local_time
 from .compose import ComposeEngine
 from .config import find_config, load
 from .engine import Engine
-from .errors import RecoveryError, RotationError, SelectionError
+from .errors import DatabaseError, EngineError, RecoveryError, RotationError, SelectionError
 from .fsio import write_atomic
 from .health import Snapshot, regressions
 from .probes import run_probes
@@ -115,8 +115,15 @@ class _Record:
     verdict: str | None = None  # the outcome, where a non-zero exit is not a failure (`due`)
 
 
-def _stack(c: Context, record: _Record, config: str | None = None) -> Stack:
-    """The stack this task works on: found, not assumed, with any interrupted run recovered first."""
+def _stack(
+    c: Context, record: _Record, config: str | None = None, *, read_only: bool = False, recover: bool = True
+) -> Stack:
+    """The stack this task works on: found, not assumed, with any interrupted run recovered first.
+
+    When that recovery cannot run yet (the database or the engine it needs is down), a read-only
+    task goes on with a warning; anything that would write refuses, naming the command that
+    finishes the recovery.
+    """
     root = _root(c)
     if not root.is_dir():
         raise SelectionError(f"stack root {root} is not a directory (rotation.root / ROTATION_ROOT)")
@@ -135,7 +142,19 @@ def _stack(c: Context, record: _Record, config: str | None = None) -> Stack:
     timeout = _number(_setting(c, "lock_timeout") or DEFAULTS["lock_timeout"], "rotation.lock_timeout")
     stack = Stack(root, settings, lock_timeout=timeout, task=record.task, waiting=_err)
     record.stack = stack
-    recovered = stack.recover()
+    if not recover:
+        return stack
+    try:
+        recovered = stack.recover()
+    except (DatabaseError, EngineError, RecoveryError) as exc:
+        finish = _command(c, config)("recover")
+        if not read_only:
+            raise RecoveryError(
+                f"an interrupted run must be finished before anything else, and that failed: {exc}. "
+                f"Once that is fixed, run: {finish}"
+            ) from None
+        _err(f"warning: an interrupted run is pending ({exc}); when that is fixed, run: {finish}")
+        return stack
     if recovered:
         _err(recovered)
     return stack
@@ -241,7 +260,7 @@ def rotate(
     dry = _dry(c, dry_run)
     with _task("rotate", json) as record:
         record.announce, record.dry_run, record.accept_data_loss = not dry, dry, accept_data_loss
-        stack = _stack(c, record, config)
+        stack = _stack(c, record, config, read_only=dry)
         selection = _names(secrets)
         if due:
             if selection:
@@ -299,7 +318,7 @@ def restore(
             raise SelectionError("restore needs --latest, --backup ID or --list")
         if latest and backup:
             raise SelectionError("restore takes --latest or --backup, not both")
-        stack = _stack(c, record, config)
+        stack = _stack(c, record, config, read_only=list or dry)
         if list:
             backups = stack.store.all()
             for ident, why in stack.store.damaged().items():
@@ -346,10 +365,14 @@ def check(
     """Show every service's state, health, restarts and uptime; exit 1 if any is not healthy."""
     with _task("check", json) as record:
         record.announce = False
-        stack = _stack(c, record, config)
+        stack = _stack(c, record, config, read_only=not save or _dry(c))
         engine = _engine(stack)
         snapshot = _snapshot(engine)
-        found = regressions(Snapshot.load(Path(compare)), snapshot) if compare else []
+        found = []
+        if compare:
+            saved = Snapshot.load(Path(compare))
+            # What a rotation recreated on purpose after the state was saved is not a regression.
+            found = regressions(saved, snapshot, stack.store.recreated_since(saved.taken_at))
         if save and _dry(c):
             _err(f"dry run: the state was not saved to {save}")
         elif save:
@@ -523,6 +546,8 @@ def restart(
             healthy_before=before.healthy_services if before else None,
             progress=_progress,
         )
+        if run is not None and result.order:
+            run = stack.store.record_restart(run, result.order)
         print(f"restart: recreated {', '.join(result.order) or '(none)'}, started in dependency order")
         found = regressions(before, _snapshot(engine), recreated=chosen) if before else []
         problems = result.failures() + [r.describe() for r in found if result.outcome.get(r.service, "ok") == "ok"]
@@ -605,7 +630,7 @@ def due(c: Context, config: str | None = None, json: bool = False) -> None:
     """List the secrets past their rotation_period; exit 1 when some are due, 0 when none are."""
     with _task("due", json) as record:
         record.announce = False
-        stack = _stack(c, record, config)
+        stack = _stack(c, record, config, read_only=True)
         found = due_secrets(stack.config, stack.store.all())
         record.secrets = [d.name for d in found]
         print(report.dumps(report.due_json(found)) if json else report.due_table(found))
@@ -626,7 +651,7 @@ def log(c: Context, json: bool = False, limit: str = str(DEFAULTS["log_limit"]),
     with _task("log", json) as record:
         record.announce = False
         count = int(_number(limit, "--limit", int))
-        stack = _stack(c, record, config)
+        stack = _stack(c, record, config, read_only=True)
         record.stack = None  # reading the log is not itself worth a line in it
         entries, damaged = audit.read(stack.store.directory)
         shown = entries[-count:]
@@ -638,5 +663,16 @@ def log(c: Context, json: bool = False, limit: str = str(DEFAULTS["log_limit"]),
             _err(f"warning: {damaged} damaged lines in {stack.store.directory / audit.AUDIT_LOG} were skipped")
 
 
-namespace = Collection(rotate, restore, check, precheck, restart, verify, due, log)
+@_task_options(help={"config": "Configuration file (see rotate)."})
+def recover(c: Context, config: str | None = None) -> None:
+    """Finish an interrupted run: databases and files back to one state; every other task does it first too."""
+    with _task("recover") as record:
+        record.announce = False
+        stack = _stack(c, record, config, recover=False)
+        with stack.session() as recovered:
+            pass
+    print(recovered or "recover: nothing to finish; no run was interrupted")
+
+
+namespace = Collection(rotate, restore, check, precheck, restart, verify, due, log, recover)
 namespace.configure({"rotation": {"root": None, "config": None, "lock_timeout": None, "run": None}})

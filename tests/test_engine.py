@@ -155,3 +155,52 @@ def test_missing_compose_command_is_named(compose_stack: tuple[Path, str], cli: 
         raw["compose"]["command"] = "no-such-compose"
     ran = cli("check", cwd=root)
     assert ran.code != 0 and "compose.command: 'no-such-compose' not found" in ran.err
+
+
+OVERRIDE = """
+services:
+  worker:
+    environment:
+      MODE: private
+"""
+
+
+def test_restart_keeps_the_override_files_the_stack_was_started_with(
+    compose_stack: tuple[Path, str], docker_client: DockerClient, cli: CLI
+) -> None:
+    root, project = compose_stack
+    (root / "docker-compose.override.private.yml").write_text(OVERRIDE)
+    files = ["-f", "docker-compose.yml", "-f", "docker-compose.override.private.yml"]
+    enginestack.compose(root, "-p", project, *files, "up", "-d", "--no-deps", "worker")
+    assert env_of(docker_client, project, "worker")["MODE"] == "private"
+    before = ids(docker_client, project)["worker"]
+    ran = cli("restart", "--services", "worker", cwd=root)  # the configuration names no compose file
+    assert ran.code == 0, ran.text
+    assert ids(docker_client, project)["worker"] != before  # recreated...
+    assert env_of(docker_client, project, "worker")["MODE"] == "private"  # ...with its override
+
+
+def test_check_compare_after_a_successful_pipeline_passes_and_still_sees_a_real_failure(
+    compose_stack: tuple[Path, str], docker_client: DockerClient, cli: CLI, tmp_path: Path
+) -> None:
+    root, project = compose_stack
+    saved = tmp_path / "before.json"
+    assert cli("check", "--save", str(saved), cwd=root).code == 0
+    ran = cli("precheck", "rotate", "--secrets", "DB_PASSWORD", "restart", "verify", cwd=root)
+    assert ran.code == 0, ran.text
+    ran = cli("check", "--compare", str(saved), cwd=root)
+    assert ran.code == 0, ran.text  # db and api were recreated on purpose, after the state was saved
+    enginestack.containers(docker_client, project)["worker"].restart(timeout=1)
+    ran = cli("check", "--compare", str(saved), cwd=root)
+    assert ran.code == 1 and "regression: worker was restarted" in ran.out, ran.text
+    assert "regression: db" not in ran.out and "regression: api" not in ran.out
+
+
+def test_a_failing_compose_command_reaches_the_user_with_its_own_words(
+    compose_stack: tuple[Path, str], cli: CLI
+) -> None:
+    root, _project = compose_stack
+    (root / "docker-compose.yml").write_text("services:\n  worker:\n    image: [unclosed\n")
+    ran = cli("restart", "--services", "worker", cwd=root)
+    assert ran.code == 1 and "docker-compose" in ran.err and "exit code -1" not in ran.err, ran.err
+    assert len(ran.err.strip().splitlines()) == 1 and "Traceback" not in ran.err

@@ -375,3 +375,37 @@ def test_a_full_disk_under_the_backups_reports_the_real_error_not_the_audit_log(
     assert ran.code != 0 and "Traceback" not in ran.err, ran.err
     assert "No space left on device" in ran.err.splitlines()[-1] and "audit" not in ran.err.splitlines()[-1]
     assert {name: (stack / name).read_bytes() for name in FILES} == before
+
+
+@pytest.mark.postgres
+def test_a_recovery_that_cannot_run_yet_blocks_only_what_would_write(
+    pg_stack: Path, pg_server: pgserver.Server, cli: CLI
+) -> None:
+    from . import crashpoints
+
+    old = stack_password(pg_stack)
+    assert crashpoints.run(pg_stack, 4, "rotate", "POSTGRES_PASSWORD").returncode == -9  # database new, files old
+    journal = pg_stack / "backups/secrets/journal.json"
+    entries = json.loads(journal.read_text())
+    real_port = entries["database"][0]["endpoint"]["port"]
+    entries["database"][0]["endpoint"]["port"] = "1"  # the database is down
+    journal.write_text(json.dumps(entries))
+    for argv in (
+        ["restore", "--list"],
+        ["due"],
+        ["log"],
+        ["rotate", "--dry-run"],
+        ["restore", "--latest", "--dry-run"],
+    ):
+        ran = cli(*argv)
+        assert ran.code in (0, 1) and "an interrupted run is pending" in ran.err, (argv, ran.err)
+        assert "rotation recover" in ran.err
+    ran = cli("rotate", "--secrets", "JWT_SECRET")
+    assert ran.code == 5 and "must be finished before anything else" in ran.err and "rotation recover" in ran.err
+    assert cli("recover").code != 0  # still down
+    entries["database"][0]["endpoint"]["port"] = real_port  # the database is back
+    journal.write_text(json.dumps(entries))
+    ran = cli("recover")
+    assert ran.code == 0 and "recovered an interrupted run" in ran.out, ran.err
+    assert pg_server.logs_in("postgres", old) and stack_password(pg_stack) == old
+    assert "nothing to finish" in cli("recover").out

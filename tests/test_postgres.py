@@ -298,3 +298,25 @@ def test_a_kill_at_every_step_boundary_recovers_to_one_consistent_state(
         assert not (root / "backups/secrets/journal.json").exists()
     assert outcomes == {"before", "after"}  # both ends were reached, each one whole
     assert original
+
+
+@pytest.mark.engine
+def test_a_compose_failure_during_a_container_mode_rotation_changes_nothing_and_wedges_nothing(
+    pg_stack: Path, pg_server: pgserver.Server, docker_client: DockerClient, cli: CLI, tmp_path: Path
+) -> None:
+    with in_container(pg_stack, pg_server, docker_client, tmp_path) as project:
+        old = stack_password(pg_stack)
+        before = {name: (pg_stack / name).read_bytes() for name in FILES}
+        compose_file = tmp_path / project / "docker-compose.yml"
+        working = compose_file.read_text()
+        compose_file.write_text("services:\n  db:\n    image: [unclosed\n")  # compose itself now fails
+        try:
+            ran = cli("rotate", "--secrets", "POSTGRES_PASSWORD")
+        finally:
+            compose_file.write_text(working)
+        assert ran.code != 0 and "docker-compose" in ran.err and "Traceback" not in ran.err, ran.err
+        assert {name: (pg_stack / name).read_bytes() for name in FILES} == before
+        assert_on(pg_server, old)
+        assert not (pg_stack / "backups/secrets/journal.json").exists()
+        listed = cli("restore", "--list")
+        assert listed.code == 0 and "pending" not in listed.err, listed.err
