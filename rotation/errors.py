@@ -86,7 +86,15 @@ class LockedError(RotationError):
 
 
 class DatabaseError(RotationError):
-    """The live database could not be changed, checked or put back."""
+    """The live database could not be changed, checked or put back.
+
+    `unchanged` is true when the database is known to be as it was (the transaction rolled back,
+    or the change was put back), so nothing there needs undoing.
+    """
+
+    def __init__(self, message: str, *, unchanged: bool = False) -> None:
+        super().__init__(message)
+        self.unchanged = unchanged
 
 
 class EngineError(RotationError):

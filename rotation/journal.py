@@ -17,7 +17,7 @@ from typing import Any
 
 from . import envfile, postgres
 from .backup import Backup, BackupStore
-from .errors import RecoveryError, RotationError, StorageError
+from .errors import DatabaseError, RecoveryError, RotationError, StorageError
 from .fsio import ensure_private_dir, inside, remove_file, remove_tree, write_atomic, write_stack_file
 from .generate import Secret
 
@@ -93,7 +93,12 @@ def commit(
     written: list[str] = []
     try:
         for change in databases:
-            postgres.apply_password(connect(change.point), change.current, change.new, change.secret)
+            try:
+                postgres.apply_password(connect(change.point), change.current, change.new, change.secret)
+            except RotationError as failure:
+                if not (isinstance(failure, DatabaseError) and failure.unchanged):
+                    applied += _if_changed(change, connect)  # an engine that died mid-way leaves it unknown
+                raise
             applied.append(change)
         done: set[Path] = set()
         for name, data in files.items():
@@ -109,6 +114,19 @@ def commit(
             raise type(exc)(f"{exc}. {undone}") from None
         raise
     _close(store, run)
+
+
+def _if_changed(change: DbChange, connect: postgres.Opener) -> list[DbChange]:
+    """`[change]` when its database is on the new password after a failed apply, to be put back;
+    a database that cannot even say which password it has is a `RecoveryError`: the journal stays."""
+    try:
+        state = connect(change.point).which({"old": change.current, "new": change.new})
+    except RotationError as exc:
+        raise RecoveryError(
+            f"{change.point.label}: cannot tell whether {change.secret} changed ({exc}); the journal is kept "
+            "and the next command of this tool finishes the job"
+        ) from None
+    return [change] if state == "new" else []
 
 
 def _undo(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from . import scram
 from .config import PASSWORD_PLACEHOLDER, AfterStatement, PostgresTarget, interpolate
 from .engine import Engine
-from .errors import DatabaseError
+from .errors import DatabaseError, RotationError
 from .generate import Secret
 
 if TYPE_CHECKING:  # psycopg is imported where it is used: commands that never connect start faster
@@ -398,13 +398,13 @@ def apply_password(db: Database, current: Secret, new: Secret, secret: str) -> N
         roles = db.login_roles(current)
         db.set_password(current, new)
     except DatabaseError as exc:
-        raise DatabaseError(f"{exc}. Nothing was changed") from None
+        raise DatabaseError(f"{exc}. Nothing was changed", unchanged=True) from None
     log.info("%s: %d roles altered for %s, proving the new password", point.label, len(point.roles), secret)
     try:
         db.prove(roles, new)
-    except DatabaseError as failure:
+    except RotationError as failure:  # a refused login, or an engine gone while proving
         revert_password(db, new, current, secret)
-        raise DatabaseError(f"{failure}; the old password was put back") from None
+        raise DatabaseError(f"{failure}; the old password was put back", unchanged=True) from None
 
 
 def revert_password(db: Database, login: Secret, back_to: Secret, secret: str) -> None:
