@@ -43,6 +43,24 @@ def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="rotation: %(message)s", stream=sys.stderr)
 
 
+def _guard_words(words: list[str]) -> list[str]:
+    """`guard [flags] FILE...` (as pre-commit calls it) in Invoke's words: each file a `--file`."""
+    valued = {"--config", "-c", "--settings", "-f"}
+    out: list[str] = []
+    files: list[str] = []
+    rest = iter(words)
+    for word in rest:
+        if word == "--":
+            files += list(rest)
+        elif word in valued:
+            out += [word, next(rest, "")]
+        elif word.startswith("-"):
+            out.append(word)
+        else:
+            files.append(word)
+    return out + [part for name in files for part in ("--file", name)]
+
+
 class RotationProgram(Program):
     """Invoke's `Program`, reduced to the options this tool needs and speaking its language."""
 
@@ -68,6 +86,8 @@ class RotationProgram(Program):
         super().normalize_argv(argv)
         if len(self.argv) > 1 and self.argv[1] == "help":  # `rotation help TASK` as `rotation --help TASK`
             self.argv = [self.argv[0], "--help", *self.argv[2:3]]
+        if "guard" in self.argv[1:2]:
+            self.argv = [self.argv[0], "guard", *_guard_words(self.argv[2:])]
 
     def parse_core(self, argv: list[str] | None) -> None:
         self.normalize_argv(argv)

@@ -34,6 +34,9 @@ from .config import find_config, load
 from .engine import Engine
 from .errors import DatabaseError, EngineError, RecoveryError, RotationError, SelectionError
 from .fsio import write_atomic
+from .guard import MIN_LENGTH, staged_files
+from .guard import scan as scan_files
+from .guard import values_of as guard_values
 from .health import Snapshot, regressions
 from .probes import run_probes
 from .rollback import Command, roll_back
@@ -663,6 +666,43 @@ def log(c: Context, json: bool = False, limit: str = str(DEFAULTS["log_limit"]),
             _err(f"warning: {damaged} damaged lines in {stack.store.directory / audit.AUDIT_LOG} were skipped")
 
 
+@_task_options(
+    iterable=["file"],
+    help={
+        "file": "A file to scan (rotation guard FILE...); default: the files staged in git.",
+        "config": "Configuration file (see rotate).",
+    },
+)
+def guard(c: Context, file: list[str] | None = None, config: str | None = None) -> None:
+    """Refuse a commit that holds a secret: any current or backed-up value, a backup, a .env (FILE...)."""
+    with _task("guard") as record:
+        record.announce = False
+        cwd = Path.cwd()
+        stack = _stack(c, record, config, read_only=True)
+        record.stack = None  # a pre-commit hook runs at every commit: not worth a line in the audit log
+        values = guard_values(stack.config, stack.root, stack.store)
+        paths = list(file or []) or staged_files(cwd)
+        listed = sorted({name for spec in stack.config.secrets.values() for name in spec.files})
+        result = scan_files(paths, cwd, values, root=stack.root, backups=stack.store.directory, listed=listed)
+        for skipped in result.skipped:
+            _err(f"note: skipped {skipped}")
+        if values.short:
+            _err(f"note: not looked for, shorter than {MIN_LENGTH} characters: {', '.join(values.short)}")
+        for finding in result.findings:
+            print(finding.describe())
+        if result.findings:
+            raise Exit(
+                report.paint(
+                    f"rotation: guard: {len(result.findings)} secrets or secret files in {result.files} files; "
+                    "remove them from the commit (git restore --staged FILE) and rotate any value that was pushed",
+                    "red",
+                    sys.stderr,
+                ),
+                1,
+            )
+    print(f"guard: no secret in {result.files} files")
+
+
 @_task_options(help={"config": "Configuration file (see rotate)."})
 def recover(c: Context, config: str | None = None) -> None:
     """Finish an interrupted run: databases and files back to one state; every other task does it first too."""
@@ -674,5 +714,5 @@ def recover(c: Context, config: str | None = None) -> None:
     print(recovered or "recover: nothing to finish; no run was interrupted")
 
 
-namespace = Collection(rotate, restore, check, precheck, restart, verify, due, log, recover)
+namespace = Collection(rotate, restore, check, precheck, restart, verify, due, log, recover, guard)
 namespace.configure({"rotation": {"root": None, "config": None, "lock_timeout": None, "run": None}})
