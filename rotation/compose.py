@@ -143,6 +143,12 @@ def _state(service: str, container: Container | None) -> ServiceState:
         oom_killed=bool(state.get("OOMKilled")),
         health_output=(log_entries[-1].get("Output") or "").strip()[-500:] if log_entries else None,
         passed_at=max(passed, key=lambda stamp: instant(stamp) or 0, default=None),
+        created_at=attrs.get("Created"),
+        first_passed_at=min(
+            (str(e["End"]) for e in log_entries if e.get("ExitCode") == 0 and e.get("End")),
+            key=lambda stamp: instant(stamp) or 0,
+            default=None,
+        ),
     )
 
 
@@ -358,23 +364,11 @@ class ComposeEngine:
         """One service's state, read from its containers alone."""
         return _state(service, self._containers(service).get(service))
 
-    def create(self, services: Sequence[str]) -> None:
-        """`up --no-start --no-deps --force-recreate`: new containers, one invocation per set of files
-        the services were started with (local-ai starts Supabase and the rest with different ones)."""
+    def recreate(self, services: Sequence[str]) -> None:
+        """`up -d --no-deps --force-recreate`: each old container stops only now, replaced by a new one,
+        in one invocation per set of files the services were started with."""
         for origin, names in self._groups(services).items():
-            self._compose(origin, "up", "--no-start", "--no-deps", "--force-recreate", *names)
-
-    def start(self, service: str) -> None:
-        """Start the newest container of `service` through the engine API, as `compose start` does."""
-        import docker
-
-        container = self._containers(service).get(service)
-        if container is None:
-            raise EngineError(f"service {service} of project '{self.project}' has no container to start")
-        try:
-            container.start()
-        except docker.errors.APIError as exc:
-            raise EngineError(f"service {service}: the engine could not start it: {exc.explanation or exc}") from None
+            self._compose(origin, "up", "-d", "--no-deps", "--force-recreate", *names)
 
     def wait_healthy(self, service: str, previous: str | None, timeout: float) -> ServiceState:
         """Wait until a new container is healthy, has stopped, or time is up, and return its state.

@@ -54,6 +54,18 @@ class ServiceState:
     oom_killed: bool = False
     health_output: str | None = None
     passed_at: str | None = None  # when the latest passing healthcheck began, in the engine's clock
+    created_at: str | None = None  # when this container was created: its predecessor had just stopped
+    first_passed_at: str | None = None  # when the earliest passing healthcheck on record ended
+
+    @property
+    def downtime(self) -> float | None:
+        """Seconds from this container's creation (its predecessor stopped just before) to its first
+        passing healthcheck, or to its start without one, in the engine's clock; None if unknown."""
+        created = instant(self.created_at)
+        ready = instant(self.first_passed_at if self.health is not None else self.started_at)
+        if created is None or ready is None or not self.healthy:
+            return None
+        return max(ready - created, 0) / 1e9
 
     @property
     def healthy(self) -> bool:
@@ -106,16 +118,12 @@ class Engine(Protocol):
         """The state of every service; a defined service without a container is `missing`."""
         ...
 
-    def create(self, services: Sequence[str]) -> None:
-        """Replace the containers of `services` with new, not yet started ones that read the env files now.
+    def recreate(self, services: Sequence[str]) -> None:
+        """Replace the running containers of `services` with new, started ones that read the env files now.
 
         A restarted container keeps the environment it was created with; only a new one applies
-        a changed `.env`.
+        a changed `.env`. Each old container serves until this call replaces it.
         """
-        ...
-
-    def start(self, service: str) -> None:
-        """Start the service's newest container."""
         ...
 
     def recreate_command(self, services: Sequence[str]) -> str:

@@ -4,25 +4,30 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .engine import Engine, ServiceState, instant
 from .errors import EngineError
 from .order import dependents, restart_graph, run_in_order
 
-__all__ = ["Progress", "RestartResult", "restart"]
+__all__ = ["DEFAULT_PARALLEL", "DEFAULT_TIMEOUT", "Progress", "RestartResult", "restart"]
+
+DEFAULT_TIMEOUT = 180.0  # seconds for a whole restart to be healthy again
+DEFAULT_PARALLEL = 4  # services replaced at once
 
 Progress = Callable[[str, str, float], None]  # service, what it did, seconds since the restart began
 
 
 @dataclass(frozen=True, slots=True)
 class RestartResult:
-    """Each service's outcome (ok, failed, skipped), its last state, and why it failed."""
+    """Each service's outcome (ok, failed, skipped), its last state, why it failed, and how long
+    each recreated service had no healthy container."""
 
     outcome: Mapping[str, str]
     states: Mapping[str, ServiceState]
     errors: Mapping[str, str]
     order: tuple[str, ...]
+    downtime: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -36,7 +41,7 @@ class RestartResult:
             if result == "ok":
                 continue
             if result == "skipped":
-                lines.append(f"{name}: left stopped, because a service it depends on failed")
+                lines.append(f"{name}: left running on its old container, because a service it depends on failed")
             else:
                 lines.append(f"{name}: {self.errors.get(name) or _described(self.states[name])}")
         return lines
@@ -51,24 +56,24 @@ def restart(
     engine: Engine,
     services: Sequence[str],
     *,
-    timeout: float = 180.0,
-    parallel: int = 4,
+    timeout: float = DEFAULT_TIMEOUT,
+    parallel: int = DEFAULT_PARALLEL,
     healthcheck: bool = True,
     healthy_before: Collection[str] | None = None,
     progress: Progress | None = None,
 ) -> RestartResult:
-    """Recreate `services` and start each once every affected service it depends on is healthy again.
+    """Recreate `services`, each only once every affected service it depends on is healthy again.
 
-    The new containers are all created in one compose invocation, which costs about as much as
-    creating one, then each is started the moment its dependencies are healthy: the services go
-    down together and come back as fast as the dependency graph allows. A service whose
-    dependency fails stays stopped rather than starting against it. When all are back, each
-    service that depends on them and was healthy before must pass a healthcheck begun after the
-    last of them started, within the same deadline: its earlier verdicts say nothing about the
-    new containers, and it may have turned unhealthy while they were away. "Before" is
-    `healthy_before` where the caller knows an earlier state (the run's precheck), else now.
-    `progress` hears each service's moves (recreated, starting, healthy, failed, left stopped,
-    rechecking) with the seconds since the restart began, for a person watching.
+    Stop late: a service's old container keeps serving until everything it depends on in this
+    restart is healthy; only then does compose's own recreate replace it (a new container, so
+    the new environment applies). Services that are ready at the same moment share one compose
+    call, up to `parallel` in progress at once, and each dependent follows the moment its last
+    dependency is healthy. A service whose dependency fails keeps its old container. When all are
+    back, each service that depends on them and was healthy before must pass a healthcheck begun
+    after the last of them started, within the same deadline: its earlier verdicts say nothing
+    about the new containers. "Before" is `healthy_before` where the caller knows an earlier state
+    (the run's precheck), else now. `progress` hears each service's moves (recreated, healthy,
+    failed, left running, rechecking) with the seconds since the restart began.
     """
     began = time.monotonic()
 
@@ -86,26 +91,19 @@ def restart(
     previous = {name: state.container_id for name, state in before.items() if name in graph}
     if healthy_before is None:
         healthy_before = {name for name, state in before.items() if state.healthy}
-    try:
-        engine.create(sorted(graph))
-    except EngineError as exc:
-        return RestartResult(dict.fromkeys(graph, "failed"), {}, dict.fromkeys(graph, str(exc)), ())
-    for name in sorted(graph):
-        tell(name, "recreated")
 
     def begin(names: list[str]) -> dict[str, bool]:
-        begun = {}
-        for name in names:
-            try:
-                engine.start(name)
-                started.append(name)
-                begun[name] = True
-                tell(name, "starting")
-            except EngineError as exc:
+        try:
+            engine.recreate(names)
+        except EngineError as exc:
+            for name in names:
                 errors[name] = str(exc)
-                begun[name] = False
                 tell(name, "failed")
-        return begun
+            return dict.fromkeys(names, False)
+        started.extend(names)
+        for name in names:
+            tell(name, "recreated")
+        return dict.fromkeys(names, True)
 
     def finish(name: str) -> bool:
         if not healthcheck:
@@ -131,10 +129,11 @@ def restart(
     outcome = run_in_order(graph, begin, finish, parallel)
     for name, result in sorted(outcome.items()):
         if result == "skipped":
-            tell(name, "left stopped")
+            tell(name, "left running")
     if healthcheck and graph and all(v == "ok" for v in outcome.values()):
         since = max(instant(states[name].started_at) or 0 for name in graph)
         for name in dependents(defined, graph):
             if name in healthy_before:
                 outcome[name] = recheck(name, since)
-    return RestartResult(outcome, states, errors, tuple(started))
+    downtime = {name: seconds for name in started if name in states and (seconds := states[name].downtime) is not None}
+    return RestartResult(outcome, states, errors, tuple(started), downtime)

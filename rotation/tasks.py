@@ -40,6 +40,7 @@ from .guard import values_of as guard_values
 from .health import Snapshot, regressions
 from .probes import run_probes
 from .rollback import Command, roll_back
+from .rollout import DEFAULT_PARALLEL, DEFAULT_TIMEOUT
 from .runs import LIVE, Stack
 from .runs import restore as restore_backup
 from .runs import rotate as rotate_secrets
@@ -49,7 +50,7 @@ __all__ = ["BUNDLED_CONFIG", "DEFAULTS", "SHORT_FLAGS", "namespace", "quiet_stdo
 
 BUNDLED_CONFIG = Path(__file__).with_name("secrets-config.yaml")
 # Defaults of the numeric flags and settings, in one place.
-DEFAULTS = {"timeout": 180.0, "parallel": 4, "lock_timeout": 60.0, "log_limit": 20}
+DEFAULTS = {"timeout": DEFAULT_TIMEOUT, "parallel": DEFAULT_PARALLEL, "lock_timeout": 60.0, "log_limit": 20}
 # One meaning per short flag in every task; destructive flags have none, on purpose.
 SHORT_FLAGS = {"dry_run": "n", "secrets": "s", "config": "c", "json": "j", "timeout": "t", "verbose": "v"}
 
@@ -442,7 +443,7 @@ def _progress(service: str, status: str, seconds: float) -> None:
 
     A closed pipe must not stop a restart half-way, so a line that cannot be written is dropped.
     """
-    colour = {"healthy": "green", "failed": "red", "left stopped": "red"}.get(status)
+    colour = {"healthy": "green", "failed": "red", "left running": "yellow"}.get(status)
     line = f"  {seconds:6.1f}s  {service}: {status}"
     try:
         print(report.paint(line, colour) if colour else line, flush=True)
@@ -575,6 +576,9 @@ def restart(
         rechecked = sorted(set(result.outcome) - set(chosen))
         also = f", and {', '.join(rechecked)} that depend on them passed a new healthcheck" if rechecked else ""
     print(report.paint(f"restart: {len(chosen)} services healthy{also}", "green"))
+    if result.downtime:
+        down = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in sorted(result.downtime.items()))
+        print(f"restart: without a healthy container: {down}")
 
 
 @_task_options(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -204,3 +205,43 @@ def test_a_failing_compose_command_reaches_the_user_with_its_own_words(
     ran = cli("restart", "--services", "worker", cwd=root)
     assert ran.code == 1 and "docker-compose" in ran.err and "exit code -1" not in ran.err, ran.err
     assert len(ran.err.strip().splitlines()) == 1 and "Traceback" not in ran.err
+
+
+def test_a_dependent_keeps_its_old_container_until_its_dependency_is_healthy(
+    compose_stack: tuple[Path, str], docker_client: DockerClient, cli: CLI
+) -> None:
+    """Stop late, sampled from the engine every 0.1 s while restart runs: whenever api's old
+    container is no longer running, db's new container has already been seen healthy."""
+    import subprocess
+    import sys
+    import time
+
+    root, project = compose_stack
+    before = ids(docker_client, project)
+    assert cli("rotate", "--secrets", "DB_PASSWORD", cwd=root).code == 0
+    child = subprocess.Popen(
+        [sys.executable, "-m", "rotation", "restart"],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    samples = []  # (new db healthy, old api running), from one list call each: nothing to race
+    label = {"label": f"com.docker.compose.project={project}"}
+    while child.poll() is None:
+        listed = docker_client.api.containers(all=True, filters=label)
+        db_new_healthy = any(
+            c["Labels"].get("com.docker.compose.service") == "db"
+            and c["Id"] != before["db"]
+            and "(healthy)" in c["Status"]
+            for c in listed
+        )
+        api_running = any(c["Id"] == before["api"] and c["State"] == "running" for c in listed)
+        samples.append((db_new_healthy, api_running))
+        time.sleep(0.1)
+    out, err = child.communicate()
+    assert child.returncode == 0, out + err
+    first_gone = next(i for i, (_, running) in enumerate(samples) if not running)
+    assert any(healthy for healthy, _ in samples[: first_gone + 1]), "api's old container stopped before db was healthy"
+    assert samples[0][1], "api's old container was not even running when the restart began"
+    assert re.search(r"without a healthy container: api \d+\.\ds, db \d+\.\ds", out), out
