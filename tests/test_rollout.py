@@ -1,0 +1,153 @@
+"""restart, dependents' rechecks, failure isolation and rollback, in milliseconds, on the fake engine.
+
+The same orchestration runs on the real engines in test_engine.py and test_pipeline.py; here every
+branch of it is driven on purpose.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rotation import rollout
+from rotation.config import load
+from rotation.errors import RecoveryError
+from rotation.rollback import manual_recovery, roll_back
+from rotation.runs import Stack, rotate
+
+from .conftest import edited_config
+from .fakeengine import FakeEngine, Script
+
+
+def shaped() -> dict[str, Script]:
+    """db <- api <- gateway, and an independent worker: the engine test stack's shape."""
+    return {
+        "db": Script(ready=0.05),
+        "api": Script(ready=0.03, depends_on=("db",)),
+        "gateway": Script(ready=0.01, depends_on=("api",), container_name="fake-gateway"),
+        "worker": Script(ready=0.01),
+    }
+
+
+def test_each_service_is_replaced_only_once_its_dependencies_are_healthy() -> None:
+    engine = FakeEngine(shaped())
+    moves: list[tuple[str, str]] = []
+    result = rollout.restart(engine, ["db", "api"], timeout=5, progress=lambda s, what, _t: moves.append((s, what)))
+    assert result.ok and set(result.order) == {"db", "api"}
+    recreates = [names for what, names in engine.log if what == "recreate"]
+    assert recreates == [("db",), ("api",)]  # api waited for db: stop late
+    assert engine.started_after("db", "api")
+    assert ("db", "recreated") in moves and ("api", "healthy") in moves
+    assert set(result.downtime) == {"db", "api"} and all(0 <= d < 1 for d in result.downtime.values())
+
+
+def test_services_ready_together_share_one_compose_call() -> None:
+    engine = FakeEngine(shaped())
+    result = rollout.restart(engine, ["db", "worker"], timeout=5)
+    assert result.ok
+    assert [names for what, names in engine.log if what == "recreate"] == [("db", "worker")]
+
+
+def test_a_failed_service_leaves_its_dependents_on_their_old_containers_and_others_go_on() -> None:
+    scripts = shaped()
+    scripts["api"] = Script(ready=0.01, fails=True, depends_on=("db",))
+    engine = FakeEngine(scripts)
+    old_gateway = engine.container("gateway")
+    result = rollout.restart(engine, ["db", "api", "gateway", "worker"], timeout=5)
+    assert result.outcome == {"db": "ok", "api": "failed", "gateway": "skipped", "worker": "ok"}
+    assert engine.container("gateway") == old_gateway
+    lines = result.failures()
+    assert any(line.startswith("api: exited (code 1)") for line in lines)
+    assert "gateway: left running on its old container, because a service it depends on failed" in lines
+
+
+def test_a_compose_failure_fails_exactly_the_services_it_was_creating() -> None:
+    engine = FakeEngine(shaped(), recreate_fails={"db"})
+    result = rollout.restart(engine, ["db", "api", "worker"], timeout=5)
+    assert result.outcome["db"] == "failed" and result.outcome["api"] == "skipped"
+    assert "could not be created" in result.errors["db"]
+
+
+def test_a_service_that_never_turns_healthy_fails_at_the_deadline() -> None:
+    scripts = shaped()
+    scripts["worker"] = Script(ready=60)
+    result = rollout.restart(FakeEngine(scripts), ["worker"], timeout=0.2)
+    assert result.outcome == {"worker": "failed"}
+    assert "not healthy within 0.2s" in result.errors["worker"]
+
+
+def test_without_healthcheck_nothing_is_waited_for() -> None:
+    engine = FakeEngine(shaped())
+    result = rollout.restart(engine, ["db", "api"], timeout=5, healthcheck=False)
+    assert result.ok and not [e for e in engine.log if e[0] == "wait"]
+
+
+def test_dependents_that_were_healthy_must_pass_a_new_healthcheck() -> None:
+    engine = FakeEngine(shaped())
+    result = rollout.restart(engine, ["api"], timeout=5)
+    assert result.ok and result.outcome["gateway"] == "ok"
+    assert ("recheck", ("gateway",)) in engine.log
+    scripts = shaped()
+    scripts["gateway"] = Script(recheck_fails=True, depends_on=("api",))
+    engine = FakeEngine(scripts)
+    result = rollout.restart(engine, ["api"], timeout=0.3, healthy_before={"gateway"})
+    assert result.outcome == {"api": "ok", "gateway": "failed"}
+    assert result.errors["gateway"].startswith("depends on api; no healthcheck passed within 0.3s")
+
+
+def test_a_dependent_unhealthy_before_is_not_held_to_a_recheck() -> None:
+    engine = FakeEngine(shaped())
+    result = rollout.restart(engine, ["api"], timeout=5, healthy_before=set())
+    assert result.outcome == {"api": "ok"} and ("recheck", ("gateway",)) not in engine.log
+
+
+@pytest.fixture
+def fake_stack(stack: Path) -> Path:
+    """The example stack whose JWT secrets are read by the fake engine's services."""
+    with edited_config(stack) as raw:
+        for name in ("JWT_SECRET", "ANON_KEY", "SERVICE_ROLE_KEY"):
+            raw["secrets"][name]["restart_services"] = ["db", "api"] if name == "JWT_SECRET" else ["fake-gateway"]
+    return stack
+
+
+def test_roll_back_restores_files_recreates_and_marks_the_run(fake_stack: Path) -> None:
+    stack = Stack(fake_stack, load(fake_stack / "secrets-config.yaml"))
+    original = (fake_stack / ".env").read_bytes()
+    result = rotate(stack, ["JWT_SECRET"])
+    assert result.backup is not None and (fake_stack / ".env").read_bytes() != original
+    engine = FakeEngine(shaped())
+    rolled = roll_back(stack, engine, result.backup, "verify failed: a probe", timeout=5, parallel=4)
+    assert (fake_stack / ".env").read_bytes() == original
+    assert set(rolled.restart.order) == {"db", "api", "gateway"}
+    run = stack.store.get(result.backup.id)
+    assert run.status == "rolled-back" and run.metadata["rollback_reason"] == "verify failed: a probe"
+    assert {s for entry in run.metadata["restarts"] for s in entry["services"]} == {"db", "api", "gateway"}
+
+
+def test_a_rollback_that_cannot_bring_services_back_says_how_to_finish_by_hand(fake_stack: Path) -> None:
+    stack = Stack(fake_stack, load(fake_stack / "secrets-config.yaml"))
+    result = rotate(stack, ["JWT_SECRET"])
+    assert result.backup is not None
+    scripts = shaped()
+    scripts["api"] = Script(fails=True, depends_on=("db",))
+    engine = FakeEngine(scripts)
+    with pytest.raises(RecoveryError) as failed:
+        roll_back(stack, engine, result.backup, "restart failed", timeout=5, parallel=4)
+    message = str(failed.value)
+    assert message.startswith("ROLLBACK FAILED: api: exited (code 1)")
+    assert f"rotation restore --backup {result.backup.id}" in message
+    assert "fake-compose -p fake up -d --force-recreate api db gateway" in message
+    assert stack.store.get(result.backup.id).status == "failed"
+    steps = manual_recovery(stack, engine, result.backup, ["api"], command=lambda t: f"inv {t}")
+    assert steps[1].startswith(f"inv restore --backup {result.backup.id}")
+
+
+def test_a_rollback_whose_restore_fails_keeps_every_backup(fake_stack: Path) -> None:
+    stack = Stack(fake_stack, load(fake_stack / "secrets-config.yaml"))
+    result = rotate(stack, ["JWT_SECRET"])
+    assert result.backup is not None
+    (result.backup.path / ".env").unlink()  # the backup lost a file: the restore cannot run
+    with pytest.raises(RecoveryError, match="ROLLBACK FAILED"):
+        roll_back(stack, FakeEngine(shaped()), result.backup, "verify failed", timeout=5, parallel=4)
+    assert result.backup.path.is_dir()
