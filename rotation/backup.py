@@ -13,42 +13,93 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 from . import __version__
 from .errors import BackupError, SelectionError, StorageError
 from .fsio import ensure_private_dir, inside, remove_tree, write_atomic
 
-__all__ = ["PREFIX", "Backup", "BackupStore", "age", "local_time", "restarts"]
+__all__ = ["PREFIX", "BackupStore", "Kind", "Run", "RunStatus", "age", "local_time", "restarts"]
 
 PREFIX = "secrets-backup-"
 _ID = re.compile(r"^(?P<stamp>\d{8}-\d{6})(?:-(?P<n>\d+))?$")
 METADATA = "metadata.json"
 
 
+class RunStatus(str, Enum):
+    """Where a run got to. The values are what metadata.json has always held."""
+
+    PLANNED = "planned"  # a precheck opened it
+    APPLIED = "applied"  # databases and files hold the new values
+    RESTARTED = "restarted"
+    VERIFIED = "verified"
+    ROLLED_BACK = "rolled-back"
+    FAILED = "failed"
+    UNKNOWN = "unknown"  # a status this version does not know
+
+    @property
+    def live(self) -> bool:
+        """Whether the run's new values are in use: a failed restart or verify rolls it back."""
+        return self in (RunStatus.APPLIED, RunStatus.RESTARTED)
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether the rotation took effect (for `due`: when each secret was last rotated)."""
+        return self in (RunStatus.APPLIED, RunStatus.RESTARTED, RunStatus.VERIFIED)
+
+
+Kind = Literal["rotation", "pre-restore"]
+
+
 @dataclass(frozen=True, slots=True)
-class Backup:
-    """One backup directory and what its metadata says about the run."""
+class Run:
+    """One run of the tool on the stack: its backup directory, and its metadata.json read as typed
+    fields (the file format is unchanged, so old backups still load)."""
 
     id: str
     path: Path
     metadata: Mapping[str, Any]
 
     @property
-    def kind(self) -> str:
-        """`rotation` or `pre-restore`."""
-        return str(self.metadata.get("kind", "rotation"))
+    def kind(self) -> Kind:
+        """`rotation`, or `pre-restore` for the backup a restore takes first."""
+        return "pre-restore" if self.metadata.get("kind") == "pre-restore" else "rotation"
 
     @property
-    def status(self) -> str:
-        """Where the run got to: planned, applied, restarted, verified, rolled-back, failed..."""
-        return str(self.metadata.get("status", "unknown"))
+    def status(self) -> RunStatus:
+        """Where the run got to."""
+        try:
+            return RunStatus(self.metadata.get("status", "unknown"))
+        except ValueError:
+            return RunStatus.UNKNOWN
 
     @property
     def files(self) -> tuple[str, ...]:
         """The backed-up files, relative to the stack root."""
         return tuple(self.metadata.get("files", ()))
+
+    @property
+    def rotated_secrets(self) -> tuple[str, ...]:
+        """The secrets the run rotated (a pre-restore backup: those of the run it restored)."""
+        return tuple(self.metadata.get("rotated_secrets", ()))
+
+    @property
+    def affected_services(self) -> tuple[str, ...]:
+        """The services that read them, as the configuration names them."""
+        return tuple(self.metadata.get("affected_services", ()))
+
+    @property
+    def database(self) -> tuple[Mapping[str, Any], ...]:
+        """The live databases the run changed: {secret, file, endpoint} each, never a value."""
+        return tuple(self.metadata.get("database", ()))
+
+    @property
+    def restored_from(self) -> str | None:
+        """For a pre-restore backup, the run it restored."""
+        found = self.metadata.get("restored_from")
+        return str(found) if found else None
 
     @property
     def created(self) -> float:
@@ -105,7 +156,7 @@ class BackupStore:
         if not ignore.exists():
             write_atomic(ignore, b"# Secret backups: never commit them.\n*\n")
 
-    def create(self, kind: str, files: Iterable[str], now: float | None = None, **fields: Any) -> Backup:
+    def create(self, kind: str, files: Iterable[str], now: float | None = None, **fields: Any) -> Run:
         """Copy `files` from the stack into a new backup directory with a unique id."""
         self.prepare()
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(time.time() if now is None else now))
@@ -124,7 +175,7 @@ class BackupStore:
         metadata = {
             "timestamp": ident,
             "kind": kind,
-            "status": fields.pop("status", "planned"),
+            "status": fields.pop("status", RunStatus.PLANNED),
             "rotated_secrets": [],
             "affected_services": [],
             "files": names,
@@ -132,7 +183,7 @@ class BackupStore:
             **fields,
         }
         write_atomic(path / METADATA, _dump(metadata))
-        return Backup(ident, path, metadata)
+        return Run(ident, path, metadata)
 
     def _copy(self, path: Path, names: Iterable[str]) -> None:
         for name in names:
@@ -144,20 +195,20 @@ class BackupStore:
                 raise BackupError(f"{self.root / name}: cannot back up ({exc.strerror})") from None
             write_atomic(target, data)
 
-    def attach(self, backup: Backup, files: Iterable[str]) -> Backup:
+    def attach(self, backup: Run, files: Iterable[str]) -> Run:
         """Copy `files` from the stack into an existing backup, such as the run a precheck opened."""
         names = sorted(set(files) | set(backup.files))
         self._copy(backup.path, names)
         return self.update(backup, files=names)
 
-    def update(self, backup: Backup, **fields: Any) -> Backup:
+    def update(self, backup: Run, **fields: Any) -> Run:
         """Rewrite the backup's metadata with `fields` changed, merged into what is on disk now (an
         earlier copy of `backup` may be stale: a rollback records its restart inside a task's run)."""
         metadata = {**self._current(backup), **fields}
         write_atomic(backup.path / METADATA, _dump(metadata))
-        return Backup(backup.id, backup.path, metadata)
+        return Run(backup.id, backup.path, metadata)
 
-    def _current(self, backup: Backup) -> Mapping[str, Any]:
+    def _current(self, backup: Run) -> Mapping[str, Any]:
         """The backup's metadata as it is on disk now, else as `backup` last saw it."""
         try:
             current = json.loads((backup.path / METADATA).read_text(encoding="utf-8"))
@@ -165,7 +216,7 @@ class BackupStore:
             return backup.metadata
         return current if isinstance(current, dict) and not _malformed(current) else backup.metadata
 
-    def record_restart(self, backup: Backup, services: Iterable[str], at: float | None = None) -> Backup:
+    def record_restart(self, backup: Run, services: Iterable[str], at: float | None = None) -> Run:
         """Note in the run that `services` were recreated on purpose now, for `check --compare`."""
         entry = {"at": time.time() if at is None else at, "services": sorted(services)}
         return self.update(backup, restarts=[*restarts(self._current(backup)), entry])
@@ -180,15 +231,15 @@ class BackupStore:
             for service in entry["services"]
         }
 
-    def all(self) -> list[Backup]:
+    def all(self) -> list[Run]:
         """Every sound backup, oldest first; damaged ones (see `damaged`) are left out."""
         return self._scan()[0]
 
     def damaged(self) -> dict[str, str]:
-        """Backup directories that cannot be used, by id, with what is wrong with each."""
+        """Run directories that cannot be used, by id, with what is wrong with each."""
         return self._scan()[1]
 
-    def _scan(self) -> tuple[list[Backup], dict[str, str]]:
+    def _scan(self) -> tuple[list[Run], dict[str, str]]:
         self._refuse_links()
         if not self.directory.is_dir():
             return [], {}
@@ -211,10 +262,10 @@ class BackupStore:
             if problem:
                 damaged[ident] = f"{METADATA}: {problem}"
                 continue
-            found.append(Backup(ident, path, metadata))
-        return sorted(found, key=Backup.sort_key), damaged
+            found.append(Run(ident, path, metadata))
+        return sorted(found, key=Run.sort_key), damaged
 
-    def get(self, ident: str) -> Backup:
+    def get(self, ident: str) -> Run:
         """The backup with id `ident`, or directory name `secrets-backup-<id>`."""
         wanted = Path(ident).name.removeprefix(PREFIX)
         found, damaged = self._scan()
@@ -225,7 +276,7 @@ class BackupStore:
             raise BackupError(f"backup {wanted} is damaged and cannot be used: {damaged[wanted]}")
         raise SelectionError(f"--backup: no backup '{ident}' in {self.directory} (see restore --list)")
 
-    def latest_rotation(self) -> Backup | None:
+    def latest_rotation(self) -> Run | None:
         """The newest rotation that got as far as backing up its files (not a precheck-only run)."""
         rotations = [b for b in self.all() if b.kind == "rotation" and b.files]
         return rotations[-1] if rotations else None

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import envfile, postgres
-from .backup import Backup, BackupStore
+from .backup import BackupStore, Run, RunStatus
 from .errors import DatabaseError, RecoveryError, RotationError, StorageError
 from .fsio import ensure_private_dir, inside, remove_file, remove_tree, write_atomic, write_stack_file
 from .generate import Secret
@@ -70,7 +70,7 @@ def pending(store: BackupStore) -> dict[str, Any] | None:
 
 def commit(
     store: BackupStore,
-    run: Backup,
+    run: Run,
     files: Mapping[str, bytes],
     databases: Sequence[DbChange],
     connect: postgres.Opener,
@@ -131,7 +131,7 @@ def _if_changed(change: DbChange, connect: postgres.Opener) -> list[DbChange]:
 
 def _undo(
     store: BackupStore,
-    run: Backup,
+    run: Run,
     applied: Sequence[DbChange],
     written: Sequence[str],
     connect: postgres.Opener,
@@ -154,7 +154,7 @@ def _undo(
     return f"Put back {' and '.join(parts)}: the stack is as it was before this command" if parts else ""
 
 
-def _put_back(store: BackupStore, run: Backup, name: str) -> None:
+def _put_back(store: BackupStore, run: Run, name: str) -> None:
     path = inside(store.root, name, f"run {run.id}")
     if name in run.files:
         write_stack_file(store.root, name, run.read(name))
@@ -162,7 +162,7 @@ def _put_back(store: BackupStore, run: Backup, name: str) -> None:
         remove_file(path)
 
 
-def _close(store: BackupStore, run: Backup) -> None:
+def _close(store: BackupStore, run: Run) -> None:
     """End the run: the journal goes first, so a crash from here on leaves nothing to recover;
     only then the staged copies, which recovery needs for as long as the journal exists."""
     remove_file(store.directory / JOURNAL)
@@ -212,7 +212,7 @@ def recover(store: BackupStore, connect: postgres.Opener) -> str | None:
             reverted.append(point.label)
     for name in journal["files"]:
         _put_back(store, run, name)
-    store.update(run, status="rolled-back", rollback_reason="interrupted; reverted by the next command")
+    store.update(run, status=RunStatus.ROLLED_BACK, rollback_reason="interrupted; reverted by the next command")
     _close(store, run)
     where = f" and the password in {', '.join(reverted)}" if reverted else ""
     return f"recovered an interrupted run ({run.id}): restored {len(journal['files'])} files{where} from its backup"

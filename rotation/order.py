@@ -9,14 +9,15 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any
+from typing import Any, Literal
 
 from .engine import Service
 from .errors import ConfigError
 
-__all__ = ["Graph", "critical_path", "dependents", "restart_graph", "run_in_order", "topological"]
+__all__ = ["Graph", "Outcome", "critical_path", "dependents", "restart_graph", "run_in_order", "topological"]
 
 Graph = Mapping[str, frozenset[str]]
+Outcome = Literal["ok", "failed", "skipped"]  # what became of one node
 
 
 def restart_graph(services: Mapping[str, Service], selected: Iterable[str]) -> dict[str, frozenset[str]]:
@@ -85,7 +86,7 @@ def run_in_order(
     begin: Callable[[list[str]], Mapping[str, bool]],
     finish: Callable[[str], bool],
     parallel: int = 4,
-) -> dict[str, str]:
+) -> dict[str, Outcome]:
     """Work through the graph as fast as it allows, with at most `parallel` nodes in progress.
 
     Nodes whose dependencies have all succeeded are begun together, in one `begin` call (one
@@ -96,7 +97,7 @@ def run_in_order(
     """
     ordered = topological(graph)
     limit = max(1, parallel)
-    outcome: dict[str, str] = {}
+    outcome: dict[str, Outcome] = {}
     busy: set[str] = set()
     futures: dict[Future[Any], tuple[str, list[str]]] = {}
     nodes = set(graph)

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from .backup import Backup, age, local_time
+from .backup import Run, age, local_time
 from .engine import ServiceState
 from .health import Snapshot
 from .rollback import Command, plain_command
@@ -188,7 +188,7 @@ def restore_json(result: RestoreResult) -> dict[str, Any]:
         "files_changed": list(result.changed),
         "database": list(result.database),
         "undo": result.undo.id if result.undo else None,
-        "affected_services": list(result.restored.metadata.get("affected_services") or []),
+        "affected_services": list(result.restored.affected_services),
     }
 
 
@@ -201,7 +201,7 @@ def restore_text(result: RestoreResult, command: Command = plain_command) -> str
         lines.append(f"database:      {label} back on the backed-up password")
     if result.undo:
         lines.append(f"undo:          {command(f'restore --backup {result.undo.id}')}")
-    services = result.restored.metadata.get("affected_services") or []
+    services = result.restored.affected_services
     if not result.dry_run and services:
         lines.append(f"next:          {command('restart')}   (recreates the affected services)")
     return "\n".join(lines)
@@ -212,25 +212,25 @@ def error_json(message: str, code: int) -> dict[str, Any]:
     return {"error": message, "exit_code": code}
 
 
-def _row(backup: Backup, now: float) -> dict[str, Any]:
+def _row(backup: Run, now: float) -> dict[str, Any]:
     return {
         "id": backup.id,
         "age": age(now - backup.created),
         "kind": backup.kind,
-        "status": backup.status,
-        "rotated_secrets": list(backup.metadata.get("rotated_secrets", [])),
-        "affected_services": list(backup.metadata.get("affected_services", [])),
-        "restored_from": backup.metadata.get("restored_from"),
+        "status": backup.status.value,
+        "rotated_secrets": list(backup.rotated_secrets),
+        "affected_services": list(backup.affected_services),
+        "restored_from": backup.restored_from,
     }
 
 
-def backups_json(backups: Sequence[Backup], now: float | None = None) -> list[dict[str, Any]]:
+def backups_json(backups: Sequence[Run], now: float | None = None) -> list[dict[str, Any]]:
     """The backups for scripts, newest first."""
     moment = time.time() if now is None else now
     return [_row(b, moment) for b in reversed(backups)]
 
 
-def backups_table(backups: Sequence[Backup], now: float | None = None) -> str:
+def backups_table(backups: Sequence[Run], now: float | None = None) -> str:
     """The backups for people, newest first."""
     if not backups:
         return "no backups yet"

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import rollout
-from .backup import Backup
+from .backup import Run, RunStatus
 from .engine import Engine
 from .errors import RecoveryError, RotationError
-from .rollout import Progress, RestartResult
+from .rollout import Progress, RestartResult, present
 from .runs import RestoreResult, Stack, restore
 
 __all__ = ["Command", "RollbackResult", "manual_recovery", "plain_command", "roll_back"]
@@ -27,13 +27,13 @@ def plain_command(task: str) -> str:
 class RollbackResult:
     """What the rollback restored and how the services came back."""
 
-    run: Backup
+    run: Run
     restored: RestoreResult
     restart: RestartResult
 
 
 def manual_recovery(
-    stack: Stack, engine: Engine, run: Backup, services: list[str], command: Command = plain_command
+    stack: Stack, engine: Engine, run: Run, services: list[str], command: Command = plain_command
 ) -> list[str]:
     """The exact commands a person runs to finish a rollback by hand, `command` spelling our own."""
     return [
@@ -47,7 +47,7 @@ def manual_recovery(
 def roll_back(
     stack: Stack,
     engine: Engine,
-    run: Backup,
+    run: Run,
     reason: str,
     *,
     timeout: float,
@@ -56,7 +56,7 @@ def roll_back(
     command: Command = plain_command,
 ) -> RollbackResult:
     """Restore the run's backup (files and databases), recreate its services, and wait for health."""
-    services = engine.resolve(list(run.metadata.get("affected_services", [])))
+    services = present(engine, run.affected_services)[0]
     try:
         restored = restore(stack, run.id)
         before = stack.state_before(run)
@@ -67,15 +67,17 @@ def roll_back(
         if result.order:
             stack.store.record_restart(run, result.order)
     except RotationError as exc:
-        stack.store.update(run, status="failed", rollback_reason=reason, error=f"rollback failed: {exc}")
+        stack.store.update(run, status=RunStatus.FAILED, rollback_reason=reason, error=f"rollback failed: {exc}")
         raise RecoveryError(_loud(stack, engine, run, services, str(exc), command)) from None
     if not result.ok:
-        stack.store.update(run, status="failed", rollback_reason=reason, error="rollback left services unhealthy")
+        stack.store.update(
+            run, status=RunStatus.FAILED, rollback_reason=reason, error="rollback left services unhealthy"
+        )
         raise RecoveryError(_loud(stack, engine, run, services, "; ".join(result.failures()), command))
-    run = stack.store.update(run, status="rolled-back", rollback_reason=reason)
+    run = stack.store.update(run, status=RunStatus.ROLLED_BACK, rollback_reason=reason)
     return RollbackResult(run, restored, result)
 
 
-def _loud(stack: Stack, engine: Engine, run: Backup, services: list[str], why: str, command: Command) -> str:
+def _loud(stack: Stack, engine: Engine, run: Run, services: list[str], why: str, command: Command) -> str:
     steps = "\n".join(f"    {line}" for line in manual_recovery(stack, engine, run, services, command))
     return f"ROLLBACK FAILED: {why}\n  Every backup is kept ({stack.store.directory}). To recover by hand:\n{steps}"

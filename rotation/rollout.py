@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 from .engine import Engine, ServiceState, instant
 from .errors import EngineError
-from .order import dependents, restart_graph, run_in_order
+from .order import Outcome, dependents, restart_graph, run_in_order
 
-__all__ = ["DEFAULT_PARALLEL", "DEFAULT_TIMEOUT", "Progress", "RestartResult", "restart"]
+__all__ = ["DEFAULT_PARALLEL", "DEFAULT_TIMEOUT", "Outcome", "Progress", "RestartResult", "present", "restart"]
 
 DEFAULT_TIMEOUT = 180.0  # seconds for a whole restart to be healthy again
 DEFAULT_PARALLEL = 4  # services replaced at once
@@ -23,7 +23,7 @@ class RestartResult:
     """Each service's outcome (ok, failed, skipped), its last state, why it failed, and how long
     each recreated service had no healthy container."""
 
-    outcome: Mapping[str, str]
+    outcome: Mapping[str, Outcome]
     states: Mapping[str, ServiceState]
     errors: Mapping[str, str]
     order: tuple[str, ...]
@@ -45,6 +45,19 @@ class RestartResult:
             else:
                 lines.append(f"{name}: {self.errors.get(name) or _described(self.states[name])}")
         return lines
+
+
+def present(engine: Engine, names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The service names of `names` (services or container names) this project has, and the rest.
+
+    A run's affected services come from a configuration written for several stacks (the bundled
+    one names Langfuse's services, which a Supabase-only stack does not have): those are skipped,
+    not an error. A name the user typed goes through `Engine.resolve`, which refuses it.
+    """
+    services = engine.services()
+    by_container = {s.container_name: s.name for s in services.values() if s.container_name}
+    known = sorted({by_container.get(n, n) for n in names if n in services or n in by_container})
+    return known, [n for n in names if n not in services and n not in by_container]
 
 
 def _described(state: ServiceState) -> str:
@@ -115,7 +128,7 @@ def restart(
         tell(name, "healthy" if state.healthy else "failed")
         return state.healthy
 
-    def recheck(name: str, since: int) -> str:
+    def recheck(name: str, since: int) -> Outcome:
         tell(name, "rechecking")
         state = states[name] = engine.wait_rechecked(name, since, deadline - time.monotonic())
         if state.healthy_since(since):

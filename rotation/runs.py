@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import envfile, postgres
-from .backup import Backup, BackupStore
+from .backup import BackupStore, Run, RunStatus
 from .compose import ComposeEngine
 from .config import Config, check_stack
 from .errors import BackupError, RotationError, SelectionError
@@ -26,14 +26,13 @@ from .health import Snapshot
 from .journal import DbChange, commit, pending, recover, stale
 from .plan import Plan, make_plan, render_files
 
-__all__ = ["LIVE", "STATE_BEFORE", "RestoreResult", "RotationResult", "Stack", "restore", "rotate"]
+__all__ = ["STATE_BEFORE", "RestoreResult", "RotationResult", "Stack", "restore", "rotate"]
 
 log = logging.getLogger(__name__)
 LOCK = ".lock"
 STATE_BEFORE = "health-before.json"
 PRECHECK_FRESH = 3600  # seconds for which a precheck run on its own is adopted by the next rotate
 # A run in these states has its new values live: a failed restart or verify rolls it back.
-LIVE = ("applied", "restarted")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +76,13 @@ class Stack:
         services = ComposeEngine(self.root, self.config.compose).services()
         return name in services or any(s.container_name == name for s in services.values())
 
-    def open_run(self, snapshot: Snapshot) -> Backup:
+    def open_run(self, snapshot: Snapshot) -> Run:
         """Start a run for a pipeline: a backup directory holding the pre-rotation health state."""
-        run = self.store.create("rotation", [], status="planned")
+        run = self.store.create("rotation", [], status=RunStatus.PLANNED)
         write_atomic(run.path / STATE_BEFORE, json.dumps(snapshot.to_json(), indent=2).encode())
         return run
 
-    def run(self, ident: str | None) -> Backup | None:
+    def run(self, ident: str | None) -> Run | None:
         """The run named by `ident` (this pipeline's), else the latest rotation that got as far as its files."""
         return self.store.get(ident) if ident else self.store.latest_rotation()
 
@@ -91,11 +90,11 @@ class Stack:
         """Every key of the stack's env files and its value now (the first listed file wins)."""
         return _env(check_stack(self.config, self.root))
 
-    def values_in(self, run: Backup) -> dict[str, str | None]:
+    def values_in(self, run: Run) -> dict[str, str | None]:
         """The same, as the run's backup holds them: the values before the run."""
         return _env({name: envfile.from_bytes(run.read(name)) for name in run.files})
 
-    def state_before(self, run: Backup | None) -> Snapshot | None:
+    def state_before(self, run: Run | None) -> Snapshot | None:
         """The health state saved by the precheck of `run`, if it had one."""
         if run is None or not (run.path / STATE_BEFORE).is_file():
             return None
@@ -107,7 +106,7 @@ class RotationResult:
     """What a rotation did, or would do for a dry run."""
 
     plan: Plan
-    backup: Backup | None
+    backup: Run | None
     database: tuple[str, ...]
     pruned: tuple[str, ...]
     recovered: str | None
@@ -123,8 +122,8 @@ class RotationResult:
 class RestoreResult:
     """What a restore did, or would do for a dry run."""
 
-    restored: Backup
-    undo: Backup | None
+    restored: Run
+    undo: Run | None
     changed: tuple[str, ...]
     database: tuple[str, ...]
     recovered: str | None
@@ -190,11 +189,11 @@ def rotate(
                 store, backup, render_files(plan, files, same_files(stack.root, plan.files)), databases, stack.databases
             )
         except RotationError as exc:
-            store.update(backup, status="failed", error=str(exc))
+            store.update(backup, status=RunStatus.FAILED, error=str(exc))
             raise
         backup = store.update(
             backup,
-            status="applied",
+            status=RunStatus.APPLIED,
             rotated_secrets=list(plan.names),
             affected_services=list(plan.services),
             database=[c.to_json() for c in databases],
@@ -219,7 +218,7 @@ def _plan(stack: Stack, files: dict[str, envfile.EnvFile], selection: Sequence[s
     return plan
 
 
-def _open_run(store: BackupStore, run: str | None, plan: Plan) -> Backup:
+def _open_run(store: BackupStore, run: str | None, plan: Plan) -> Run:
     """The run a precheck opened for this rotation, given its files, or a new backup.
 
     In one pipeline the precheck's run comes by id. A precheck run on its own just before (the
@@ -227,11 +226,11 @@ def _open_run(store: BackupStore, run: str | None, plan: Plan) -> Backup:
     later verify compares with it; an older one says too little about the stack now.
     """
     if run is not None:
-        opened: Backup | None = store.get(run)
+        opened: Run | None = store.get(run)
     else:
         newest = store.all()[-1:]
         opened = newest[0] if newest and time.time() - newest[0].created < PRECHECK_FRESH else None
-    if opened is not None and opened.kind == "rotation" and opened.status == "planned" and not opened.files:
+    if opened is not None and opened.kind == "rotation" and opened.status is RunStatus.PLANNED and not opened.files:
         return store.attach(opened, plan.files)
     return store.create("rotation", plan.files)
 
@@ -254,20 +253,20 @@ def restore(stack: Stack, ident: str | None = None, *, dry_run: bool = False) ->
             "pre-restore",
             list(current),
             restored_from=backup.id,
-            rotated_secrets=list(backup.metadata.get("rotated_secrets", [])),
-            affected_services=list(backup.metadata.get("affected_services", [])),
-            database=list(backup.metadata.get("database", [])),
+            rotated_secrets=list(backup.rotated_secrets),
+            affected_services=list(backup.affected_services),
+            database=list(backup.database),
         )
         try:
             commit(store, undo, wanted, databases, stack.databases)
         except RotationError as exc:
-            store.update(undo, status="failed", error=str(exc))
+            store.update(undo, status=RunStatus.FAILED, error=str(exc))
             raise
-        undo = store.update(undo, status="applied")
+        undo = store.update(undo, status=RunStatus.APPLIED)
         return RestoreResult(backup, undo, tuple(changed), tuple(c.point.label for c in databases), recovered, False)
 
 
-def _chosen(store: BackupStore, ident: str | None) -> Backup:
+def _chosen(store: BackupStore, ident: str | None) -> Run:
     if ident:
         return store.get(ident)
     latest = store.latest_rotation()
@@ -285,9 +284,9 @@ def _differs(root: Path, wanted: dict[str, bytes]) -> list[str]:
     return changed
 
 
-def _restored_databases(backup: Backup, current: dict[str, envfile.EnvFile]) -> list[DbChange]:
+def _restored_databases(backup: Run, current: dict[str, envfile.EnvFile]) -> list[DbChange]:
     changes = []
-    for entry in backup.metadata.get("database", []):
+    for entry in backup.database:
         name, secret = entry["file"], entry["secret"]
         old = envfile.from_bytes(backup.read(name)).get(secret)
         now = current[name].get(secret) if name in current else None

@@ -6,12 +6,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .backup import Backup
+from .backup import Run
 from .config import Config
 
 __all__ = ["Due", "due", "last_rotated"]
-
-SUCCEEDED = ("applied", "restarted", "verified")
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,17 +21,17 @@ class Due:
     last: float | None
 
 
-def last_rotated(backups: Sequence[Backup]) -> dict[str, float]:
+def last_rotated(backups: Sequence[Run]) -> dict[str, float]:
     """When each secret was last rotated by a run that succeeded, as a Unix time."""
     found: dict[str, float] = {}
     for backup in backups:
-        if backup.kind == "rotation" and backup.status in SUCCEEDED:
-            for name in backup.metadata.get("rotated_secrets", []):
+        if backup.kind == "rotation" and backup.status.succeeded:
+            for name in backup.rotated_secrets:
                 found[name] = max(found.get(name, 0.0), backup.created)
     return found
 
 
-def due(config: Config, backups: Sequence[Backup], now: float | None = None) -> list[Due]:
+def due(config: Config, backups: Sequence[Run], now: float | None = None) -> list[Due]:
     """Every secret with a `rotation_period` whose last rotation is older than that period."""
     moment = time.time() if now is None else now
     history = last_rotated(backups)

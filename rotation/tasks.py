@@ -28,7 +28,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import Task, task
 
 from . import audit, health, report, rollout
-from .backup import Backup, local_time
+from .backup import Run, RunStatus, local_time
 from .compose import ComposeEngine
 from .config import find_config, load
 from .engine import Engine
@@ -40,8 +40,8 @@ from .guard import values_of as guard_values
 from .health import Snapshot, regressions
 from .probes import run_probes
 from .rollback import Command, roll_back
-from .rollout import DEFAULT_PARALLEL, DEFAULT_TIMEOUT
-from .runs import LIVE, Stack
+from .rollout import DEFAULT_PARALLEL, DEFAULT_TIMEOUT, present
+from .runs import Stack
 from .runs import restore as restore_backup
 from .runs import rotate as rotate_secrets
 from .schedule import due as due_secrets
@@ -331,8 +331,8 @@ def restore(
             return
         result = restore_backup(stack, backup, dry_run=dry)
         record.run = result.restored.id
-        record.secrets = [*result.restored.metadata.get("rotated_secrets", [])]
-        record.services = [*result.restored.metadata.get("affected_services", [])]
+        record.secrets = [*result.restored.rotated_secrets]
+        record.services = [*result.restored.affected_services]
     if json:
         print(report.dumps(report.restore_json(result)))
         return
@@ -419,11 +419,11 @@ def precheck(c: Context, config: str | None = None) -> None:
     print(f"precheck: {len(snapshot.states)} services healthy; state saved in run {run.id}")
 
 
-def _pipeline_run(c: Context, stack: Stack, record: _Record) -> Backup | None:
+def _pipeline_run(c: Context, stack: Stack, record: _Record) -> Run | None:
     """This pipeline's run, else the latest rotation, recorded with its secrets for the audit log."""
     run = stack.run(_setting(c, "run"))  # type: ignore[arg-type]
     if run is not None:
-        record.run, record.secrets = run.id, [*run.metadata.get("rotated_secrets", [])]
+        record.run, record.secrets = run.id, [*run.rotated_secrets]
     return run
 
 
@@ -456,7 +456,7 @@ def _fail(
     record: _Record,
     stack: Stack,
     engine: Engine,
-    run: Backup | None,
+    run: Run | None,
     reason: str,
     *,
     rollback: bool,
@@ -465,9 +465,9 @@ def _fail(
     config: str | None,
 ) -> Exit:
     """The `Exit` for a failed restart or verify, after rolling the run back when it is live."""
-    if not rollback or run is None or run.status not in LIVE:
-        if run is not None and run.status in LIVE:
-            stack.store.update(run, status="failed", error=reason)
+    if not rollback or run is None or not run.status.live:
+        if run is not None and run.status.live:
+            stack.store.update(run, status=RunStatus.FAILED, error=reason)
         return Exit(report.paint(f"rotation: {reason}", "red", sys.stderr), 1)
     print(report.paint(f"rolling back run {run.id}: {reason}", "yellow"))
     try:
@@ -529,7 +529,9 @@ def restart(
         elif services:
             chosen = engine.resolve(_names(services) or [], "--services")
         elif run is not None:
-            chosen = engine.resolve([*run.metadata.get("affected_services", [])])
+            chosen, absent = present(engine, run.affected_services)
+            for name in absent:
+                _err(f"warning: {name} is not a service of this stack; nothing to recreate there")
         else:
             raise SelectionError("no rotation to restart after; pass --services or --all")
         record.services = chosen
@@ -571,8 +573,8 @@ def restart(
                 parallel=workers,
                 config=config,
             )
-        if run is not None and run.status in LIVE:
-            stack.store.update(run, status="restarted")
+        if run is not None and run.status.live:
+            stack.store.update(run, status=RunStatus.RESTARTED)
         rechecked = sorted(set(result.outcome) - set(chosen))
         also = f", and {', '.join(rechecked)} that depend on them passed a new healthcheck" if rechecked else ""
     print(report.paint(f"restart: {len(chosen)} services healthy{also}", "green"))
@@ -600,7 +602,7 @@ def verify(
         run = _pipeline_run(c, stack, record)
         before = stack.state_before(run)
         snapshot = _snapshot(engine)
-        recreated = engine.resolve([*run.metadata.get("affected_services", [])]) if run else []
+        recreated = present(engine, run.affected_services)[0] if run else []
         print(report.states_table(snapshot))
         if before is None:
             print(report.paint("verify: no precheck state for this run; checking health only", "yellow"))
@@ -627,8 +629,8 @@ def verify(
                 parallel=int(DEFAULTS["parallel"]),
                 config=config,
             )
-        if run is not None and run.status in LIVE and not record.dry_run:
-            stack.store.update(run, status="verified")
+        if run is not None and run.status.live and not record.dry_run:
+            stack.store.update(run, status=RunStatus.VERIFIED)
     print(report.paint("verify: every service healthy, every probe passed", "green"))
 
 
