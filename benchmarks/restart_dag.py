@@ -32,8 +32,8 @@ import docker
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rotation import rollout
-from rotation.compose import ComposeEngine
 from rotation.config import ComposeSpec
+from rotation.engines.compose import ComposeEngine
 from rotation.order import critical_path, restart_graph, run_in_order, topological
 from tests.enginestack import IMAGE, ensure_image
 

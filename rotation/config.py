@@ -48,7 +48,7 @@ TYPES = ("random", "jwt-token", "static")
 MIN_RANDOM_LENGTH = 16
 MAX_RANDOM_LENGTH = 4096
 MAX_CONFIG_BYTES = 1 << 20
-TOP_LEVEL_KEYS = frozenset({"secrets", "backup", "compose", "verify", "notify"})
+TOP_LEVEL_KEYS = frozenset({"secrets", "backup", "compose", "verify", "notify", "optional_services"})
 DEFAULT_JWT_LIFETIME = 5 * 366 * 86400
 Fail = Callable[[str, str], ConfigError]  # (key, message) -> the error naming file and key
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's when the wheel has it
@@ -222,6 +222,7 @@ class Config:
     compose: ComposeSpec = field(default_factory=ComposeSpec)
     verify: tuple[Probe, ...] = ()
     notify: tuple[str, ...] = ()
+    optional_services: tuple[str, ...] = ()  # named in restart_services, but a stack may not have them
 
     def dependents(self, names: Iterable[str]) -> tuple[str, ...]:
         """Every `jwt-token` signed, directly or not, by one of `names`, in signing order (one pass)."""
@@ -341,6 +342,7 @@ def _build(path: Path, raw: Any) -> Config:
         compose=_compose(raw.get("compose") or {}, fail),
         verify=tuple(_probe(index, item, fail) for index, item in enumerate(raw.get("verify") or [])),
         notify=_notify(raw.get("notify") or [], fail),
+        optional_services=_names(raw.get("optional_services") or [], "optional_services", fail),
     )
 
 
@@ -557,6 +559,12 @@ def _probe(index: int, raw: Any, fail: Fail) -> Probe:
         expect=expect,
         timeout=float(timeout),
     )
+
+
+def _names(raw: Any, key: str, fail: Fail) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not all(isinstance(n, str) for n in raw):
+        raise fail(key, "expected a list of compose service names")
+    return tuple(raw)
 
 
 def _notify(raw: Any, fail: Fail) -> tuple[str, ...]:

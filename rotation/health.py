@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .engine import ServiceState
+from .engines import ServiceState
 from .errors import SelectionError
 
 __all__ = ["Regression", "Snapshot", "problems", "regressions"]

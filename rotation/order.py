@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Literal
 
-from .engine import Service
+from .engines import Service
 from .errors import ConfigError
 
 __all__ = ["Graph", "Outcome", "critical_path", "dependents", "restart_graph", "run_in_order", "topological"]

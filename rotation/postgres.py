@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from . import scram
 from .config import PASSWORD_PLACEHOLDER, AfterStatement, PostgresTarget, interpolate
-from .engine import Engine
+from .engines import Engine
 from .errors import DatabaseError, RotationError
 from .generate import Secret
 

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .backup import Run, age, local_time
-from .engine import ServiceState
+from .engines import ServiceState
 from .health import Snapshot
 from .rollback import Command, plain_command
 from .runs import RestoreResult, RotationResult

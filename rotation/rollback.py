@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from . import rollout
 from .backup import Run, RunStatus
-from .engine import Engine
+from .engines import Engine
 from .errors import RecoveryError, RotationError
 from .rollout import Progress, RestartResult, present
 from .runs import RestoreResult, Stack, restore
@@ -56,7 +56,7 @@ def roll_back(
     command: Command = plain_command,
 ) -> RollbackResult:
     """Restore the run's backup (files and databases), recreate its services, and wait for health."""
-    services = present(engine, run.affected_services)[0]
+    services = present(engine, run.affected_services, stack.config.optional_services)[0]
     try:
         restored = restore(stack, run.id)
         before = stack.state_before(run)

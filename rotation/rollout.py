@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .engine import Engine, ServiceState, instant
+from .engines import Engine, ServiceState, instant
 from .errors import EngineError
 from .order import Outcome, dependents, restart_graph, run_in_order
 
@@ -47,17 +47,18 @@ class RestartResult:
         return lines
 
 
-def present(engine: Engine, names: Sequence[str]) -> tuple[list[str], list[str]]:
-    """The service names of `names` (services or container names) this project has, and the rest.
+def present(engine: Engine, names: Sequence[str], optional: Collection[str] = ()) -> tuple[list[str], list[str]]:
+    """The services of `names` (service or container names), and the `optional` ones this project lacks.
 
-    A run's affected services come from a configuration written for several stacks (the bundled
-    one names Langfuse's services, which a Supabase-only stack does not have): those are skipped,
-    not an error. A name the user typed goes through `Engine.resolve`, which refuses it.
+    The bundled configuration serves several layouts (it names Langfuse's services, which a
+    Supabase-only stack does not have), so the names it declares optional are skipped where the
+    project has none. Any other unknown name is a `SelectionError` naming it: a typo in
+    `restart_services` must not quietly leave a service on its old secret.
     """
     services = engine.services()
     by_container = {s.container_name: s.name for s in services.values() if s.container_name}
-    known = sorted({by_container.get(n, n) for n in names if n in services or n in by_container})
-    return known, [n for n in names if n not in services and n not in by_container]
+    absent = [n for n in names if n not in services and n not in by_container and n in optional]
+    return engine.resolve([n for n in names if n not in absent]), absent
 
 
 def _described(state: ServiceState) -> str:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from . import envfile, postgres
 from .backup import BackupStore, Run, RunStatus
-from .compose import ComposeEngine
 from .config import Config, check_stack
+from .engines import engine_for
 from .errors import BackupError, RotationError, SelectionError
 from .fsio import locked, remove_tree, write_atomic
 from .generate import Secret
@@ -48,7 +48,7 @@ class Stack:
     @property
     def databases(self) -> postgres.Opener:
         """How this stack's databases are reached: directly, or in their compose containers."""
-        return postgres.opener(functools.cache(lambda: ComposeEngine(self.root, self.config.compose)))
+        return postgres.opener(functools.cache(lambda: engine_for(self.root, self.config)))
 
     @property
     def store(self) -> BackupStore:
@@ -73,7 +73,7 @@ class Stack:
 
     def has_service(self, name: str) -> bool:
         """Whether the compose project has a service (or container_name) `name`."""
-        services = ComposeEngine(self.root, self.config.compose).services()
+        services = engine_for(self.root, self.config).services()
         return name in services or any(s.container_name == name for s in services.values())
 
     def open_run(self, snapshot: Snapshot) -> Run:

@@ -29,9 +29,8 @@ from invoke.tasks import Task, task
 
 from . import audit, health, report, rollout
 from .backup import Run, RunStatus, local_time
-from .compose import ComposeEngine
 from .config import find_config, load
-from .engine import Engine
+from .engines import Engine, engine_for
 from .errors import DatabaseError, EngineError, RecoveryError, RotationError, SelectionError
 from .fsio import write_atomic
 from .guard import MIN_LENGTH, staged_files
@@ -341,11 +340,11 @@ def restore(
     print(report.restore_text(result, _command(c, config)))
 
 
-def _engine(stack: Stack) -> ComposeEngine:
-    return ComposeEngine(stack.root, stack.config.compose)
+def _engine(stack: Stack) -> Engine:
+    return engine_for(stack.root, stack.config)
 
 
-def _snapshot(engine: ComposeEngine) -> Snapshot:
+def _snapshot(engine: Engine) -> Snapshot:
     return Snapshot(engine.project, local_time(time.time()), engine.states())
 
 
@@ -529,7 +528,7 @@ def restart(
         elif services:
             chosen = engine.resolve(_names(services) or [], "--services")
         elif run is not None:
-            chosen, absent = present(engine, run.affected_services)
+            chosen, absent = present(engine, run.affected_services, stack.config.optional_services)
             for name in absent:
                 _err(f"warning: {name} is not a service of this stack; nothing to recreate there")
         else:
@@ -602,7 +601,7 @@ def verify(
         run = _pipeline_run(c, stack, record)
         before = stack.state_before(run)
         snapshot = _snapshot(engine)
-        recreated = present(engine, run.affected_services)[0] if run else []
+        recreated = present(engine, run.affected_services, stack.config.optional_services)[0] if run else []
         print(report.states_table(snapshot))
         if before is None:
             print(report.paint("verify: no precheck state for this run; checking health only", "yellow"))

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from rotation.engine import ExecResult, Service, ServiceState, instant
+from rotation.engines import ExecResult, Service, ServiceState, instant
 from rotation.errors import EngineError, SelectionError
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rotation.compose import _state, compose_failure
+from rotation.engines.compose import compose_failure
+from rotation.engines.docker import _state
 
 
 class FakeContainer:
@@ -54,8 +55,8 @@ def test_the_manual_recreate_command_is_the_compose_command_for_this_project(tmp
     import sys
     from pathlib import Path
 
-    from rotation.compose import ComposeEngine
     from rotation.config import ComposeSpec
+    from rotation.engines.compose import ComposeEngine
 
     spec = ComposeSpec(command=f"{sys.executable} -m compose", project="localai", files=("a.yml", "b.yml"))
     engine = ComposeEngine(Path(str(tmp_path)), spec)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from rotation.engine import Service, ServiceState, instant
+from rotation.engines import Service, ServiceState, instant
 from rotation.errors import ConfigError
 from rotation.health import Snapshot, problems, regressions
 from rotation.order import critical_path, dependents, restart_graph, run_in_order, topological

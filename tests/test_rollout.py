@@ -151,3 +151,13 @@ def test_a_rollback_whose_restore_fails_keeps_every_backup(fake_stack: Path) -> 
     with pytest.raises(RecoveryError, match="ROLLBACK FAILED"):
         roll_back(stack, FakeEngine(shaped()), result.backup, "verify failed", timeout=5, parallel=4)
     assert result.backup.path.is_dir()
+
+
+def test_services_a_configuration_declares_optional_are_skipped_where_absent_and_typos_are_not() -> None:
+    from rotation.errors import SelectionError
+
+    engine = FakeEngine(shaped())
+    known, absent = rollout.present(engine, ["db", "fake-gateway", "langfuse-web"], optional={"langfuse-web"})
+    assert known == ["db", "gateway"] and absent == ["langfuse-web"]
+    with pytest.raises(SelectionError, match="langfuse-wbe"):
+        rollout.present(engine, ["db", "langfuse-wbe"], optional={"langfuse-web"})

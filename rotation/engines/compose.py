@@ -1,0 +1,234 @@
+"""The Docker Compose engine: the compose command recreates, with the files and project each
+service was started with; the Docker API half (`docker.DockerEngine`) does everything else."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+
+from .. import envfile
+from ..config import ComposeSpec
+from ..errors import EngineError, RotationError
+from .docker import DockerEngine
+from .protocol import Service
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+
+__all__ = ["ComposeEngine", "Origin", "Runner", "compose_command", "compose_failure", "subprocess_runner"]
+
+CONFIG_FILES = "com.docker.compose.project.config_files"
+WORKING_DIR = "com.docker.compose.project.working_dir"
+
+Runner = Callable[[Sequence[str], Path], str]
+
+
+def compose_failure(argv: Sequence[str], output: str, code: int) -> EngineError:
+    """The error for a failed compose command: its own error line, not the help text after it."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    at = next((i for i, line in enumerate(lines) if re.search(r"error|invalid", line, re.I)), len(lines) - 1)
+    reason = " ".join(lines[at : at + 2]) if lines and lines[at].endswith(":") else (lines[at] if lines else "")
+    return EngineError(f"`{shlex.join(argv[:3])} ...` failed: {reason or f'exit code {code}'}")
+
+
+def subprocess_runner(argv: Sequence[str], cwd: Path) -> str:
+    """Run a compose command and return its output; a failure is an `EngineError` with compose's words."""
+    done = subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise compose_failure(argv, done.stderr + done.stdout, done.returncode)
+    return done.stdout
+
+
+def compose_command(configured: str | None) -> list[str]:
+    """The compose command: configured, else `docker compose`, else `docker-compose`."""
+    if configured:
+        argv = configured.split()
+        if shutil.which(argv[0]) is None:
+            raise EngineError(f"compose.command: '{argv[0]}' not found on PATH")
+        return argv
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    raise EngineError("no compose command: neither `docker compose` nor `docker-compose` works; set compose.command")
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where compose runs for a service: its project directory and the files it was started with."""
+
+    directory: Path
+    files: tuple[str, ...]
+
+
+def _dotenv(root: Path) -> dict[str, str]:
+    """The stack's .env as compose reads it for its own settings (COMPOSE_PROJECT_NAME, COMPOSE_FILE)."""
+    try:
+        parsed = envfile.read(root / ".env")
+    except RotationError:
+        return {}
+    return {key: value for key in parsed.names() if (value := parsed.get(key)) is not None}
+
+
+def _includes(origin: Origin) -> bool:
+    for name in origin.files or ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml"):
+        try:
+            model = yaml.safe_load((origin.directory / name).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(model, dict) and model.get("include"):
+            return True
+    return False
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[^-_a-z0-9]", "", name.lower())
+
+
+class ComposeEngine(DockerEngine):
+    """One compose project: the compose command recreates, the Docker API half does the rest."""
+
+    def __init__(
+        self,
+        root: Path,
+        spec: ComposeSpec,
+        runner: Runner = subprocess_runner,
+        client: DockerClient | None = None,
+    ) -> None:
+        super().__init__(client)
+        self.root = root
+        self.spec = spec
+        self.runner = runner
+        self._command: list[str] | None = None
+        self._services: dict[str, Service] | None = None
+        self._dotenv = _dotenv(root)
+        self.files = self._default_files()
+        # As compose decides it: flag or config, the environment, the stack's .env, the file's name:, the directory.
+        self.project = _normalise(
+            spec.project
+            or os.environ.get("COMPOSE_PROJECT_NAME")
+            or self._dotenv.get("COMPOSE_PROJECT_NAME")
+            or self._default_project()
+        )
+
+    def _default_files(self) -> tuple[str, ...]:
+        """compose.files, else COMPOSE_FILE (environment, then the stack's .env), else compose's own defaults."""
+        if self.spec.files:
+            return self.spec.files
+        listed = os.environ.get("COMPOSE_FILE") or self._dotenv.get("COMPOSE_FILE") or ""
+        separator = os.environ.get("COMPOSE_PATH_SEPARATOR") or self._dotenv.get("COMPOSE_PATH_SEPARATOR") or ":"
+        return tuple(name for name in listed.split(separator) if name)
+
+    def _default_project(self) -> str:
+        for name in self.files_or_defaults():
+            try:
+                raw = yaml.safe_load((self.root / name).read_text(encoding="utf-8"))
+            except (OSError, yaml.YAMLError):
+                continue
+            if isinstance(raw, dict) and isinstance(raw.get("name"), str) and "$" not in raw["name"]:
+                return _normalise(raw["name"])
+        return _normalise(self.root.resolve().name)
+
+    def files_or_defaults(self) -> tuple[str, ...]:
+        """The files compose reads when none is named: ours, or the names compose looks for."""
+        return self.files or ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
+
+    def _argv(self, origin: Origin, *args: str) -> list[str]:
+        if self._command is None:
+            self._command = compose_command(self.spec.command)
+        argv = [*self._command, "-p", self.project]
+        for name in origin.files:
+            argv += ["-f", name]
+        return [*argv, *args]
+
+    def _compose(self, origin: Origin, *args: str) -> str:
+        command = self._argv(origin, *args)
+        if command[0] == "docker-compose" and _includes(origin):
+            raise EngineError(
+                f"{', '.join(origin.files) or 'the compose file'} uses `include:`, which docker-compose v1 cannot "
+                "read; install the compose plugin (`docker compose` v2), or set compose.command"
+            )
+        return self.runner(command, origin.directory)
+
+    def origins(self) -> dict[str, Origin]:
+        """Each service with a container: the directory and files compose was started with, from the
+        labels compose put on it, so a recreate keeps every override file. Labels whose files are
+        gone fall back to the stack's own."""
+        found: dict[str, Origin] = {}
+        for service, container in self._containers().items():
+            labels = container.labels
+            directory = Path(labels.get(WORKING_DIR) or self.root)
+            files = tuple(str(directory / f) for f in (labels.get(CONFIG_FILES) or "").split(",") if f)
+            if files and directory.is_dir() and all(Path(f).is_file() for f in files):
+                origin = Origin(directory, files)
+                found[service] = self._own if origin == self._defaults_here() else origin
+        return found
+
+    def _defaults_here(self) -> Origin:
+        """What compose itself reads in the stack root when no file is named: its first default file
+        and, beside it, docker-compose.override.yml."""
+        names = [n for n in self.files_or_defaults() if (self.root / n).is_file()][:1]
+        names += [
+            n for n in ("docker-compose.override.yml", "docker-compose.override.yaml") if (self.root / n).is_file()
+        ][:1]
+        return Origin(self.root, tuple(str(self.root / n) for n in names))
+
+    def _groups(self, services: Sequence[str], *, known: bool = True) -> dict[Origin, list[str]]:
+        """`services` grouped by the files they were started with; with `known=False` an engine that
+        cannot be asked leaves every service on the stack's own files (for a message, not an action)."""
+        try:
+            origins = self.origins()
+        except EngineError:
+            if known:
+                raise
+            origins = {}
+        groups: dict[Origin, list[str]] = {}
+        for service in services:
+            groups.setdefault(origins.get(service, self._own), []).append(service)
+        return groups
+
+    @property
+    def _own(self) -> Origin:
+        return Origin(self.root, self.files)
+
+    def recreate_command(self, services: Sequence[str]) -> str:
+        """`<compose> up -d --force-recreate ...` per set of files the services were started with."""
+        commands = []
+        for origin, names in self._groups(services, known=False).items():
+            command = shlex.join(self._argv(origin, "up", "-d", "--force-recreate", *names))
+            same = origin.directory.resolve() == self.root.resolve()
+            commands.append(command if same else f"(cd {shlex.quote(str(origin.directory))} && {command})")
+        return " && ".join(commands)
+
+    def services(self) -> Mapping[str, Service]:
+        """The services of every set of compose files the project was started with, from `compose
+        config` (without interpolating secrets)."""
+        if self._services is None:
+            found: dict[str, Service] = {}
+            for origin in dict.fromkeys([self._own, *self.origins().values()]):
+                try:
+                    model = yaml.safe_load(self._compose(origin, "config", "--no-interpolate"))
+                except yaml.YAMLError:
+                    raise EngineError("compose config printed something that is not YAML") from None
+                for name, body in (model.get("services") or {}).items():
+                    deps = body.get("depends_on") or {}
+                    found[name] = Service(name, body.get("container_name"), frozenset(deps))
+            self._services = found
+        return self._services
+
+    def recreate(self, services: Sequence[str]) -> None:
+        """`up -d --no-deps --force-recreate`: each old container stops only now, replaced by a new one,
+        in one invocation per set of files the services were started with."""
+        for origin, names in self._groups(services).items():
+            self._compose(origin, "up", "-d", "--no-deps", "--force-recreate", *names)
