@@ -11,7 +11,8 @@ from .backup import Run, RunStatus
 from .engines import Engine
 from .errors import RecoveryError, RotationError
 from .rollout import Progress, RestartResult, present
-from .runs import RestoreResult, Stack, restore
+from .runs import RestoreResult, restore
+from .stack import Stack
 
 __all__ = ["Command", "RollbackResult", "manual_recovery", "plain_command", "roll_back"]
 

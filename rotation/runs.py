@@ -1,104 +1,28 @@
-"""Rotations and restores of one stack: lock, recover, plan, back up, commit, record.
-
-This is the edge where the pure core meets the disk and the database; the tasks call it.
-"""
+"""The rotate and restore use cases: lock, recover, plan, back up, commit, record."""
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
-import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import envfile, postgres
 from .backup import BackupStore, Run, RunStatus
-from .config import Config, check_stack
-from .engines import engine_for
+from .config import check_stack
 from .errors import BackupError, RotationError, SelectionError
-from .fsio import locked, remove_tree, write_atomic
+from .fsio import remove_tree
 from .generate import Secret
-from .health import Snapshot
-from .journal import DbChange, commit, pending, recover, stale
+from .journal import DbChange, commit
 from .plan import Plan, make_plan, render_files
+from .stack import Stack, merged_env
 
-__all__ = ["STATE_BEFORE", "RestoreResult", "RotationResult", "Stack", "restore", "rotate"]
+__all__ = ["RestoreResult", "RotationResult", "restore", "rotate"]
 
 log = logging.getLogger(__name__)
-LOCK = ".lock"
-STATE_BEFORE = "health-before.json"
 PRECHECK_FRESH = 3600  # seconds for which a precheck run on its own is adopted by the next rotate
 # A run in these states has its new values live: a failed restart or verify rolls it back.
-
-
-@dataclass(frozen=True, slots=True)
-class Stack:
-    """A stack directory and the configuration that describes it."""
-
-    root: Path
-    config: Config
-    lock_timeout: float = 60.0
-    task: str = "rotation"
-    waiting: Callable[[str], None] | None = None
-
-    @property
-    def databases(self) -> postgres.Opener:
-        """How this stack's databases are reached: directly, or in their compose containers."""
-        return postgres.opener(functools.cache(lambda: engine_for(self.root, self.config)))
-
-    @property
-    def store(self) -> BackupStore:
-        """Where this stack's backups live."""
-        return BackupStore.for_stack(self.root, self.config.backup.directory)
-
-    @contextmanager
-    def session(self) -> Iterator[str | None]:
-        """Hold the stack's lock and first undo any interrupted run; yields what recovery did."""
-        store = self.store
-        store.prepare()
-        holder = f"pid {os.getpid()} ({self.task}) since {time.strftime('%H:%M:%S')}"
-        with locked(store.directory / LOCK, self.lock_timeout, holder, self.waiting):
-            yield recover(store, self.databases)
-
-    def recover(self) -> str | None:
-        """Undo an interrupted run before anything else; a no-op that writes nothing when there is none."""
-        if pending(self.store) is None and not stale(self.store):
-            return None
-        with self.session() as recovered:
-            return recovered
-
-    def has_service(self, name: str) -> bool:
-        """Whether the compose project has a service (or container_name) `name`."""
-        services = engine_for(self.root, self.config).services()
-        return name in services or any(s.container_name == name for s in services.values())
-
-    def open_run(self, snapshot: Snapshot) -> Run:
-        """Start a run for a pipeline: a backup directory holding the pre-rotation health state."""
-        run = self.store.create("rotation", [], status=RunStatus.PLANNED)
-        write_atomic(run.path / STATE_BEFORE, json.dumps(snapshot.to_json(), indent=2).encode())
-        return run
-
-    def run(self, ident: str | None) -> Run | None:
-        """The run named by `ident` (this pipeline's), else the latest rotation that got as far as its files."""
-        return self.store.get(ident) if ident else self.store.latest_rotation()
-
-    def values(self) -> dict[str, str | None]:
-        """Every key of the stack's env files and its value now (the first listed file wins)."""
-        return _env(check_stack(self.config, self.root))
-
-    def values_in(self, run: Run) -> dict[str, str | None]:
-        """The same, as the run's backup holds them: the values before the run."""
-        return _env({name: envfile.from_bytes(run.read(name)) for name in run.files})
-
-    def state_before(self, run: Run | None) -> Snapshot | None:
-        """The health state saved by the precheck of `run`, if it had one."""
-        if run is None or not (run.path / STATE_BEFORE).is_file():
-            return None
-        return Snapshot.load(run.path / STATE_BEFORE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,15 +61,8 @@ def same_files(root: Path, names: Sequence[str]) -> dict[str, str]:
     return {name: first.setdefault((root / name).resolve(), name) for name in names}
 
 
-def _env(files: Mapping[str, envfile.EnvFile]) -> dict[str, str | None]:
-    merged: dict[str, str | None] = {}
-    for parsed in reversed(list(files.values())):
-        merged.update({key: parsed.get(key) for key in parsed.names()})
-    return merged
-
-
 def _database_changes(stack: Stack, plan: Plan, files: dict[str, envfile.EnvFile]) -> list[DbChange]:
-    env = _env(files)
+    env = merged_env(files)
     changes = []
     for change in plan.changes:
         for target in change.spec.apply:

@@ -16,7 +16,7 @@ import shlex
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +27,8 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import Task, task
 
-from . import audit, health, report, rollout
-from .backup import Run, RunStatus, local_time
+from . import audit, pipeline, report
+from .backup import Run, local_time
 from .config import find_config, load
 from .engines import Engine, engine_for
 from .errors import DatabaseError, EngineError, RecoveryError, RotationError, SelectionError
@@ -37,13 +37,12 @@ from .guard import MIN_LENGTH, staged_files
 from .guard import scan as scan_files
 from .guard import values_of as guard_values
 from .health import Snapshot, regressions
-from .probes import run_probes
-from .rollback import Command, roll_back
-from .rollout import DEFAULT_PARALLEL, DEFAULT_TIMEOUT, present
-from .runs import Stack
+from .rollback import Command
+from .rollout import DEFAULT_PARALLEL, DEFAULT_TIMEOUT
 from .runs import restore as restore_backup
 from .runs import rotate as rotate_secrets
 from .schedule import due as due_secrets
+from .stack import Stack
 
 __all__ = ["BUNDLED_CONFIG", "DEFAULTS", "SHORT_FLAGS", "namespace", "quiet_stdout"]
 
@@ -344,10 +343,6 @@ def _engine(stack: Stack) -> Engine:
     return engine_for(stack.root, stack.config)
 
 
-def _snapshot(engine: Engine) -> Snapshot:
-    return Snapshot(engine.project, local_time(time.time()), engine.states())
-
-
 @_task_options(
     help={
         "save": "Write the state to FILE as JSON.",
@@ -370,7 +365,7 @@ def check(
         record.announce = False
         stack = _stack(c, record, config, read_only=not save or _dry(c))
         engine = _engine(stack)
-        snapshot = _snapshot(engine)
+        snapshot = pipeline.snapshot(engine)
         found = []
         if compare:
             saved = Snapshot.load(Path(compare))
@@ -400,22 +395,18 @@ def precheck(c: Context, config: str | None = None) -> None:
     with _task("precheck") as record:
         record.announce, record.dry_run = False, _dry(c)
         stack = _stack(c, record, config)
-        snapshot = _snapshot(_engine(stack))
-        if not snapshot.healthy:
-            print(report.states_table(snapshot))
-            names = ", ".join(s.service for s in snapshot.unhealthy)
-            raise Exit(
-                report.paint(
-                    f"rotation: precheck failed, not healthy: {names}; nothing was rotated", "red", sys.stderr
-                ),
-                1,
-            )
-        if record.dry_run:
-            print(f"precheck (dry run): {len(snapshot.states)} services healthy; no run was opened")
-            return
-        run = stack.open_run(snapshot)
-        c.config.rotation.run = record.run = run.id
-    print(f"precheck: {len(snapshot.states)} services healthy; state saved in run {run.id}")
+        result = pipeline.precheck(stack, _engine(stack), dry_run=record.dry_run)
+        if not result.ok:
+            print(report.states_table(result.snapshot))
+            names = ", ".join(s.service for s in result.snapshot.unhealthy)
+            raise Exit(_red(f"rotation: precheck failed, not healthy: {names}; nothing was rotated"), 1)
+        if result.run is not None:
+            c.config.rotation.run = record.run = result.run.id
+    count = len(result.snapshot.states)
+    if result.run is None:
+        print(f"precheck (dry run): {count} services healthy; no run was opened")
+    else:
+        print(f"precheck: {count} services healthy; state saved in run {result.run.id}")
 
 
 def _pipeline_run(c: Context, stack: Stack, record: _Record) -> Run | None:
@@ -424,12 +415,6 @@ def _pipeline_run(c: Context, stack: Stack, record: _Record) -> Run | None:
     if run is not None:
         record.run, record.secrets = run.id, [*run.rotated_secrets]
     return run
-
-
-def _summary(task_name: str, problems: Sequence[str]) -> str:
-    """`restart failed: <first problem> (and N more)`: the reason a rollback and a notification give."""
-    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    return f"{task_name} failed: {problems[0]}{more}"
 
 
 def quiet_stdout() -> None:
@@ -450,49 +435,30 @@ def _progress(service: str, status: str, seconds: float) -> None:
         quiet_stdout()
 
 
-def _fail(
-    c: Context,
-    record: _Record,
-    stack: Stack,
-    engine: Engine,
-    run: Run | None,
-    reason: str,
-    *,
-    rollback: bool,
-    timeout: float,
-    parallel: int,
-    config: str | None,
-) -> Exit:
-    """The `Exit` for a failed restart or verify, after rolling the run back when it is live."""
-    if not rollback or run is None or not run.status.live:
-        if run is not None and run.status.live:
-            stack.store.update(run, status=RunStatus.FAILED, error=reason)
-        return Exit(report.paint(f"rotation: {reason}", "red", sys.stderr), 1)
-    print(report.paint(f"rolling back run {run.id}: {reason}", "yellow"))
-    try:
-        result = roll_back(
-            stack,
-            engine,
-            run,
-            reason,
-            timeout=timeout,
-            parallel=parallel,
-            progress=_progress,
-            command=_command(c, config),
-        )
-    except RecoveryError as exc:
-        return Exit(report.paint(f"rotation: {reason}\n{exc}", "red", sys.stderr), exc.exit_code)
-    services = ", ".join(result.restart.order) or "none"
-    record.services = [*result.restart.order]
+def _failed(record: _Record, failure: pipeline.Failure) -> Exit:
+    """The `Exit` for a failed restart or verify: rolled back, not rolled back, or a rollback that failed."""
+    if failure.rollback_error is not None:
+        return Exit(_red(f"rotation: {failure.reason}\n{failure.rollback_error}"), failure.rollback_error.exit_code)
+    if failure.rolled_back is None:
+        return Exit(_red(f"rotation: {failure.reason}"), 1)
+    order = failure.rolled_back.restart.order
+    record.services = [*order]
     return Exit(
-        report.paint(
-            f"rotation: ROLLED BACK run {run.id} because {reason}. Files and databases are back on the "
-            f"values before the rotation, and the recreated services ({services}) are healthy",
-            "red",
-            sys.stderr,
+        _red(
+            f"rotation: ROLLED BACK run {failure.rolled_back.run.id} because {failure.reason}. Files and databases "
+            f"are back on the values before the rotation, and the recreated services ({', '.join(order) or 'none'}) "
+            "are healthy"
         ),
         1,
     )
+
+
+def _red(text: str) -> str:
+    return report.paint(text, "red", sys.stderr)
+
+
+def _say(line: str) -> None:
+    print(report.paint(line, "yellow"), flush=True)
 
 
 @_task_options(
@@ -523,62 +489,42 @@ def restart(
         stack = _stack(c, record, config)
         engine = _engine(stack)
         run = _pipeline_run(c, stack, record)
-        if all:
-            chosen = sorted(engine.services())
-        elif services:
-            chosen = engine.resolve(_names(services) or [], "--services")
-        elif run is not None:
-            chosen, absent = present(engine, run.affected_services, stack.config.optional_services)
-            for name in absent:
-                _err(f"warning: {name} is not a service of this stack; nothing to recreate there")
-        else:
-            raise SelectionError("no rotation to restart after; pass --services or --all")
-        record.services = chosen
-        if not chosen:
-            print("restart: no service to recreate")
-            return
-        if record.dry_run:
-            print(f"restart (dry run): would recreate {', '.join(chosen)} in dependency order; nothing was done")
-            return
-        before = stack.state_before(run)
-        print(f"restart: recreating {', '.join(chosen)}", flush=True)
-        result = rollout.restart(
+        outcome = pipeline.restart(
+            stack,
             engine,
-            chosen,
+            run,
+            services=_names(services),
+            every=all,
             timeout=seconds,
             parallel=workers,
             healthcheck=not no_healthcheck,
-            healthy_before=before.healthy_services if before else None,
+            rollback=not no_rollback,
+            dry_run=record.dry_run,
             progress=_progress,
+            command=_command(c, config),
+            say=_say,
         )
-        if run is not None and result.order:
-            run = stack.store.record_restart(run, result.order)
-        print(f"restart: recreated {', '.join(result.order) or '(none)'}, started in dependency order")
-        found = regressions(before, _snapshot(engine), recreated=chosen) if before else []
-        problems = result.failures() + [r.describe() for r in found if result.outcome.get(r.service, "ok") == "ok"]
-        for line in problems:
-            print(report.paint(f"failed: {line}", "red"))
-        if problems:
-            reason = _summary("restart", problems)
-            raise _fail(
-                c,
-                record,
-                stack,
-                engine,
-                run,
-                reason,
-                rollback=not no_rollback,
-                timeout=seconds,
-                parallel=workers,
-                config=config,
+        record.services = [*outcome.services]
+        for name in outcome.absent:
+            _err(f"warning: {name} is not a service of this stack; nothing to recreate there")
+        if not outcome.services:
+            print("restart: no service to recreate")
+            return
+        if outcome.result is None:
+            print(
+                f"restart (dry run): would recreate {', '.join(outcome.services)} in dependency order; nothing was done"
             )
-        if run is not None and run.status.live:
-            stack.store.update(run, status=RunStatus.RESTARTED)
-        rechecked = sorted(set(result.outcome) - set(chosen))
+            return
+        print(f"restart: recreated {', '.join(outcome.result.order) or '(none)'}, in dependency order")
+        for line in outcome.problems:
+            print(report.paint(f"failed: {line}", "red"))
+        if outcome.failure is not None:
+            raise _failed(record, outcome.failure)
+        rechecked = sorted(set(outcome.result.outcome) - set(outcome.services))
         also = f", and {', '.join(rechecked)} that depend on them passed a new healthcheck" if rechecked else ""
-    print(report.paint(f"restart: {len(chosen)} services healthy{also}", "green"))
-    if result.downtime:
-        down = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in sorted(result.downtime.items()))
+    print(report.paint(f"restart: {len(outcome.services)} services healthy{also}", "green"))
+    if outcome.result.downtime:
+        down = ", ".join(f"{name} {secs:.1f}s" for name, secs in sorted(outcome.result.downtime.items()))
         print(f"restart: without a healthy container: {down}")
 
 
@@ -597,39 +543,27 @@ def verify(
         record.dry_run = _dry(c)
         seconds = _number(timeout, "--timeout")
         stack = _stack(c, record, config)
-        engine = _engine(stack)
-        run = _pipeline_run(c, stack, record)
-        before = stack.state_before(run)
-        snapshot = _snapshot(engine)
-        recreated = present(engine, run.affected_services, stack.config.optional_services)[0] if run else []
-        print(report.states_table(snapshot))
-        if before is None:
+        outcome = pipeline.verify(
+            stack,
+            _engine(stack),
+            _pipeline_run(c, stack, record),
+            rollback=not no_rollback,
+            timeout=seconds,
+            dry_run=record.dry_run,
+            progress=_progress,
+            command=_command(c, config),
+            say=_say,
+        )
+        print(report.states_table(outcome.snapshot))
+        if outcome.before is None:
             print(report.paint("verify: no precheck state for this run; checking health only", "yellow"))
-        problems = health.problems(before, snapshot, recreated)
-        for line in problems:
+        for line in outcome.regressions:
             print(report.paint(f"regression: {line}", "red"))
-        previous = stack.values_in(run) if run else {}
-        for probe in run_probes(stack.config, stack.values(), previous, stack.databases):
+        for probe in outcome.probes:
             mark = report.paint("ok  ", "green") if probe.ok else report.paint("FAIL", "red")
             print(f"{mark} {probe.name}: {probe.detail}")
-            if not probe.ok:
-                problems.append(f"probe {probe.name} failed: {probe.detail}")
-        if problems:
-            reason = _summary("verify", problems)
-            raise _fail(
-                c,
-                record,
-                stack,
-                engine,
-                run,
-                reason,
-                rollback=not (no_rollback or record.dry_run),
-                timeout=seconds,
-                parallel=int(DEFAULTS["parallel"]),
-                config=config,
-            )
-        if run is not None and run.status.live and not record.dry_run:
-            stack.store.update(run, status=RunStatus.VERIFIED)
+        if outcome.failure is not None:
+            raise _failed(record, outcome.failure)
     print(report.paint("verify: every service healthy, every probe passed", "green"))
 
 

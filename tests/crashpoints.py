@@ -18,7 +18,8 @@ import os, signal, sys
 from pathlib import Path
 from rotation import journal, postgres
 from rotation.config import load
-from rotation.runs import Stack, restore, rotate
+from rotation.runs import restore, rotate
+from rotation.stack import Stack
 
 root, limit, operation, argument = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 steps = 0

@@ -196,7 +196,8 @@ def test_crafted_backup_trees_never_touch_anything_outside_the_stack(
 ) -> None:
     from rotation.config import load
     from rotation.errors import RotationError
-    from rotation.runs import Stack, restore
+    from rotation.runs import restore
+    from rotation.stack import Stack
 
     from .conftest import EXAMPLE, REPO, example_files
 

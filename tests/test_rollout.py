@@ -14,7 +14,8 @@ from rotation import rollout
 from rotation.config import load
 from rotation.errors import RecoveryError
 from rotation.rollback import manual_recovery, roll_back
-from rotation.runs import Stack, rotate
+from rotation.runs import rotate
+from rotation.stack import Stack
 
 from .conftest import edited_config
 from .fakeengine import FakeEngine, Script

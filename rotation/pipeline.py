@@ -1,0 +1,240 @@
+"""The use cases a task runs: precheck, restart, verify, and what a failure of the last two does.
+
+Each takes a stack, an engine and the run, decides everything, and returns a frozen result that
+says what happened (problems, rolled back or not, the run's status). The Invoke tasks only parse
+flags, print these results and map them to exit codes; a test calls these functions directly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from . import health, rollout
+from .backup import Run, RunStatus, local_time
+from .engines import Engine
+from .errors import RecoveryError, SelectionError
+from .health import Snapshot, regressions
+from .probes import ProbeResult, run_probes
+from .rollback import Command, RollbackResult, plain_command, roll_back
+from .rollout import DEFAULT_PARALLEL, DEFAULT_TIMEOUT, Progress, RestartResult
+from .stack import Stack
+
+__all__ = [
+    "Failure",
+    "PrecheckResult",
+    "RestartOutcome",
+    "VerifyOutcome",
+    "precheck",
+    "restart",
+    "snapshot",
+    "verify",
+]
+
+Say = Callable[[str], None]  # one line for a person, as it happens (a rollback beginning)
+
+
+def _quiet(_line: str) -> None:
+    """Say nothing: for callers that only want the result."""
+
+
+def snapshot(engine: Engine) -> Snapshot:
+    """Every service's state now."""
+    return Snapshot(engine.project, local_time(time.time()), engine.states())
+
+
+@dataclass(frozen=True, slots=True)
+class PrecheckResult:
+    """The health gate's verdict and, when it passed and wrote, the run it opened."""
+
+    snapshot: Snapshot
+    run: Run | None
+
+    @property
+    def ok(self) -> bool:
+        """Whether every service is healthy."""
+        return self.snapshot.healthy
+
+
+def precheck(stack: Stack, engine: Engine, *, dry_run: bool = False) -> PrecheckResult:
+    """Judge the stack; when healthy (and not a dry run), open a run holding this state."""
+    state = snapshot(engine)
+    run = stack.open_run(state) if state.healthy and not dry_run else None
+    return PrecheckResult(state, run)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A failed restart or verify: why, and what the rollback did about it."""
+
+    reason: str
+    rolled_back: RollbackResult | None  # None: not rolled back (not live, --no-rollback, or it failed)
+    rollback_error: RecoveryError | None
+
+
+def _summary(task: str, problems: Sequence[str]) -> str:
+    """`restart failed: <first problem> (and N more)`: the reason a rollback and a notification give."""
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{task} failed: {problems[0]}{more}"
+
+
+def _fail(
+    stack: Stack,
+    engine: Engine,
+    run: Run | None,
+    reason: str,
+    *,
+    rollback: bool,
+    timeout: float,
+    parallel: int,
+    progress: Progress | None,
+    command: Command,
+    say: Say,
+) -> Failure:
+    """Roll a live run back; otherwise mark it failed (when live) and leave the stack as it is."""
+    if not rollback or run is None or not run.status.live:
+        if run is not None and run.status.live:
+            stack.store.update(run, status=RunStatus.FAILED, error=reason)
+        return Failure(reason, None, None)
+    say(f"rolling back run {run.id}: {reason}")
+    try:
+        result = roll_back(
+            stack, engine, run, reason, timeout=timeout, parallel=parallel, progress=progress, command=command
+        )
+    except RecoveryError as exc:
+        return Failure(reason, None, exc)
+    return Failure(reason, result, None)
+
+
+@dataclass(frozen=True, slots=True)
+class RestartOutcome:
+    """What a restart chose, how it went, and the failure (with its rollback) if it failed."""
+
+    services: tuple[str, ...]
+    absent: tuple[str, ...]  # optional services the run names but this stack does not have
+    result: RestartResult | None  # None: nothing to recreate, or a dry run
+    problems: tuple[str, ...]
+    failure: Failure | None
+
+    @property
+    def ok(self) -> bool:
+        """Whether every chosen service (and every healthy one that depends on them) is healthy."""
+        return self.failure is None
+
+
+def restart(
+    stack: Stack,
+    engine: Engine,
+    run: Run | None,
+    *,
+    services: Sequence[str] | None = None,
+    every: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+    parallel: int = DEFAULT_PARALLEL,
+    healthcheck: bool = True,
+    rollback: bool = True,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+    command: Command = plain_command,
+    say: Say = _quiet,
+) -> RestartOutcome:
+    """Recreate `services` (or every service, or the run's affected ones), judge the stack against
+    the run's precheck state, and roll the run back on any failure."""
+    absent: list[str] = []
+    if every:
+        chosen = sorted(engine.services())
+    elif services:
+        chosen = engine.resolve(list(services), "--services")
+    elif run is not None:
+        chosen, absent = rollout.present(engine, run.affected_services, stack.config.optional_services)
+    else:
+        raise SelectionError("no rotation to restart after; pass --services or --all")
+    if not chosen or dry_run:
+        return RestartOutcome(tuple(chosen), tuple(absent), None, (), None)
+    before = stack.state_before(run)
+    result = rollout.restart(
+        engine,
+        chosen,
+        timeout=timeout,
+        parallel=parallel,
+        healthcheck=healthcheck,
+        healthy_before=before.healthy_services if before else None,
+        progress=progress,
+    )
+    if run is not None and result.order:
+        run = stack.store.record_restart(run, result.order)
+    found = regressions(before, snapshot(engine), recreated=chosen) if before else []
+    problems = result.failures() + [r.describe() for r in found if result.outcome.get(r.service, "ok") == "ok"]
+    failure = None
+    if problems:
+        failure = _fail(
+            stack,
+            engine,
+            run,
+            _summary("restart", problems),
+            rollback=rollback,
+            timeout=timeout,
+            parallel=parallel,
+            progress=progress,
+            command=command,
+            say=say,
+        )
+    elif run is not None and run.status.live:
+        stack.store.update(run, status=RunStatus.RESTARTED)
+    return RestartOutcome(tuple(chosen), tuple(absent), result, tuple(problems), failure)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyOutcome:
+    """The stack now, against its precheck state, with every probe's result."""
+
+    snapshot: Snapshot
+    before: Snapshot | None
+    regressions: tuple[str, ...]
+    probes: tuple[ProbeResult, ...]
+    failure: Failure | None
+
+    @property
+    def ok(self) -> bool:
+        """Whether nothing regressed and every probe passed."""
+        return self.failure is None
+
+
+def verify(
+    stack: Stack,
+    engine: Engine,
+    run: Run | None,
+    *,
+    rollback: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+    command: Command = plain_command,
+    say: Say = _quiet,
+) -> VerifyOutcome:
+    """Compare the stack with the run's precheck state, run the probes, and roll back on failure."""
+    before = stack.state_before(run)
+    state = snapshot(engine)
+    recreated = rollout.present(engine, run.affected_services, stack.config.optional_services)[0] if run else []
+    found = health.problems(before, state, recreated)
+    previous = stack.values_in(run) if run else {}
+    probes = tuple(run_probes(stack.config, stack.values(), previous, stack.databases))
+    problems = found + [f"probe {p.name} failed: {p.detail}" for p in probes if not p.ok]
+    failure = None
+    if problems:
+        failure = _fail(
+            stack,
+            engine,
+            run,
+            _summary("verify", problems),
+            rollback=rollback and not dry_run,
+            timeout=timeout,
+            parallel=DEFAULT_PARALLEL,
+            progress=progress,
+            command=command,
+            say=say,
+        )
+    elif run is not None and run.status.live and not dry_run:
+        stack.store.update(run, status=RunStatus.VERIFIED)
+    return VerifyOutcome(state, before, tuple(found), probes, failure)
