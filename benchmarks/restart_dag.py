@@ -17,6 +17,7 @@ Needs DOCKER_HOST (see .ci/engine.sh) and docker-compose. Run: python benchmarks
 
 from __future__ import annotations
 
+import functools
 import statistics
 import subprocess
 import sys
@@ -148,7 +149,7 @@ def previous_strategy(engine: ComposeEngine, project: str, root: Path, parallel:
     assert all(v == "ok" for v in outcome.values()), outcome
 
 
-def downtime(client: docker.DockerClient, project: str, action: Callable[[], None]) -> tuple[float, dict[str, float]]:
+def downtime(client: docker.DockerClient, project: str, action: Callable[[], object]) -> tuple[float, dict[str, float]]:
     """Wall seconds of `action` and each service's seconds without a healthy container during it."""
     started = time.perf_counter()
     with Sampler(client, project) as sampler:
@@ -190,7 +191,7 @@ def main() -> int:
             sequential = timed_sequential(engine, topological(graph))
             floors = {}
             for name in STACK:  # each alone, while everything it depends on is up
-                _, down = downtime(client, project, lambda n=name: single_recreate(engine, n))
+                _, down = downtime(client, project, functools.partial(single_recreate, engine, name))
                 floors[name] = down[name]
             new_wall, new_down = downtime(client, project, lambda: timed_restart(engine, 4))
             old_wall, old_down = downtime(client, project, lambda: previous_strategy(engine, project, root, 4))

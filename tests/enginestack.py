@@ -20,6 +20,7 @@ from pathlib import Path
 import docker
 import yaml
 from docker import DockerClient
+from docker.models.containers import Container
 
 IMAGE = "localhost/rotation-busybox-v2:latest"  # Podman's import ignores the tag: keep latest
 APPLETS = ("sh", "httpd", "sleep", "wget", "cat", "env", "echo", "test", "printf", "mkdir", "grep", "true")
@@ -174,7 +175,7 @@ def running(base: Path, client: DockerClient) -> Iterator[tuple[Path, str]]:
         yield root, project
 
 
-def containers(client: DockerClient, project: str) -> dict[str, docker.models.containers.Container]:
+def containers(client: DockerClient, project: str) -> dict[str, Container]:
     """The project's containers by service, found by label."""
     found = client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
     return {c.labels["com.docker.compose.service"]: c for c in found}

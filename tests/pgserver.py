@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -55,7 +56,7 @@ class Server:
     port: int
     socket_dir: Path
 
-    def connect(self, user: str = ADMIN, password: str = ADMIN_PASSWORD, **kw: object) -> psycopg.Connection:
+    def connect(self, user: str = ADMIN, password: str = ADMIN_PASSWORD, **kw: Any) -> psycopg.Connection[Any]:
         return psycopg.connect(
             host=self.host, port=self.port, dbname="postgres", user=user, password=password, autocommit=True, **kw
         )
@@ -127,7 +128,7 @@ def supabase_layout(server: Server, password: str) -> None:
         )
 
 
-def _as_postgres() -> dict[str, object]:
+def _as_postgres() -> dict[str, Any]:
     if os.geteuid() != 0:
         return {}
     entry = pwd.getpwnam("postgres")
@@ -147,14 +148,14 @@ def running() -> Iterator[Server]:
     pwfile.write_text(ADMIN_PASSWORD + "\n")
     if owner:
         for path in (base, sockets, pwfile):
-            os.chown(path, owner["user"], owner["group"])  # type: ignore[arg-type]
+            os.chown(path, owner["user"], owner["group"])
     port = _free_port()
     try:
         subprocess.run(
             [str(bindir / "initdb"), "-D", str(data), "-A", "scram-sha-256", "-U", ADMIN, f"--pwfile={pwfile}"],
             check=True,
             capture_output=True,
-            **owner,  # type: ignore[arg-type]
+            **owner,
         )
         with (data / "pg_hba.conf").open("r+") as hba:
             rules = hba.read()
@@ -174,13 +175,13 @@ def running() -> Iterator[Server]:
             ],
             check=True,
             capture_output=True,
-            **owner,  # type: ignore[arg-type]
+            **owner,
         )
         yield Server("127.0.0.1", port, sockets)
     finally:
         subprocess.run(
             [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
             capture_output=True,
-            **owner,  # type: ignore[arg-type]
+            **owner,
         )
         shutil.rmtree(base, ignore_errors=True)

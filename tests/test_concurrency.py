@@ -24,8 +24,9 @@ def assert_consistent(files: dict[str, bytes]) -> None:
     for key in ("JWT_SECRET", "ANON_KEY", "SERVICE_ROLE_KEY", "DASHBOARD_PASSWORD"):
         assert len({p.get(key) for p in parsed}) == 1, key
     secret = parsed[0].get("JWT_SECRET")
+    assert secret
     for key in ("ANON_KEY", "SERVICE_ROLE_KEY"):
-        jwt.decode(parsed[0].get(key), secret, algorithms=["HS256"])  # raises if it does not verify
+        jwt.decode(parsed[0].get(key) or "", secret, algorithms=["HS256"])  # raises if it does not verify
 
 
 def test_simultaneous_rotations_serialise_and_every_state_agrees(stack: Path) -> None:

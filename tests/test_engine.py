@@ -24,12 +24,14 @@ def env_of(client: DockerClient, project: str, service: str) -> dict[str, str]:
 
 
 def ids(client: DockerClient, project: str) -> dict[str, str]:
-    return {name: c.id for name, c in enginestack.containers(client, project).items()}
+    return {name: str(c.id) for name, c in enginestack.containers(client, project).items()}
 
 
 def uptime_noted(container: Container, path: str) -> float:
     """The host's uptime that the stack wrote into `path` inside the container (one clock for all)."""
-    return float(container.exec_run(["cat", path]).output.split()[0])
+    output = container.exec_run(["cat", path]).output
+    assert isinstance(output, bytes)
+    return float(output.split()[0])
 
 
 def test_pipeline_recreates_affected_services_in_order_with_new_values(

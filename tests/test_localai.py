@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -124,7 +125,7 @@ def _analytics_url(server: pgserver.Server) -> str:
     with psycopg.connect(
         host=server.host, port=server.port, dbname="_supabase", user=pgserver.ADMIN, password=pgserver.ADMIN_PASSWORD
     ) as conn:
-        rows = dict(conn.execute("SELECT type, config FROM _analytics.source_backends").fetchall())
+        rows: dict[str, Any] = dict(conn.execute("SELECT type, config FROM _analytics.source_backends").fetchall())
     assert rows["bigquery"] == {"project": "p"}  # other backends are left alone
     return str(rows["postgres"]["url"])
 
@@ -167,7 +168,7 @@ def test_postgres_password_follows_db_passwd_sh_in_the_supabase_database(
         stored = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'supabase_read_only_user'").fetchone()
         assert stored == (None,)  # db-passwd.sh: "this role is not supposed to have a password"
         for role in ("anon", "authenticated", "service_role", "dashboard_user"):  # NOLOGIN, altered all the same
-            verifier = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", [role]).fetchone()[0]
+            verifier = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", [role]).fetchone()[0]  # type: ignore[index]
             from rotation import scram
 
             assert scram.matches(verifier, new), role

@@ -85,9 +85,14 @@ def test_run_in_order_starts_each_node_after_its_dependencies_and_waves_together
 
 
 def test_parallel_bounds_the_services_in_progress() -> None:
-    graph = {name: frozenset() for name in "abcde"}
+    graph: dict[str, frozenset[str]] = {name: frozenset() for name in "abcde"}
     batches: list[list[str]] = []
-    assert run_in_order(graph, lambda names: batches.append(names) or dict.fromkeys(names, True), bool, 2)
+
+    def begin(names: list[str]) -> dict[str, bool]:
+        batches.append(names)
+        return dict.fromkeys(names, True)
+
+    assert run_in_order(graph, begin, lambda name: True, 2) == dict.fromkeys("abcde", "ok")
     assert all(len(batch) <= 2 for batch in batches) and sum(map(len, batches)) == 5
 
 

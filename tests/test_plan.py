@@ -102,5 +102,6 @@ def test_rendered_files_change_only_the_rotated_values(loaded, stack: Path) -> N
     new = render_files(plan, files)
     for name, data in new.items():
         old = (stack / name).read_bytes()
-        old_value = files[name].get("DASHBOARD_PASSWORD").encode()  # type: ignore[union-attr]
-        assert data == old.replace(old_value, plan.change("DASHBOARD_PASSWORD").new.reveal().encode())  # type: ignore[union-attr]
+        old_value = (files[name].get("DASHBOARD_PASSWORD") or "").encode()
+        change = plan.change("DASHBOARD_PASSWORD")
+        assert change is not None and data == old.replace(old_value, change.new.reveal().encode())

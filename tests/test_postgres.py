@@ -222,14 +222,14 @@ def test_scram_verifiers_agree_with_postgres(pg_server: pgserver.Server) -> None
         assert pg_server.logs_in("scram_probe", "ours-1234567890")
         assert not pg_server.logs_in("scram_probe", "ours-1234567891")
         conn.execute("ALTER ROLE scram_probe PASSWORD 'theirs-0987654321'")  # hashed by the server
-        stored = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'scram_probe'").fetchone()[0]
+        stored = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'scram_probe'").fetchone()[0]  # type: ignore[index]
     assert stored.startswith("SCRAM-SHA-256$")
     assert scram.matches(stored, "theirs-0987654321")
     # Non-ASCII passwords go through SASLprep on both sides: U+00A0 is a space, U+FB01 is "fi".
     for password in ("caf\u00e9\u00a0\ufb01x-1234567890", "\u05d0\u05d1\u05d2-rtl-1234567890\u05d3"):
         with pg_server.connect() as conn:
             conn.execute(sql.SQL("ALTER ROLE scram_probe PASSWORD {}").format(password))
-            stored = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'scram_probe'").fetchone()[0]
+            stored = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'scram_probe'").fetchone()[0]  # type: ignore[index]
             assert scram.matches(stored, password), password
             conn.execute(sql.SQL("ALTER ROLE scram_probe PASSWORD {}").format(scram.verifier(password)))
         assert pg_server.logs_in("scram_probe", password), password
