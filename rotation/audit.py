@@ -10,16 +10,19 @@ import getpass
 import json
 import os
 import socket
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .backup import local_time
 from .errors import StorageError
 
-__all__ = ["AUDIT_LOG", "append", "notify", "read"]
+__all__ = ["AUDIT_LOG", "TaskRun", "announcement", "append", "entry", "notify", "read"]
 
 AUDIT_LOG = "audit.log"
 
@@ -75,6 +78,55 @@ def read(directory: Path) -> tuple[list[dict[str, Any]], int]:
         elif text.strip():
             damaged += 1
     return entries, damaged
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRun:
+    """What one task run did, for the audit log and the webhooks: names only, never values."""
+
+    task: str
+    stack: str
+    outcome: str  # ok, failed: <reason>, or a verdict such as due: <names>
+    seconds: float
+    secrets: tuple[str, ...] = ()
+    services: tuple[str, ...] = ()
+    run: str | None = None
+    dry_run: bool = False
+    accept_data_loss: bool = False
+
+    @property
+    def failed(self) -> bool:
+        """Whether the task failed (a verdict such as `due: ...` is not a failure)."""
+        return self.outcome.startswith("failed")
+
+
+def entry(run: TaskRun, now: float | None = None) -> dict[str, Any]:
+    """The audit log line for a task run (user and host are added when it is written)."""
+    return {
+        "time": local_time(time.time() if now is None else now),
+        "task": run.task,
+        "stack": run.stack,
+        "secrets": sorted(run.secrets),
+        "services": sorted(run.services),
+        "run": run.run,
+        "outcome": run.outcome,
+        "duration": round(run.seconds, 3),
+        "dry_run": run.dry_run,
+        "accept_data_loss": run.accept_data_loss,
+    }
+
+
+def announcement(run: TaskRun, logged: Mapping[str, Any]) -> dict[str, Any]:
+    """The webhook payload: a Slack-compatible `text` for people, and the audit entry for machines."""
+    verdict = "succeeded" if run.outcome == "ok" else run.outcome
+    text = f"rotation {run.task} on {socket.gethostname()}:{run.stack} {verdict}"
+    if run.secrets:
+        text += f"; secrets: {', '.join(sorted(run.secrets))}"
+    if run.services:
+        text += f"; services: {', '.join(sorted(run.services))}"
+    if run.accept_data_loss:
+        text += "; data loss accepted (--accept-data-loss)"
+    return {"text": text, "ok": not run.failed, **logged}
 
 
 def _host(url: str) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import os
 import shlex
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +27,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import Task, task
 
 from . import audit, pipeline, report
-from .backup import Run, local_time
+from .backup import Run
 from .config import find_config, load
 from .engines import Engine, engine_for
 from .errors import DatabaseError, EngineError, RecoveryError, RotationError, SelectionError
@@ -188,33 +187,23 @@ def _record(record: _Record, outcome: str, seconds: float) -> None:
     stack = record.stack
     if stack is None or not stack.store.directory.is_dir() or stack.store.directory.is_symlink():
         return
-    entry = {
-        "time": local_time(time.time()),
-        "task": record.task,
-        "stack": str(stack.root),
-        "secrets": sorted(record.secrets),
-        "services": sorted(record.services),
-        "run": record.run,
-        "outcome": outcome,
-        "duration": round(seconds, 3),
-        "dry_run": record.dry_run,
-        "accept_data_loss": record.accept_data_loss,
-    }
-    problem = audit.append(stack.store.directory, entry)
+    done = audit.TaskRun(
+        record.task,
+        str(stack.root),
+        outcome,
+        seconds,
+        tuple(record.secrets),
+        tuple(record.services),
+        record.run,
+        record.dry_run,
+        record.accept_data_loss,
+    )
+    logged = audit.entry(done)
+    problem = audit.append(stack.store.directory, logged)
     if problem:
         _err(f"warning: {problem}")
-    if stack.config.notify and (record.announce or outcome.startswith("failed")):
-        verdict = "succeeded" if outcome == "ok" else outcome
-        text = f"rotation {record.task} on {socket.gethostname()}:{stack.root} {verdict}"
-        if record.secrets:
-            text += f"; secrets: {', '.join(sorted(record.secrets))}"
-        if record.services:
-            text += f"; services: {', '.join(sorted(record.services))}"
-        if record.accept_data_loss:
-            text += "; data loss accepted (--accept-data-loss)"
-        for warning in audit.notify(
-            stack.config.notify, {"text": text, "ok": not outcome.startswith("failed"), **entry}
-        ):
+    if stack.config.notify and (record.announce or done.failed):
+        for warning in audit.notify(stack.config.notify, audit.announcement(done, logged)):
             _err(f"warning: {warning}")
 
 
