@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import envfile, postgres
+from . import envfile
 from .backup import BackupStore, Run, RunStatus
 from .errors import DatabaseError, RecoveryError, RotationError, StorageError
 from .fsio import ensure_private_dir, inside, remove_file, remove_tree, write_atomic, write_stack_file
 from .generate import Secret
+from .targets import LiveTarget
 
-__all__ = ["JOURNAL", "DbChange", "commit", "pending", "recover", "stale"]
+__all__ = ["JOURNAL", "LiveChange", "Targets", "commit", "pending", "recover", "stale"]
 
 log = logging.getLogger(__name__)
 JOURNAL = "journal.json"
@@ -29,18 +30,21 @@ STAGED = "staged"
 
 
 @dataclass(frozen=True, slots=True)
-class DbChange:
-    """One database whose roles move from `current` to `new`; `file` is where the secret is read from."""
+class LiveChange:
+    """One live target that moves from `current` to `new`; `file` is where the secret is read from."""
 
     secret: str
     file: str
-    point: postgres.Endpoint
+    target: LiveTarget
     current: Secret
     new: Secret
 
     def to_json(self) -> dict[str, Any]:
-        """What metadata and the journal keep of the change: never a value."""
-        return {"secret": self.secret, "file": self.file, "endpoint": self.point.to_json()}
+        """What metadata and the journal keep of the change, by kind: never a value."""
+        return {"kind": self.target.kind, "secret": self.secret, "file": self.file, "endpoint": self.target.to_json()}
+
+
+Targets = Callable[[Mapping[str, Any]], LiveTarget]  # a journal or metadata entry -> its live target
 
 
 def pending(store: BackupStore) -> dict[str, Any] | None:
@@ -72,8 +76,7 @@ def commit(
     store: BackupStore,
     run: Run,
     files: Mapping[str, bytes],
-    databases: Sequence[DbChange],
-    connect: postgres.Opener,
+    databases: Sequence[LiveChange],
 ) -> None:
     """Change `databases`, then write `files`, so that a crash at any point can be undone from `run`.
 
@@ -89,15 +92,15 @@ def commit(
         target = inside(staged, name, str(staged))
         ensure_private_dir(target.parent)
         write_atomic(target, data)
-    applied: list[DbChange] = []
+    applied: list[LiveChange] = []
     written: list[str] = []
     try:
         for change in databases:
             try:
-                postgres.apply_password(connect(change.point), change.current, change.new, change.secret)
+                change.target.apply(change.current, change.new, change.secret)
             except RotationError as failure:
                 if not (isinstance(failure, DatabaseError) and failure.unchanged):
-                    applied += _if_changed(change, connect)  # an engine that died mid-way leaves it unknown
+                    applied += _if_changed(change)  # an engine that died mid-way leaves it unknown
                 raise
             applied.append(change)
         done: set[Path] = set()
@@ -108,7 +111,7 @@ def commit(
                 done.add(real)
             written.append(name)
     except RotationError as exc:
-        undone = _undo(store, run, applied, written, connect, exc)
+        undone = _undo(store, run, applied, written, exc)
         _close(store, run)
         if undone:
             raise type(exc)(f"{exc}. {undone}") from None
@@ -116,14 +119,14 @@ def commit(
     _close(store, run)
 
 
-def _if_changed(change: DbChange, connect: postgres.Opener) -> list[DbChange]:
+def _if_changed(change: LiveChange) -> list[LiveChange]:
     """`[change]` when its database is on the new password after a failed apply, to be put back;
     a database that cannot even say which password it has is a `RecoveryError`: the journal stays."""
     try:
-        state = connect(change.point).which({"old": change.current, "new": change.new})
+        state = change.target.which({"old": change.current, "new": change.new})
     except RotationError as exc:
         raise RecoveryError(
-            f"{change.point.label}: cannot tell whether {change.secret} changed ({exc}); the journal is kept "
+            f"{change.target.label}: cannot tell whether {change.secret} changed ({exc}); the journal is kept "
             "and the next command of this tool finishes the job"
         ) from None
     return [change] if state == "new" else []
@@ -132,16 +135,15 @@ def _if_changed(change: DbChange, connect: postgres.Opener) -> list[DbChange]:
 def _undo(
     store: BackupStore,
     run: Run,
-    applied: Sequence[DbChange],
+    applied: Sequence[LiveChange],
     written: Sequence[str],
-    connect: postgres.Opener,
     cause: RotationError,
 ) -> str:
     """Put back what a failed commit changed; what it did, in words. If that fails too, the journal
     stays for the next command to finish the job, and the error says so."""
     try:
         for change in reversed(applied):
-            postgres.revert_password(connect(change.point), change.new, change.current, change.secret)
+            change.target.revert(change.new, change.current, change.secret)
         for name in written:
             _put_back(store, run, name)
     except RotationError as failure:
@@ -149,7 +151,7 @@ def _undo(
             f"{cause}; undoing it failed too: {failure}. The journal is kept: the next command of this "
             f"tool tries again, and the backup {run.path} holds the files as they were"
         ) from None
-    parts = [f"the password in {', '.join(c.point.label for c in applied)}"] if applied else []
+    parts = [f"the password in {', '.join(c.target.label for c in applied)}"] if applied else []
     parts += [f"{len(written)} files already written"] if written else []
     return f"Put back {' and '.join(parts)}: the stack is as it was before this command" if parts else ""
 
@@ -182,7 +184,7 @@ def stale(store: BackupStore) -> list[Path]:
     return found if found and pending(store) is None else []  # listed first: a live run writes its journal first
 
 
-def recover(store: BackupStore, connect: postgres.Opener) -> str | None:
+def recover(store: BackupStore, targets: Targets) -> str | None:
     """Undo an interrupted run, if the journal shows one; returns what was done, for the user."""
     journal = pending(store)
     if journal is None:
@@ -195,21 +197,20 @@ def recover(store: BackupStore, connect: postgres.Opener) -> str | None:
     for entry in journal["database"]:
         if not (staged / entry["file"]).is_file():
             continue  # killed while staging: no database was touched yet
-        point = postgres.Endpoint.from_json(entry["endpoint"])
+        target = targets(entry)
         old = _value(run.read(entry["file"]), entry["secret"], f"backup {run.id}/{entry['file']}")
         new = _value(
             inside(staged, entry["file"], str(staged)).read_bytes(), entry["secret"], f"{staged}/{entry['file']}"
         )
-        db = connect(point)
-        state = db.which({"old": old, "new": new})
+        state = target.which({"old": old, "new": new})
         if state is None:
             raise RecoveryError(
-                f"{point.label}: neither the old nor the new {entry['secret']} logs in as {point.user}; "
+                f"{target.label}: it holds neither the old nor the new {entry['secret']}; "
                 f"the interrupted run {run.id} cannot be reverted automatically. Its backup is kept in {run.path}"
             )
         if state == "new":
-            postgres.revert_password(db, new, old, entry["secret"])
-            reverted.append(point.label)
+            target.revert(new, old, entry["secret"])
+            reverted.append(target.label)
     for name in journal["files"]:
         _put_back(store, run, name)
     store.update(run, status=RunStatus.ROLLED_BACK, rollback_reason="interrupted; reverted by the next command")

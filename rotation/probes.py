@@ -17,7 +17,7 @@ import jwt
 from .config import Config, HttpProbe, JwtProbe, PostgresProbe
 from .errors import DatabaseError
 from .generate import Secret, verify_jwt
-from .postgres import Endpoint, Opener
+from .targets.postgres import Endpoint, Opener
 
 __all__ = ["ProbeResult", "run_probes"]
 

@@ -8,15 +8,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import envfile, postgres
+from . import envfile
 from .backup import BackupStore, Run, RunStatus
 from .config import check_stack
 from .errors import BackupError, RotationError, SelectionError
 from .fsio import remove_tree
 from .generate import Secret
-from .journal import DbChange, commit
+from .journal import LiveChange, commit
 from .plan import Plan, make_plan, render_files
 from .stack import Stack, merged_env
+from .targets.postgres import PostgresLive, endpoint
 
 __all__ = ["RestoreResult", "RotationResult", "restore", "rotate"]
 
@@ -61,7 +62,7 @@ def same_files(root: Path, names: Sequence[str]) -> dict[str, str]:
     return {name: first.setdefault((root / name).resolve(), name) for name in names}
 
 
-def _database_changes(stack: Stack, plan: Plan, files: dict[str, envfile.EnvFile]) -> list[DbChange]:
+def _database_changes(stack: Stack, plan: Plan, files: dict[str, envfile.EnvFile]) -> list[LiveChange]:
     env = merged_env(files)
     changes = []
     for change in plan.changes:
@@ -71,8 +72,8 @@ def _database_changes(stack: Stack, plan: Plan, files: dict[str, envfile.EnvFile
             if target.optional and target.container and not stack.has_service(target.container):
                 log.warning("%s: no service %s in this stack; that database is skipped", change.name, target.container)
                 continue
-            point = postgres.endpoint(target, env)
-            changes.append(DbChange(change.name, change.spec.files[0], point, change.old, change.new))
+            live = PostgresLive(endpoint(target, env), stack.databases)
+            changes.append(LiveChange(change.name, change.spec.files[0], live, change.old, change.new))
     return changes
 
 
@@ -89,10 +90,7 @@ def rotate(
     files = check_stack(stack.config, stack.root)
     plan = _plan(stack, files, selection, accept_data_loss)
     if dry_run:
-        connect = stack.databases
-        probes = tuple(
-            postgres.probe(connect(c.point), c.current, c.secret) for c in _database_changes(stack, plan, files)
-        )
+        probes = tuple(c.target.check(c.current, c.secret) for c in _database_changes(stack, plan, files))
         return RotationResult(plan, None, probes, (), None, True)
     with stack.session() as recovered:
         # Read again under the lock: another run may have changed the files while we waited.
@@ -102,9 +100,7 @@ def rotate(
         store = stack.store
         backup = _open_run(store, run, plan)
         try:
-            commit(
-                store, backup, render_files(plan, files, same_files(stack.root, plan.files)), databases, stack.databases
-            )
+            commit(store, backup, render_files(plan, files, same_files(stack.root, plan.files)), databases)
         except RotationError as exc:
             store.update(backup, status=RunStatus.FAILED, error=str(exc))
             raise
@@ -121,7 +117,7 @@ def rotate(
         return RotationResult(
             plan,
             None if skip_backup else backup,
-            tuple(c.point.label for c in databases),
+            tuple(c.target.label for c in databases),
             tuple(pruned),
             recovered,
             False,
@@ -165,7 +161,7 @@ def restore(stack: Stack, ident: str | None = None, *, dry_run: bool = False) ->
     with stack.session() as recovered:
         changed = _differs(stack.root, wanted)
         current = {n: envfile.read(stack.root / n) for n in wanted if (stack.root / n).is_file()}
-        databases = _restored_databases(backup, current)
+        databases = _restored_databases(stack, backup, current)
         undo = store.create(
             "pre-restore",
             list(current),
@@ -175,12 +171,12 @@ def restore(stack: Stack, ident: str | None = None, *, dry_run: bool = False) ->
             database=list(backup.database),
         )
         try:
-            commit(store, undo, wanted, databases, stack.databases)
+            commit(store, undo, wanted, databases)
         except RotationError as exc:
             store.update(undo, status=RunStatus.FAILED, error=str(exc))
             raise
         undo = store.update(undo, status=RunStatus.APPLIED)
-        return RestoreResult(backup, undo, tuple(changed), tuple(c.point.label for c in databases), recovered, False)
+        return RestoreResult(backup, undo, tuple(changed), tuple(c.target.label for c in databases), recovered, False)
 
 
 def _chosen(store: BackupStore, ident: str | None) -> Run:
@@ -201,7 +197,7 @@ def _differs(root: Path, wanted: dict[str, bytes]) -> list[str]:
     return changed
 
 
-def _restored_databases(backup: Run, current: dict[str, envfile.EnvFile]) -> list[DbChange]:
+def _restored_databases(stack: Stack, backup: Run, current: dict[str, envfile.EnvFile]) -> list[LiveChange]:
     changes = []
     for entry in backup.database:
         name, secret = entry["file"], entry["secret"]
@@ -209,6 +205,5 @@ def _restored_databases(backup: Run, current: dict[str, envfile.EnvFile]) -> lis
         now = current[name].get(secret) if name in current else None
         if old is None or now is None or old == now:
             continue
-        point = postgres.Endpoint.from_json(entry["endpoint"])
-        changes.append(DbChange(secret, name, point, Secret(now), Secret(old)))
+        changes.append(LiveChange(secret, name, stack.target(entry), Secret(now), Secret(old)))
     return changes

@@ -13,14 +13,17 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from . import envfile, postgres
+from . import envfile
 from .backup import BackupStore, Run, RunStatus
 from .config import Config, check_stack
 from .engines import engine_for
 from .fsio import locked, write_atomic
 from .health import Snapshot
 from .journal import pending, recover, stale
+from .targets import LiveTarget, target_from_json
+from .targets.postgres import Opener, opener
 
 __all__ = ["LOCK", "STATE_BEFORE", "Stack", "merged_env"]
 
@@ -39,9 +42,13 @@ class Stack:
     waiting: Callable[[str], None] | None = None
 
     @property
-    def databases(self) -> postgres.Opener:
+    def databases(self) -> Opener:
         """How this stack's databases are reached: directly, or in their compose containers."""
-        return postgres.opener(functools.cache(lambda: engine_for(self.root, self.config)))
+        return opener(functools.cache(lambda: engine_for(self.root, self.config)))
+
+    def target(self, entry: Mapping[str, Any]) -> LiveTarget:
+        """The live target a journal or metadata entry of this stack describes."""
+        return target_from_json(entry, self.databases)
 
     @property
     def store(self) -> BackupStore:
@@ -55,7 +62,7 @@ class Stack:
         store.prepare()
         holder = f"pid {os.getpid()} ({self.task}) since {time.strftime('%H:%M:%S')}"
         with locked(store.directory / LOCK, self.lock_timeout, holder, self.waiting):
-            yield recover(store, self.databases)
+            yield recover(store, self.target)
 
     def recover(self) -> str | None:
         """Undo an interrupted run before anything else; a no-op that writes nothing when there is none."""

@@ -16,7 +16,8 @@ from pathlib import Path
 CHILD = """
 import os, signal, sys
 from pathlib import Path
-from rotation import journal, postgres
+from rotation import journal
+from rotation.targets import postgres
 from rotation.config import load
 from rotation.runs import restore, rotate
 from rotation.stack import Stack

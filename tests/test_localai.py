@@ -169,7 +169,7 @@ def test_postgres_password_follows_db_passwd_sh_in_the_supabase_database(
         assert stored == (None,)  # db-passwd.sh: "this role is not supposed to have a password"
         for role in ("anon", "authenticated", "service_role", "dashboard_user"):  # NOLOGIN, altered all the same
             verifier = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", [role]).fetchone()[0]  # type: ignore[index]
-            from rotation import scram
+            from rotation.targets import scram
 
             assert scram.matches(verifier, new), role
     assert _schemas(pg_server, "_supabase") == {"_supavisor": "supabase_admin", "tables": "0"}  # reset, in _supabase

@@ -214,7 +214,7 @@ def test_container_mode_runs_psql_in_the_database_container(
 def test_scram_verifiers_agree_with_postgres(pg_server: pgserver.Server) -> None:
     from psycopg import sql
 
-    from rotation import scram
+    from rotation.targets import scram
 
     with pg_server.connect() as conn:
         conn.execute("DROP ROLE IF EXISTS scram_probe")

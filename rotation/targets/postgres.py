@@ -14,11 +14,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..config import PASSWORD_PLACEHOLDER, AfterStatement, PostgresTarget, interpolate
+from ..engines import Engine
+from ..errors import DatabaseError, RotationError
+from ..generate import Secret
 from . import scram
-from .config import PASSWORD_PLACEHOLDER, AfterStatement, PostgresTarget, interpolate
-from .engines import Engine
-from .errors import DatabaseError, RotationError
-from .generate import Secret
 
 if TYPE_CHECKING:  # psycopg is imported where it is used: commands that never connect start faster
     import psycopg
@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # psycopg is imported where it is used: commands that never c
 
 __all__ = [
     "ContainerDatabase",
+    "PostgresLive",
     "Database",
     "DirectDatabase",
     "Endpoint",
@@ -424,3 +425,32 @@ def probe(db: Database, current: Secret, secret: str) -> str:
     if not db.can_alter(current):
         raise DatabaseError(f"{db.point.label}: {db.point.user} may not alter roles (needs SUPERUSER or CREATEROLE)")
     return f"{db.point.label}: can alter {len(db.point.roles)} roles as {db.point.user}; {len(roles)} can log in"
+
+
+class PostgresLive:
+    """A PostgreSQL as a `LiveTarget`: the roles of `point` follow a secret."""
+
+    kind = "postgres"
+
+    def __init__(self, point: Endpoint, opener: Opener) -> None:
+        self.point = point
+        self._open = opener
+
+    @property
+    def label(self) -> str:
+        return self.point.label
+
+    def to_json(self) -> dict[str, Any]:
+        return self.point.to_json()
+
+    def check(self, current: Secret, secret: str) -> str:
+        return probe(self._open(self.point), current, secret)
+
+    def apply(self, current: Secret, new: Secret, secret: str) -> None:
+        apply_password(self._open(self.point), current, new, secret)
+
+    def revert(self, login: Secret, back_to: Secret, secret: str) -> None:
+        revert_password(self._open(self.point), login, back_to, secret)
+
+    def which(self, candidates: Mapping[str, Secret]) -> str | None:
+        return self._open(self.point).which(candidates)

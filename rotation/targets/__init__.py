@@ -1,0 +1,59 @@
+"""Live targets: systems that must hold a secret's new value before any file does.
+
+A target changes in one transaction, proves the change, can be put back, and can tell which of two
+values it holds now; it describes itself without values. The journal knows targets only through
+`LiveTarget` and records them by `kind`. PostgreSQL (`postgres`: host and container modes, SCRAM
+verifiers from `scram`) is the first; a secret store would be a module beside it and one branch
+in `target_from_json`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from ..errors import RecoveryError
+from ..generate import Secret
+
+__all__ = ["LiveTarget", "target_from_json"]
+
+
+class LiveTarget(Protocol):
+    """One live system a secret's value must move in before the files do."""
+
+    kind: str
+
+    @property
+    def label(self) -> str:
+        """How messages name it: where it is, never a value."""
+        ...
+
+    def to_json(self) -> dict[str, Any]:
+        """Where it is, for the journal and metadata.json: never a value."""
+        ...
+
+    def check(self, current: Secret, secret: str) -> str:
+        """For a dry run: what applying would do, found without changing anything; raises if it could not."""
+        ...
+
+    def apply(self, current: Secret, new: Secret, secret: str) -> None:
+        """Move from `current` to `new` in one transaction and prove it; on failure it is left on `current`."""
+        ...
+
+    def revert(self, login: Secret, back_to: Secret, secret: str) -> None:
+        """Reached with `login`, go back to `back_to`."""
+        ...
+
+    def which(self, candidates: Mapping[str, Secret]) -> str | None:
+        """The name of the candidate it holds now, if any."""
+        ...
+
+
+def target_from_json(raw: Mapping[str, Any], opener: Any) -> LiveTarget:
+    """The target a journal or metadata entry describes (`kind` absent: PostgreSQL, as old runs wrote)."""
+    kind = raw.get("kind", "postgres")
+    if kind == "postgres":
+        from .postgres import Endpoint, PostgresLive
+
+        return PostgresLive(Endpoint.from_json(raw["endpoint"]), opener)
+    raise RecoveryError(f"a run names a live target of kind '{kind}', which this version does not know")
