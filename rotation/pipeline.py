@@ -79,28 +79,52 @@ def _summary(task: str, problems: Sequence[str]) -> str:
     return f"{task} failed: {problems[0]}{more}"
 
 
-def _fail(
+@dataclass(frozen=True, slots=True)
+class _Ending:
+    """How a failed restart or verify ends: whether it rolls back, and how it reports on the way."""
+
+    rollback: bool
+    timeout: float
+    parallel: int
+    progress: Progress | None
+    command: Command
+    say: Say
+    dry_run: bool = False  # nothing is written: no status, no rollback
+
+
+def _conclude(
     stack: Stack,
     engine: Engine,
     run: Run | None,
-    reason: str,
-    *,
-    rollback: bool,
-    timeout: float,
-    parallel: int,
-    progress: Progress | None,
-    command: Command,
-    say: Say,
-) -> Failure:
-    """Roll a live run back; otherwise mark it failed (when live) and leave the stack as it is."""
-    if not rollback or run is None or not run.status.live:
+    task: str,
+    problems: Sequence[str],
+    success: RunStatus,
+    ending: _Ending,
+) -> Failure | None:
+    """The end of a restart or verify: on problems, roll a live run back (or mark it failed when it
+    may not be); without them, move a live run on to `success`."""
+    if not problems:
+        if run is not None and run.status.live and not ending.dry_run:
+            stack.store.update(run, status=success)
+        return None
+    reason = _summary(task, problems)
+    if ending.dry_run:
+        return Failure(reason, None, None)
+    if not ending.rollback or run is None or not run.status.live:
         if run is not None and run.status.live:
             stack.store.update(run, status=RunStatus.FAILED, error=reason)
         return Failure(reason, None, None)
-    say(f"rolling back run {run.id}: {reason}")
+    ending.say(f"rolling back run {run.id}: {reason}")
     try:
         result = roll_back(
-            stack, engine, run, reason, timeout=timeout, parallel=parallel, progress=progress, command=command
+            stack,
+            engine,
+            run,
+            reason,
+            timeout=ending.timeout,
+            parallel=ending.parallel,
+            progress=ending.progress,
+            command=ending.command,
         )
     except RecoveryError as exc:
         return Failure(reason, None, exc)
@@ -166,22 +190,8 @@ def restart(
         run = stack.store.record_restart(run, result.order)
     found = regressions(before, snapshot(engine), recreated=chosen) if before else []
     problems = result.failures() + [r.describe() for r in found if result.outcome.get(r.service, "ok") == "ok"]
-    failure = None
-    if problems:
-        failure = _fail(
-            stack,
-            engine,
-            run,
-            _summary("restart", problems),
-            rollback=rollback,
-            timeout=timeout,
-            parallel=parallel,
-            progress=progress,
-            command=command,
-            say=say,
-        )
-    elif run is not None and run.status.live:
-        stack.store.update(run, status=RunStatus.RESTARTED)
+    ending = _Ending(rollback, timeout, parallel, progress, command, say)
+    failure = _conclude(stack, engine, run, "restart", problems, RunStatus.RESTARTED, ending)
     return RestartOutcome(tuple(chosen), tuple(absent), result, tuple(problems), failure)
 
 
@@ -221,20 +231,6 @@ def verify(
     previous = stack.values_in(run) if run else {}
     probes = tuple(run_probes(stack.config, stack.values(), previous, stack.databases))
     problems = found + [f"probe {p.name} failed: {p.detail}" for p in probes if not p.ok]
-    failure = None
-    if problems:
-        failure = _fail(
-            stack,
-            engine,
-            run,
-            _summary("verify", problems),
-            rollback=rollback and not dry_run,
-            timeout=timeout,
-            parallel=DEFAULT_PARALLEL,
-            progress=progress,
-            command=command,
-            say=say,
-        )
-    elif run is not None and run.status.live and not dry_run:
-        stack.store.update(run, status=RunStatus.VERIFIED)
+    ending = _Ending(rollback, timeout, DEFAULT_PARALLEL, progress, command, say, dry_run)
+    failure = _conclude(stack, engine, run, "verify", problems, RunStatus.VERIFIED, ending)
     return VerifyOutcome(state, before, tuple(found), probes, failure)

@@ -107,6 +107,7 @@ def test_a_dependent_unhealthy_before_is_not_held_to_a_recheck() -> None:
 def fake_stack(stack: Path) -> Path:
     """The example stack whose JWT secrets are read by the fake engine's services."""
     with edited_config(stack) as raw:
+        raw["verify"] = [{"jwt": {}}]  # the other probes reach for real containers and databases
         for name in ("JWT_SECRET", "ANON_KEY", "SERVICE_ROLE_KEY"):
             raw["secrets"][name]["restart_services"] = ["db", "api"] if name == "JWT_SECRET" else ["fake-gateway"]
     return stack
@@ -162,3 +163,37 @@ def test_services_a_configuration_declares_optional_are_skipped_where_absent_and
     assert known == ["db", "gateway"] and absent == ["langfuse-web"]
     with pytest.raises(SelectionError, match="langfuse-wbe"):
         rollout.present(engine, ["db", "langfuse-wbe"], optional={"langfuse-web"})
+
+
+def test_a_failed_verify_rolls_back_and_marks_the_run_without_invoke(fake_stack: Path) -> None:
+    from rotation import pipeline
+
+    stack = Stack(fake_stack, load(fake_stack / "secrets-config.yaml"))
+    original = (fake_stack / ".env").read_bytes()
+    rotated = rotate(stack, ["JWT_SECRET"])
+    assert rotated.backup is not None
+    scripts = shaped()
+    scripts["worker"] = Script(ready=0, fails=True)  # a service down after the rotation
+    said: list[str] = []
+    dry = pipeline.verify(stack, FakeEngine(scripts), rotated.backup, dry_run=True, say=said.append)
+    assert dry.failure is not None and dry.failure.rolled_back is None and not said
+    assert stack.store.get(rotated.backup.id).status == "applied"  # a dry run writes nothing
+    outcome = pipeline.verify(stack, FakeEngine(scripts), rotated.backup, timeout=5, say=said.append)
+    assert outcome.failure is not None and outcome.failure.reason.startswith("verify failed: worker exited")
+    assert outcome.failure.rolled_back is not None and said == [
+        f"rolling back run {rotated.backup.id}: {outcome.failure.reason}"
+    ]
+    assert stack.store.get(rotated.backup.id).status == "rolled-back"
+    assert (fake_stack / ".env").read_bytes() == original
+
+
+def test_a_good_restart_moves_the_run_on_and_names_what_it_recreated(fake_stack: Path) -> None:
+    from rotation import pipeline
+
+    stack = Stack(fake_stack, load(fake_stack / "secrets-config.yaml"))
+    rotated = rotate(stack, ["JWT_SECRET"])
+    assert rotated.backup is not None
+    outcome = pipeline.restart(stack, FakeEngine(shaped()), rotated.backup, timeout=5)
+    assert outcome.ok and outcome.services == ("api", "db", "gateway") and outcome.result is not None
+    assert stack.store.get(rotated.backup.id).status == "restarted"
+    assert pipeline.restart(stack, FakeEngine(shaped()), rotated.backup, dry_run=True).result is None
