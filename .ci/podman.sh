@@ -21,6 +21,10 @@ default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
 # stack's internal network cannot reach: fail it in a second, not after 20 s of retries.
 dns_options = ["timeout:1", "attempts:1"]
 
+[network]
+# aardvark-dns answers service names on internal networks too; the CNI backend would not.
+network_backend = "netavark"
+
 [engine]
 runtime = "runc"
 cgroup_manager = "cgroupfs"
