@@ -17,15 +17,16 @@ from typing import Any
 
 from . import envfile
 from .backup import BackupStore, Run, RunStatus
-from .config import Config, check_stack
+from .config import Config, check_stack, find_config, load
 from .engines import engine_for
+from .errors import DatabaseError, EngineError, RecoveryError, SelectionError
 from .fsio import locked, write_atomic
 from .health import Snapshot
 from .journal import pending, recover, stale
 from .targets import LiveTarget, target_from_json
 from .targets.postgres import Opener, opener
 
-__all__ = ["LOCK", "STATE_BEFORE", "Stack", "merged_env"]
+__all__ = ["LOCK", "STATE_BEFORE", "Stack", "locate", "merged_env"]
 
 LOCK = ".lock"
 STATE_BEFORE = "health-before.json"
@@ -64,6 +65,23 @@ class Stack:
         with locked(store.directory / LOCK, self.lock_timeout, holder, self.waiting):
             yield recover(store, self.target)
 
+    def recover_first(self, *, read_only: bool, finish: str) -> tuple[str | None, str | None]:
+        """Deal with an interrupted run before a task: (what recovery did, why it is still pending).
+
+        When the recovery needs a database or engine that is down, a read-only task may go on
+        (the second item says why, and `finish` is the command that completes it later); a task
+        that would write is refused with a `RecoveryError` naming that command.
+        """
+        try:
+            return self.recover(), None
+        except (DatabaseError, EngineError, RecoveryError) as exc:
+            if not read_only:
+                raise RecoveryError(
+                    f"an interrupted run must be finished before anything else, and that failed: {exc}. "
+                    f"Once that is fixed, run: {finish}"
+                ) from None
+            return None, f"an interrupted run is pending ({exc}); when that is fixed, run: {finish}"
+
     def recover(self) -> str | None:
         """Undo an interrupted run before anything else; a no-op that writes nothing when there is none."""
         if pending(self.store) is None and not stale(self.store):
@@ -99,6 +117,26 @@ class Stack:
         if run is None or not (run.path / STATE_BEFORE).is_file():
             return None
         return Snapshot.load(run.path / STATE_BEFORE)
+
+
+def locate(root: Path, explicit: str | None, bundled: Path) -> tuple[Config, bool]:
+    """The configuration for the stack at `root` and whether it is the bundled one: the stack is
+    found, not assumed, so a directory with neither a configuration nor the bundled one's files is
+    a `SelectionError` saying how to point at a stack."""
+    if not root.is_dir():
+        raise SelectionError(f"stack root {root} is not a directory (rotation.root / ROTATION_ROOT)")
+    path = find_config(root, explicit)
+    if path is not None:
+        return load(path), False
+    config = load(bundled)
+    listed = sorted({name for spec in config.secrets.values() for name in spec.files})
+    if not any((root / name).is_file() for name in listed):
+        raise SelectionError(
+            f"no stack found in {root}: no secrets-config.yaml (or scripts/secrets-config.yaml) and none of "
+            f"the files of the local AI stack ({', '.join(listed)}). Run it inside your stack, or point at one "
+            "with ROTATION_ROOT=DIR, rotation.root in an Invoke config file (-f FILE), or --config FILE"
+        )
+    return config, True
 
 
 def merged_env(files: Mapping[str, envfile.EnvFile]) -> dict[str, str | None]:

@@ -28,9 +28,8 @@ from invoke.tasks import Task, task
 
 from . import audit, pipeline, report
 from .backup import Run
-from .config import find_config, load
 from .engines import Engine, engine_for
-from .errors import DatabaseError, EngineError, RecoveryError, RotationError, SelectionError
+from .errors import RotationError, SelectionError
 from .fsio import write_atomic
 from .guard import MIN_LENGTH, staged_files
 from .guard import scan as scan_files
@@ -41,7 +40,7 @@ from .rollout import DEFAULT_PARALLEL, DEFAULT_TIMEOUT
 from .runs import restore as restore_backup
 from .runs import rotate as rotate_secrets
 from .schedule import due as due_secrets
-from .stack import Stack
+from .stack import Stack, locate
 
 __all__ = ["BUNDLED_CONFIG", "DEFAULTS", "SHORT_FLAGS", "namespace", "quiet_stdout"]
 
@@ -119,45 +118,21 @@ class _Record:
 def _stack(
     c: Context, record: _Record, config: str | None = None, *, read_only: bool = False, recover: bool = True
 ) -> Stack:
-    """The stack this task works on: found, not assumed, with any interrupted run recovered first.
-
-    When that recovery cannot run yet (the database or the engine it needs is down), a read-only
-    task goes on with a warning; anything that would write refuses, naming the command that
-    finishes the recovery.
-    """
+    """The stack this task works on, found (not assumed), with any interrupted run dealt with first."""
     root = _root(c)
-    if not root.is_dir():
-        raise SelectionError(f"stack root {root} is not a directory (rotation.root / ROTATION_ROOT)")
     explicit = config or _setting(c, "config")
-    path = find_config(root, str(explicit) if explicit else None)
-    settings = load(path or BUNDLED_CONFIG)
-    if path is None:
-        listed = sorted({name for spec in settings.secrets.values() for name in spec.files})
-        if not any((root / name).is_file() for name in listed):
-            raise SelectionError(
-                f"no stack found in {root}: no secrets-config.yaml (or scripts/secrets-config.yaml) and none of "
-                f"the files of the local AI stack ({', '.join(listed)}). Run it inside your stack, or point at one "
-                "with ROTATION_ROOT=DIR, rotation.root in an Invoke config file (-f FILE), or --config FILE"
-            )
+    settings, bundled = locate(root, str(explicit) if explicit else None, BUNDLED_CONFIG)
+    if bundled:
         _err(f"no secrets-config.yaml in {root}: using the bundled configuration for the local AI stack")
     timeout = _number(_setting(c, "lock_timeout") or DEFAULTS["lock_timeout"], "rotation.lock_timeout")
     stack = Stack(root, settings, lock_timeout=timeout, task=record.task, waiting=_err)
     record.stack = stack
-    if not recover:
-        return stack
-    try:
-        recovered = stack.recover()
-    except (DatabaseError, EngineError, RecoveryError) as exc:
-        finish = _command(c, config)("recover")
-        if not read_only:
-            raise RecoveryError(
-                f"an interrupted run must be finished before anything else, and that failed: {exc}. "
-                f"Once that is fixed, run: {finish}"
-            ) from None
-        _err(f"warning: an interrupted run is pending ({exc}); when that is fixed, run: {finish}")
-        return stack
-    if recovered:
-        _err(recovered)
+    if recover:
+        recovered, pending_reason = stack.recover_first(read_only=read_only, finish=_command(c, config)("recover"))
+        if pending_reason:
+            _err(f"warning: {pending_reason}")
+        elif recovered:
+            _err(recovered)
     return stack
 
 
