@@ -157,6 +157,12 @@ def downtime(client: docker.DockerClient, project: str, action: Callable[[], obj
     return time.perf_counter() - started, sampler.down
 
 
+def timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
 def timed_restart(engine: ComposeEngine, parallel: int) -> float:
     started = time.perf_counter()
     result = rollout.restart(engine, list(STACK), timeout=120, parallel=parallel)
@@ -193,8 +199,11 @@ def main() -> int:
             for name in STACK:  # each alone, while everything it depends on is up
                 _, down = downtime(client, project, functools.partial(single_recreate, engine, name))
                 floors[name] = down[name]
-            new_wall, new_down = downtime(client, project, lambda: timed_restart(engine, 4))
-            old_wall, old_down = downtime(client, project, lambda: previous_strategy(engine, project, root, 4))
+            _, new_down = downtime(client, project, lambda: timed_restart(engine, 4))
+            _, old_down = downtime(client, project, lambda: previous_strategy(engine, project, root, 4))
+            # Wall time without the sampler, whose polling loads a 2-core machine: median of two each.
+            new_wall = statistics.median(timed_restart(engine, 4) for _ in range(2))
+            old_wall = statistics.median(timed(lambda: previous_strategy(engine, project, root, 4)) for _ in range(2))
         finally:
             subprocess.run(["docker-compose", "-p", project, "down", "-t", "0"], cwd=root, capture_output=True)
     print(f"services: {len(STACK)}; single-service recreate R = {single:.2f} s (beyond the service's ready delay)")
@@ -213,7 +222,10 @@ def main() -> int:
         f"previous {old_sum:.1f} s ({old_sum / floor_sum:.2f}x)"
     )
     print(f"worst service: {worst} {new_down[worst]:.1f} s (floor {floors[worst]:.1f} s)")
-    print(f"wall time: stop-late {new_wall:.2f} s, previous {old_wall:.2f} s ({new_wall / old_wall:.2f}x, goal <= 1.1)")
+    print(
+        f"wall time, without the sampler, median of 2: stop-late {new_wall:.2f} s, previous {old_wall:.2f} s "
+        f"({new_wall / old_wall:.2f}x, goal <= 1.1)"
+    )
     return 0 if ratio <= GOAL and new_sum <= 1.3 * floor_sum and new_wall <= 1.1 * old_wall else 1
 
 

@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import docker
 import pytest
 from docker import DockerClient
 from docker.models.containers import Container
@@ -228,14 +229,20 @@ def test_a_dependent_keeps_its_old_container_until_its_dependency_is_healthy(
         stderr=subprocess.PIPE,
         text=True,
     )
-    samples = []  # (new db healthy, old api running), from one list call each: nothing to race
+    samples = []  # (new db healthy, old api running)
     label = {"label": f"com.docker.compose.project={project}"}
+
+    def healthy(container_id: str) -> bool:  # Podman's list leaves health out of Status: inspect it
+        try:
+            state = docker_client.api.inspect_container(container_id)["State"]
+        except docker.errors.NotFound:
+            return False  # replaced between the list and the inspect
+        return state.get("Status") == "running" and (state.get("Health") or {}).get("Status") == "healthy"
+
     while child.poll() is None:
         listed = docker_client.api.containers(all=True, filters=label)
         db_new_healthy = any(
-            c["Labels"].get("com.docker.compose.service") == "db"
-            and c["Id"] != before["db"]
-            and "(healthy)" in c["Status"]
+            c["Labels"].get("com.docker.compose.service") == "db" and c["Id"] != before["db"] and healthy(c["Id"])
             for c in listed
         )
         api_running = any(c["Id"] == before["api"] and c["State"] == "running" for c in listed)
