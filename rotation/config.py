@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -119,7 +119,8 @@ PASSWORD_PLACEHOLDER = "${password}"
 
 @dataclass(frozen=True, slots=True)
 class PostgresTarget:
-    """A live PostgreSQL whose roles must follow a password secret before the files change."""
+    """A PostgreSQL and the roles that follow a password secret: the one location type, as the
+    configuration writes it (`${VAR}` in its settings) and, resolved, as the journal records it."""
 
     roles: tuple[str, ...]
     host: str = "localhost"
@@ -136,6 +137,25 @@ class PostgresTarget:
         """How messages name this database: its container, or host and port."""
         where = f"container {self.container}" if self.container else f"{self.host}:{self.port}"
         return f"postgres {where}/{self.dbname}"
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain mapping for metadata and the journal: no secret (`after` keeps its templates)."""
+        return {**asdict(self), "roles": list(self.roles), "after": [s.to_json() for s in self.after]}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> PostgresTarget:
+        """The inverse of `to_json`; metadata from older versions loads too."""
+        return cls(
+            roles=tuple(raw["roles"]),
+            host=str(raw["host"]),
+            port=str(raw["port"]),
+            dbname=str(raw["dbname"]),
+            user=str(raw["user"]),
+            after=tuple(AfterStatement.from_json(item) for item in raw.get("after") or ()),
+            container=raw.get("container"),
+            allow_cleartext_password=raw.get("allow_cleartext_password") is True,
+            optional=raw.get("optional") is True,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,16 +210,12 @@ class HttpProbe:
 
 @dataclass(frozen=True, slots=True)
 class PostgresProbe:
-    """A login as `role` with the current value of `secret` (in a container: checked as `user`)."""
+    """A login as `target`'s one role with the current value of `secret` (in a container: checked
+    as `target.user`)."""
 
     name: str
-    role: str
+    target: PostgresTarget
     secret: str = "POSTGRES_PASSWORD"
-    user: str | None = None
-    host: str = "localhost"
-    port: str = "5432"
-    dbname: str = "postgres"
-    container: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -530,16 +546,16 @@ def _probe(index: int, raw: Any, fail: Fail) -> Probe:
     if kind == "postgres":
         if not isinstance(body.get("role"), str):
             raise fail(f"{key}.postgres.role", "the role to log in as is required")
-        return PostgresProbe(
-            name=name,
-            role=body["role"],
-            secret=str(body.get("secret", "POSTGRES_PASSWORD")),
-            user=body.get("user"),
+        role = body["role"]
+        where = PostgresTarget(
+            roles=(role,),
             host=str(body.get("host", "localhost")),
             port=str(body.get("port", "5432")),
             dbname=str(body.get("dbname", "postgres")),
+            user=str(body.get("user") or role),
             container=body.get("container"),
         )
+        return PostgresProbe(name=name, target=where, secret=str(body.get("secret", "POSTGRES_PASSWORD")))
     if not isinstance(body.get("url"), str):
         raise fail(f"{key}.http.url", "a URL is required")
     headers = body.get("headers") or {}

@@ -17,7 +17,7 @@ import jwt
 from .config import Config, HttpProbe, JwtProbe, PostgresProbe
 from .errors import DatabaseError
 from .generate import Secret, verify_jwt
-from .targets.postgres import Endpoint, Opener
+from .targets.postgres import Opener
 
 __all__ = ["ProbeResult", "run_probes"]
 
@@ -74,13 +74,12 @@ def _postgres(probe: PostgresProbe, current: Mapping[str, str | None], connect: 
     password = current.get(probe.secret)
     if password is None:
         return ProbeResult(probe.name, False, f"{probe.secret} has no value in the stack's env files")
-    user = probe.user or probe.role
-    point = Endpoint(probe.host, probe.port, probe.dbname, user, (probe.role,), (), probe.container)
+    point, role = probe.target, probe.target.roles[0]
     try:
-        connect(point).prove([probe.role], Secret(password))
+        connect(point).prove([role], Secret(password))
     except DatabaseError as exc:
         return ProbeResult(probe.name, False, str(exc).replace("the new password", f"the current {probe.secret}"))
-    return ProbeResult(probe.name, True, f"{point.label}: {probe.role} logs in with the current {probe.secret}")
+    return ProbeResult(probe.name, True, f"{point.label}: {role} logs in with the current {probe.secret}")
 
 
 def _jwt(probe: JwtProbe, config: Config, current: Mapping[str, str | None]) -> list[ProbeResult]:

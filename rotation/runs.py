@@ -17,7 +17,7 @@ from .generate import Secret
 from .journal import LiveChange, commit
 from .plan import Plan, make_plan, render_files
 from .stack import Stack, merged_env
-from .targets.postgres import PostgresLive, endpoint
+from .targets.postgres import PostgresLive, resolved
 
 __all__ = ["RestoreResult", "RotationResult", "restore", "rotate"]
 
@@ -72,7 +72,7 @@ def _database_changes(stack: Stack, plan: Plan, files: dict[str, envfile.EnvFile
             if target.optional and target.container and not stack.has_service(target.container):
                 log.warning("%s: no service %s in this stack; that database is skipped", change.name, target.container)
                 continue
-            live = PostgresLive(endpoint(target, env), stack.databases)
+            live = PostgresLive(resolved(target, env), stack.databases)
             changes.append(LiveChange(change.name, change.spec.files[0], live, change.old, change.new))
     return changes
 

@@ -53,7 +53,8 @@ def target_from_json(raw: Mapping[str, Any], opener: Any) -> LiveTarget:
     """The target a journal or metadata entry describes (`kind` absent: PostgreSQL, as old runs wrote)."""
     kind = raw.get("kind", "postgres")
     if kind == "postgres":
-        from .postgres import Endpoint, PostgresLive
+        from ..config import PostgresTarget
+        from .postgres import PostgresLive
 
-        return PostgresLive(Endpoint.from_json(raw["endpoint"]), opener)
+        return PostgresLive(PostgresTarget.from_json(raw["endpoint"]), opener)
     raise RecoveryError(f"a run names a live target of kind '{kind}', which this version does not know")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import PASSWORD_PLACEHOLDER, AfterStatement, PostgresTarget, interpolate
@@ -26,15 +26,14 @@ if TYPE_CHECKING:  # psycopg is imported where it is used: commands that never c
 
 __all__ = [
     "ContainerDatabase",
-    "PostgresLive",
     "Database",
     "DirectDatabase",
-    "Endpoint",
     "Opener",
+    "PostgresLive",
     "apply_password",
-    "endpoint",
     "opener",
     "probe",
+    "resolved",
     "revert_password",
 ]
 
@@ -42,55 +41,16 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """A target with `${VAR}` references resolved: everything needed to connect but the password."""
-
-    host: str
-    port: str
-    dbname: str
-    user: str
-    roles: tuple[str, ...]
-    after: tuple[AfterStatement, ...]
-    container: str | None = None
-    allow_cleartext_password: bool = False
-
-    @property
-    def label(self) -> str:
-        """How messages name this database."""
-        where = f"container {self.container}" if self.container else f"{self.host}:{self.port}"
-        return f"postgres {where}/{self.dbname}"
-
-    def to_json(self) -> dict[str, Any]:
-        """A plain mapping for metadata and the journal; it holds no secret (`after` keeps templates)."""
-        return {**asdict(self), "after": [statement.to_json() for statement in self.after]}
-
-    @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> Endpoint:
-        """The inverse of `to_json`."""
-        return cls(
-            host=str(raw["host"]),
-            port=str(raw["port"]),
-            dbname=str(raw["dbname"]),
-            user=str(raw["user"]),
-            roles=tuple(raw["roles"]),
-            after=tuple(AfterStatement.from_json(item) for item in raw.get("after") or ()),
-            container=raw.get("container"),
-            allow_cleartext_password=raw.get("allow_cleartext_password") is True,
-        )
-
-
-def endpoint(target: PostgresTarget, env: Mapping[str, str | None]) -> Endpoint:
-    """Resolve `${VAR}` in the target's connection settings from the stack's env files."""
-    return Endpoint(
+def resolved(target: PostgresTarget, env: Mapping[str, str | None]) -> PostgresTarget:
+    """The target with `${VAR}` in its connection settings resolved from the stack's env files:
+    everything needed to connect but the password."""
+    return replace(
+        target,
         host=interpolate(target.host, env),
         port=interpolate(target.port, env),
         dbname=interpolate(target.dbname, env),
         user=interpolate(target.user, env),
-        roles=target.roles,
         after=tuple(_templated(statement, env) for statement in target.after),
-        container=target.container,
-        allow_cleartext_password=target.allow_cleartext_password,
     )
 
 
@@ -112,7 +72,7 @@ class Database(Protocol):
     """The few operations a password rotation needs from one PostgreSQL."""
 
     @property
-    def point(self) -> Endpoint:
+    def point(self) -> PostgresTarget:
         """Where the database is and which roles follow the secret."""
         ...
 
@@ -145,7 +105,7 @@ def _reason(exc: psycopg.Error) -> str:
     return lines[0].split("FATAL:")[-1].strip() if lines else type(exc).__name__
 
 
-def _missing(point: Endpoint, present: Mapping[str, bool]) -> list[str]:
+def _missing(point: PostgresTarget, present: Mapping[str, bool]) -> list[str]:
     missing = [r for r in point.roles if r not in present]
     if missing:
         raise DatabaseError(
@@ -155,7 +115,7 @@ def _missing(point: Endpoint, present: Mapping[str, bool]) -> list[str]:
     return [r for r in point.roles if present[r]]
 
 
-def _alters(point: Endpoint, password: Secret) -> list[sql.Composed]:
+def _alters(point: PostgresTarget, password: Secret) -> list[sql.Composed]:
     """ALTER ROLE for each role with a fresh SCRAM verifier: the server never sees the password."""
     from psycopg import sql
 
@@ -187,7 +147,7 @@ _CAN_ALTER = "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = cur
 class DirectDatabase:
     """A PostgreSQL reached over the network with psycopg; logins prove the passwords."""
 
-    point: Endpoint
+    point: PostgresTarget
 
     def _connect(self, user: str, password: Secret) -> psycopg.Connection[tuple[Any, ...]]:
         """A login that sends the password only inside SCRAM (libpq's `require_auth`), never in clear,
@@ -301,7 +261,7 @@ class ContainerDatabase:
     the new one travels only as a SCRAM verifier and is proven against `pg_authid`.
     """
 
-    point: Endpoint
+    point: PostgresTarget
     engine: Engine
 
     def _psql(
@@ -376,13 +336,13 @@ class ContainerDatabase:
         return bool(rows) and rows[0][0] == "t"
 
 
-Opener = Callable[[Endpoint], Database]
+Opener = Callable[[PostgresTarget], Database]
 
 
 def opener(engine: Callable[[], Engine]) -> Opener:
     """Open each endpoint the way its configuration says: in its container, or directly."""
 
-    def open_(point: Endpoint) -> Database:
+    def open_(point: PostgresTarget) -> Database:
         return ContainerDatabase(point, engine()) if point.container else DirectDatabase(point)
 
     return open_
@@ -432,7 +392,7 @@ class PostgresLive:
 
     kind = "postgres"
 
-    def __init__(self, point: Endpoint, opener: Opener) -> None:
+    def __init__(self, point: PostgresTarget, opener: Opener) -> None:
         self.point = point
         self._open = opener
 
