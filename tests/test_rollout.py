@@ -197,3 +197,30 @@ def test_a_good_restart_moves_the_run_on_and_names_what_it_recreated(fake_stack:
     assert outcome.ok and outcome.services == ("api", "db", "gateway") and outcome.result is not None
     assert stack.store.get(rotated.backup.id).status == "restarted"
     assert pipeline.restart(stack, FakeEngine(shaped()), rotated.backup, dry_run=True).result is None
+
+
+def test_precheck_restart_choices_and_a_restart_that_cannot_roll_back(fake_stack: Path) -> None:
+    from rotation import pipeline
+    from rotation.errors import SelectionError
+
+    stack = Stack(fake_stack, load(fake_stack / "secrets-config.yaml"))
+    gate = pipeline.precheck(stack, FakeEngine(shaped()))
+    assert gate.ok and gate.run is not None and stack.state_before(gate.run) is not None
+    assert pipeline.precheck(stack, FakeEngine(shaped()), dry_run=True).run is None
+    scripts = shaped()
+    scripts["worker"] = Script(ready=0, fails=True)
+    assert not pipeline.precheck(stack, FakeEngine(scripts)).ok
+    every = pipeline.restart(stack, FakeEngine(shaped()), None, every=True, timeout=5)
+    assert every.services == ("api", "db", "gateway", "worker") and every.ok
+    named = pipeline.restart(stack, FakeEngine(shaped()), None, services=["fake-gateway"], timeout=5)
+    assert named.services == ("gateway",) and named.ok
+    with pytest.raises(SelectionError, match="no rotation to restart after"):
+        pipeline.restart(stack, FakeEngine(shaped()), None)
+    failing = pipeline.restart(stack, FakeEngine(scripts), None, services=["worker"], timeout=5)
+    assert failing.failure is not None and failing.failure.rolled_back is None  # no run: nothing to roll back
+    rotated = rotate(stack, ["JWT_SECRET"])
+    assert rotated.backup is not None
+    scripts["api"] = Script(ready=0, fails=True, depends_on=("db",))
+    kept = pipeline.restart(stack, FakeEngine(scripts), rotated.backup, timeout=5, rollback=False)
+    assert kept.failure is not None and kept.failure.rolled_back is None
+    assert stack.store.get(rotated.backup.id).status == "failed"
