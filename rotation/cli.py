@@ -45,7 +45,7 @@ def configure_logging() -> None:
 
 def _guard_words(words: list[str]) -> list[str]:
     """`guard [flags] FILE...` (as pre-commit calls it) in Invoke's words: each file a `--file`."""
-    valued = {"--config", "-c", "--settings", "-f"}
+    valued = {"--config", "-c"}
     out: list[str] = []
     files: list[str] = []
     rest = iter(words)
@@ -86,8 +86,11 @@ class RotationProgram(Program):
         super().normalize_argv(argv)
         if len(self.argv) > 1 and self.argv[1] == "help":  # `rotation help TASK` as `rotation --help TASK`
             self.argv = [self.argv[0], "--help", *self.argv[2:3]]
-        if "guard" in self.argv[1:2]:
-            self.argv = [self.argv[0], "guard", *_guard_words(self.argv[2:])]
+        at = 1
+        while at < len(self.argv) and self.argv[at].startswith("-"):  # core options come first
+            at += 2 if self.argv[at] in ("-f", "--settings") else 1
+        if self.argv[at : at + 1] == ["guard"]:
+            self.argv = [*self.argv[: at + 1], *_guard_words(self.argv[at + 1 :])]
 
     def parse_core(self, argv: list[str] | None) -> None:
         self.normalize_argv(argv)

@@ -70,6 +70,14 @@ def test_guard_refuses_env_files_and_backups_whatever_they_hold(repo: Path, cli:
     assert ".env: holds the stack's secrets" in ran.out
 
 
+def test_guard_takes_its_files_after_the_program_options_too(repo: Path, cli: CLI, tmp_path: Path) -> None:
+    settings = tmp_path / "prod.yaml"
+    settings.write_text(f"rotation:\n  root: {repo}\n")
+    (repo / "leak.txt").write_text(value(repo, "JWT_SECRET"))
+    ran = cli("-f", str(settings), "guard", "leak.txt", cwd=repo)
+    assert ran.code == 1 and "leak.txt:1: JWT_SECRET" in ran.out
+
+
 def test_a_clean_commit_passes_and_short_values_get_a_note(repo: Path, cli: CLI) -> None:
     (repo / "README.md").write_text("nothing to see\n")
     git(repo, "add", "README.md")
