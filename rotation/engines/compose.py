@@ -228,7 +228,15 @@ class ComposeEngine(DockerEngine):
         return self._services
 
     def recreate(self, services: Sequence[str]) -> None:
-        """`up -d --no-deps --force-recreate`: each old container stops only now, replaced by a new one,
-        in one invocation per set of files the services were started with."""
+        """Each old container stops only now, replaced by a new one that reads the env files now.
+
+        Compose creates the new containers (`up --no-start --no-deps --force-recreate`, one call per
+        set of files the services were started with), which also removes the old ones; then the
+        engine API starts them. Letting compose start them (`up -d`) would start each new container
+        before removing its predecessor, and Podman's DNS (aardvark) then drops the service's name
+        with the old container: its clients could no longer find it.
+        """
         for origin, names in self._groups(services).items():
-            self._compose(origin, "up", "-d", "--no-deps", "--force-recreate", *names)
+            self._compose(origin, "up", "--no-start", "--no-deps", "--force-recreate", *names)
+        for name in services:
+            self.start(name)

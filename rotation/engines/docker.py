@@ -170,6 +170,18 @@ class DockerEngine:
         """One service's state, read from its containers alone."""
         return _state(service, self._containers(service).get(service))
 
+    def start(self, service: str) -> None:
+        """Start the newest container of `service` through the engine API, as `compose start` does."""
+        import docker
+
+        container = self._containers(service).get(service)
+        if container is None:
+            raise EngineError(f"service {service} of project '{self.project}' has no container to start")
+        try:
+            container.start()
+        except docker.errors.APIError as exc:
+            raise EngineError(f"service {service}: the engine could not start it: {exc.explanation or exc}") from None
+
     def wait_healthy(self, service: str, previous: str | None, timeout: float) -> ServiceState:
         """Wait until a new container is healthy, has stopped, or time is up, and return its state.
 
