@@ -28,6 +28,7 @@ __all__ = ["ComposeEngine", "Origin", "Runner", "compose_command", "compose_fail
 
 CONFIG_FILES = "com.docker.compose.project.config_files"
 WORKING_DIR = "com.docker.compose.project.working_dir"
+DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")  # what compose looks for
 
 Runner = Callable[[Sequence[str], Path], str]
 
@@ -82,7 +83,7 @@ def _dotenv(root: Path) -> dict[str, str]:
 
 
 def _includes(origin: Origin) -> bool:
-    for name in origin.files or ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml"):
+    for name in origin.files or DEFAULT_FILES:
         try:
             model = yaml.safe_load((origin.directory / name).read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError):
@@ -142,7 +143,7 @@ class ComposeEngine(DockerEngine):
 
     def files_or_defaults(self) -> tuple[str, ...]:
         """The files compose reads when none is named: ours, or the names compose looks for."""
-        return self.files or ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
+        return self.files or DEFAULT_FILES
 
     def _argv(self, origin: Origin, *args: str) -> list[str]:
         if self._command is None:
