@@ -96,6 +96,16 @@ class Run:
         return tuple(self.metadata.get("database", ()))
 
     @property
+    def stores(self) -> tuple[Mapping[str, Any], ...]:
+        """The secret store versions the run wrote: {label, before, after} each, never a value."""
+        return tuple(self.metadata.get("stores", ()))
+
+    @property
+    def pulled(self) -> tuple[Mapping[str, Any], ...]:
+        """For a pull, the store versions it brought the files to: {store, label, version} each."""
+        return tuple(self.metadata.get("pulled", ()))
+
+    @property
     def restored_from(self) -> str | None:
         """For a pre-restore backup, the run it restored."""
         found = self.metadata.get("restored_from")
@@ -329,6 +339,20 @@ def _malformed(metadata: object) -> str | None:
         for e in database
     ):
         return "'database' is not a list of {file, secret, endpoint}"
+    stores = metadata.get("stores", [])
+    if not isinstance(stores, list) or not all(
+        isinstance(e, dict)
+        and isinstance(e.get("label"), str)
+        and isinstance(e.get("before"), int)
+        and isinstance(e.get("after"), int)
+        for e in stores
+    ):
+        return "'stores' is not a list of {label, before, after}"
+    pulled = metadata.get("pulled", [])
+    if not isinstance(pulled, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("label"), str) and isinstance(e.get("version"), int) for e in pulled
+    ):
+        return "'pulled' is not a list of {label, version}"
     for key in ("kind", "status"):
         if key in metadata and not isinstance(metadata[key], str):
             return f"'{key}' is not text"

@@ -31,6 +31,8 @@ __all__ = [
     "Probe",
     "PostgresTarget",
     "SecretSpec",
+    "VaultAuth",
+    "VaultSpec",
     "check_stack",
     "unavailable",
     "find_config",
@@ -48,7 +50,7 @@ TYPES = ("random", "jwt-token", "static")
 MIN_RANDOM_LENGTH = 16
 MAX_RANDOM_LENGTH = 4096
 MAX_CONFIG_BYTES = 1 << 20
-TOP_LEVEL_KEYS = frozenset({"secrets", "backup", "compose", "verify", "notify", "optional_services"})
+TOP_LEVEL_KEYS = frozenset({"secrets", "backup", "compose", "verify", "notify", "optional_services", "stores"})
 DEFAULT_JWT_LIFETIME = 5 * 366 * 86400
 Fail = Callable[[str, str], ConfigError]  # (key, message) -> the error naming file and key
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's when the wheel has it
@@ -159,6 +161,43 @@ class PostgresTarget:
 
 
 @dataclass(frozen=True, slots=True)
+class VaultAuth:
+    """How to log in to a Vault or OpenBao: a token from VAULT_TOKEN or BAO_TOKEN, or an AppRole whose
+    role_id and secret_id come from `${VAR}` templates or a file (never written in the config)."""
+
+    method: str = "token"  # or "approle"
+    role_id: str | None = None
+    role_id_file: str | None = None
+    secret_id: str | None = None
+    secret_id_file: str | None = None
+    mount: str = "approle"
+
+
+@dataclass(frozen=True, slots=True)
+class VaultSpec:
+    """One KV version 2 secret in a Vault or OpenBao that holds `secrets`, versioned on every change.
+
+    `address` and `ca_cert` may hold `${VAR}` (from the environment or the stack's env files).
+    """
+
+    address: str
+    path: str
+    secrets: tuple[str, ...]
+    mount: str = "secret"
+    auth: VaultAuth = field(default_factory=VaultAuth)
+    ca_cert: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How messages name it: the KV path, never the token or a value."""
+        return f"vault {self.mount}/{self.path}"
+
+    def to_json(self) -> dict[str, Any]:
+        """Where it is, for the journal and metadata: the templates, no token, no value."""
+        return {"address": self.address, "mount": self.mount, "path": self.path}
+
+
+@dataclass(frozen=True, slots=True)
 class SecretSpec:
     """One secret as the configuration describes it."""
 
@@ -239,6 +278,16 @@ class Config:
     verify: tuple[Probe, ...] = ()
     notify: tuple[str, ...] = ()
     optional_services: tuple[str, ...] = ()  # named in restart_services, but a stack may not have them
+    stores: tuple[VaultSpec, ...] = ()
+
+    def store(self, raw: Mapping[str, Any]) -> VaultSpec:
+        """The configured store a journal or metadata entry names; one it does not name is refused,
+        since those entries are read from disk and a store is only ever reached as configured."""
+        for spec in self.stores:
+            if spec.to_json() == {k: raw.get(k) for k in ("address", "mount", "path")}:
+                return spec
+        where = f"{raw.get('mount')}/{raw.get('path')}"[:80]
+        raise ConfigError(f"{self.path}: a run names the store {where}, which 'stores' does not configure", self.path)
 
     def dependents(self, names: Iterable[str]) -> tuple[str, ...]:
         """Every `jwt-token` signed, directly or not, by one of `names`, in signing order (one pass)."""
@@ -359,6 +408,7 @@ def _build(path: Path, raw: Any) -> Config:
         verify=tuple(_probe(index, item, fail) for index, item in enumerate(raw.get("verify") or [])),
         notify=_notify(raw.get("notify") or [], fail),
         optional_services=_names(raw.get("optional_services") or [], "optional_services", fail),
+        stores=_stores(raw.get("stores") or [], secrets, fail),
     )
 
 
@@ -581,6 +631,103 @@ def _names(raw: Any, key: str, fail: Fail) -> tuple[str, ...]:
     if not isinstance(raw, list) or not all(isinstance(n, str) for n in raw):
         raise fail(key, "expected a list of compose service names")
     return tuple(raw)
+
+
+_VAULT_KEYS = {"address", "mount", "path", "secrets", "auth", "ca_cert"}
+_AUTH_KEYS = {"method", "role_id", "role_id_file", "secret_id", "secret_id_file", "mount"}
+_KV_PATH = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+
+
+def _stores(raw: Any, secrets: Mapping[str, SecretSpec], fail: Fail) -> tuple[VaultSpec, ...]:
+    if not isinstance(raw, list):
+        raise fail("stores", "expected a list of stores such as - vault: {address: ..., path: ...}")
+    found = []
+    for index, item in enumerate(raw):
+        key = f"stores[{index}]"
+        if not isinstance(item, dict) or set(item) != {"vault"} or not isinstance(item["vault"], dict):
+            raise fail(key, "expected 'vault:' with a mapping (address, mount, path, secrets, auth, ca_cert)")
+        found.append(_vault(item["vault"], secrets, _within(fail, f"{key}.vault")))
+    seen = set()
+    for index, spec in enumerate(found):
+        if (spec.address, spec.mount, spec.path) in seen:
+            raise fail(f"stores[{index}]", f"{spec.label} at {spec.address} is listed twice")
+        seen.add((spec.address, spec.mount, spec.path))
+    return tuple(found)
+
+
+def _vault(body: Mapping[str, Any], secrets: Mapping[str, SecretSpec], fail: Fail) -> VaultSpec:
+    unknown = sorted(str(k) for k in set(body) - _VAULT_KEYS)
+    if unknown:
+        raise fail(unknown[0], f"unknown setting{did_you_mean(unknown[0], _VAULT_KEYS)}")
+    for name in ("address", "path"):
+        if not isinstance(body.get(name), str) or not body[name].strip():
+            raise fail(name, "is required (address: ${VAULT_ADDR} or https://vault.example:8200)")
+    mount = body.get("mount", "secret")
+    for name, value in (("mount", mount), ("path", body["path"])):
+        if not isinstance(value, str) or not _KV_PATH.match(value.strip("/")) or ".." in value.split("/"):
+            raise fail(name, f"'{value}' is not a KV path (letters, digits, '_', '-', '.', separated by '/')")
+    listed = body.get("secrets")
+    if listed is None:
+        names = tuple(secrets)
+    elif isinstance(listed, list) and listed and all(isinstance(n, str) for n in listed):
+        for name in listed:
+            if name not in secrets:
+                raise fail("secrets", f"'{name}' is not a secret in this file{did_you_mean(name, secrets)}")
+        names = tuple(dict.fromkeys(listed))
+    else:
+        raise fail("secrets", "expected a non-empty list of secret names (leave it out for every secret)")
+    for name in ("address", "ca_cert"):
+        value = body.get(name)
+        if value is not None and not isinstance(value, str):
+            raise fail(name, "expected text")
+        for ref in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", value or ""):
+            if ref in secrets:
+                raise fail(name, f"may not use ${{{ref}}}: a secret's value would be shown wherever this is")
+    return VaultSpec(
+        address=body["address"].strip(),
+        path=body["path"].strip("/"),
+        secrets=names,
+        mount=mount.strip("/"),
+        auth=_auth(body.get("auth") or {"method": "token"}, secrets, _within(fail, "auth")),
+        ca_cert=body.get("ca_cert"),
+    )
+
+
+def _auth(body: Any, secrets: Mapping[str, SecretSpec], fail: Fail) -> VaultAuth:
+    if not isinstance(body, dict):
+        raise fail("method", "expected a mapping such as {method: token} or {method: approle, ...}")
+    unknown = sorted(str(k) for k in set(body) - _AUTH_KEYS)
+    if unknown:
+        raise fail(unknown[0], f"unknown setting{did_you_mean(unknown[0], _AUTH_KEYS)}")
+    method = body.get("method", "token")
+    texts = {k: body.get(k) for k in _AUTH_KEYS - {"method"}}
+    for name, value in texts.items():
+        if value is not None and not isinstance(value, str):
+            raise fail(name, "expected text")
+    if method == "token":
+        extra = sorted(k for k, v in texts.items() if v is not None)
+        if extra:
+            raise fail(extra[0], "only applies to method: approle (a token comes from VAULT_TOKEN or BAO_TOKEN)")
+        return VaultAuth()
+    if method != "approle":
+        raise fail("method", f"'{method}' is not token or approle")
+    for name, file in (("role_id", "role_id_file"), ("secret_id", "secret_id_file")):
+        if (texts[name] is None) == (texts[file] is None):
+            raise fail(name, f"give one of {name} (a ${{VAR}} from the environment) or {file}")
+    secret_id = texts["secret_id"]
+    if secret_id is not None and not re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}", secret_id):
+        raise fail("secret_id", "must be a ${VAR} from the environment (or use secret_id_file), not the value itself")
+    for ref in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", f"{texts['role_id']}{secret_id}"):
+        if ref in secrets:
+            raise fail("role_id", f"may not use ${{{ref}}}, a secret this tool rotates")
+    return VaultAuth(
+        method="approle",
+        role_id=texts["role_id"],
+        role_id_file=texts["role_id_file"],
+        secret_id=secret_id,
+        secret_id_file=texts["secret_id_file"],
+        mount=(texts["mount"] or "approle").strip("/"),
+    )
 
 
 def _notify(raw: Any, fail: Fail) -> tuple[str, ...]:

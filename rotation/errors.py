@@ -19,6 +19,7 @@ __all__ = [
     "RotationError",
     "SelectionError",
     "StorageError",
+    "StoreError",
     "did_you_mean",
 ]
 
@@ -73,6 +74,18 @@ class EnvFileError(RotationError):
 
 class StorageError(RotationError):
     """A file of the stack or of the tool's own state cannot be written, or may not be (a link out of the stack)."""
+
+
+class StoreError(RotationError):
+    """A secret store (Vault, OpenBao) could not be reached, authenticated against, read or written.
+
+    `unchanged` is true when the store is known to hold what it held (a refused or conflicting
+    write), so nothing there needs undoing.
+    """
+
+    def __init__(self, message: str, *, unchanged: bool = False) -> None:
+        super().__init__(message)
+        self.unchanged = unchanged
 
 
 class BackupError(RotationError):

@@ -1,9 +1,10 @@
 """All-or-nothing changes to several files and live databases, and recovery when a run is killed.
 
 Before anything changes, a journal names the run and the new file contents are staged in the
-run's backup directory. Only when every database and every file has changed is the journal
-removed. A journal found by a later command means the run was interrupted: the databases are
-put back on their old passwords and the files back to the backup, byte for byte.
+run's backup directory. The databases change first, then the secret stores, then the files;
+only when all of them have is the journal removed. A journal found by a later command means the
+run was interrupted: the stores get the old values back as a new version, the databases their
+old passwords, and the files their backup, byte for byte.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from typing import Any
 
 from . import envfile
 from .backup import BackupStore, Run, RunStatus
-from .errors import DatabaseError, RecoveryError, RotationError, StorageError
+from .errors import DatabaseError, RecoveryError, RotationError, StorageError, StoreError
 from .fsio import ensure_private_dir, inside, remove_file, remove_tree, write_atomic, write_stack_file
 from .generate import Secret
 from .targets import LiveTarget
+from .targets.vault import StoreChange, Vault, holds, put_back
 
-__all__ = ["JOURNAL", "LiveChange", "Targets", "commit", "pending", "recover", "stale"]
+__all__ = ["JOURNAL", "LiveChange", "Stores", "Targets", "commit", "pending", "recover", "stale"]
 
 log = logging.getLogger(__name__)
 JOURNAL = "journal.json"
@@ -45,6 +47,7 @@ class LiveChange:
 
 
 Targets = Callable[[Mapping[str, Any]], LiveTarget]  # a journal or metadata entry -> its live target
+Stores = Callable[[Mapping[str, Any]], Vault]  # a journal entry's store -> the configured store it names
 
 
 def pending(store: BackupStore) -> dict[str, Any] | None:
@@ -63,13 +66,26 @@ def pending(store: BackupStore) -> dict[str, Any] | None:
         and isinstance(journal.get("files"), list)
         and isinstance(journal.get("database"), list)
         and all(isinstance(e, dict) and {"secret", "file", "endpoint"} <= set(e) for e in journal["database"])
+        and isinstance(journal.get("stores", []), list)
+        and all(_store_entry(e) for e in journal.get("stores", []))
     )
     if not shaped:
         raise RecoveryError(f"{store.directory / JOURNAL}: damaged journal; inspect it and the backups by hand")
-    for name in [*journal["files"], *(e["file"] for e in journal["database"])]:
+    stored = [name for e in journal.get("stores", []) for name in e["keys"].values()]
+    for name in [*journal["files"], *(e["file"] for e in journal["database"]), *stored]:
         inside(store.root, name, f"{store.directory / JOURNAL}")
     result: dict[str, Any] = journal
     return result
+
+
+def _store_entry(entry: object) -> bool:
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("store"), dict)
+        and isinstance(entry.get("version"), int)
+        and isinstance(entry.get("keys"), dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in entry["keys"].items())
+    )
 
 
 def commit(
@@ -77,13 +93,21 @@ def commit(
     run: Run,
     files: Mapping[str, bytes],
     databases: Sequence[LiveChange],
-) -> None:
-    """Change `databases`, then write `files`, so that a crash at any point can be undone from `run`.
+    stores: Sequence[StoreChange] = (),
+) -> dict[str, int]:
+    """Change `databases`, then `stores`, then write `files`, so that a crash at any point can be
+    undone from `run`; returns the version each store was written at, by label.
 
-    A failure on the way (a database that refuses, a file that cannot be written) is undone here,
-    by the command that failed: databases back on their old passwords, files back to the backup.
+    A failure on the way (a database that refuses, a store that moved on, a file that cannot be
+    written) is undone here, by the command that failed: stores and databases back on their old
+    values, files back to the backup.
     """
-    journal = {"run": run.id, "files": sorted(files), "database": [c.to_json() for c in databases]}
+    journal = {
+        "run": run.id,
+        "files": sorted(files),
+        "database": [c.to_json() for c in databases],
+        "stores": [c.to_json() for c in stores],
+    }
     write_atomic(store.directory / JOURNAL, json.dumps(journal, indent=2).encode())
     staged = run.path / STAGED
     if staged.is_symlink():
@@ -93,6 +117,8 @@ def commit(
         ensure_private_dir(target.parent)
         write_atomic(target, data)
     applied: list[LiveChange] = []
+    versions: dict[str, int] = {}
+    moved: list[StoreChange] = []
     written: list[str] = []
     try:
         for change in databases:
@@ -103,6 +129,14 @@ def commit(
                     applied += _if_changed(change)  # an engine that died mid-way leaves it unknown
                 raise
             applied.append(change)
+        for write in stores:
+            try:
+                versions[write.label] = write.apply()
+            except RotationError as failure:
+                if not (isinstance(failure, StoreError) and failure.unchanged):
+                    moved += _if_stored(write)  # a connection lost mid-write leaves it unknown
+                raise
+            moved.append(write)
         done: set[Path] = set()
         for name, data in files.items():
             real = inside(store.root, name, "stack file").resolve()
@@ -111,12 +145,13 @@ def commit(
                 done.add(real)
             written.append(name)
     except RotationError as exc:
-        undone = _undo(store, run, applied, written, exc)
+        undone = _undo(store, run, applied, moved, written, exc)
         _close(store, run)
         if undone:
             raise type(exc)(f"{exc}. {undone}") from None
         raise
     _close(store, run)
+    return versions
 
 
 def _if_changed(change: LiveChange) -> list[LiveChange]:
@@ -132,16 +167,32 @@ def _if_changed(change: LiveChange) -> list[LiveChange]:
     return [change] if state == "new" else []
 
 
+def _if_stored(write: StoreChange) -> list[StoreChange]:
+    """`[write]` when the store holds the new values after a failed write; a store that cannot be
+    read to tell is a `RecoveryError`, and the journal stays."""
+    try:
+        state = write.state()
+    except RotationError as exc:
+        raise RecoveryError(
+            f"{write.label}: cannot tell whether the new version was written ({exc}); the journal is kept "
+            "and the next command of this tool finishes the job"
+        ) from None
+    return [write] if state == "new" else []
+
+
 def _undo(
     store: BackupStore,
     run: Run,
     applied: Sequence[LiveChange],
+    moved: Sequence[StoreChange],
     written: Sequence[str],
     cause: RotationError,
 ) -> str:
     """Put back what a failed commit changed; what it did, in words. If that fails too, the journal
     stays for the next command to finish the job, and the error says so."""
     try:
+        for write in reversed(moved):
+            write.revert()
         for change in reversed(applied):
             change.target.revert(change.new, change.current, change.secret)
         for name in written:
@@ -151,7 +202,8 @@ def _undo(
             f"{cause}; undoing it failed too: {failure}. The journal is kept: the next command of this "
             f"tool tries again, and the backup {run.path} holds the files as they were"
         ) from None
-    parts = [f"the password in {', '.join(c.target.label for c in applied)}"] if applied else []
+    parts = [f"the values in {', '.join(w.label for w in moved)} (as a new version)"] if moved else []
+    parts += [f"the password in {', '.join(c.target.label for c in applied)}"] if applied else []
     parts += [f"{len(written)} files already written"] if written else []
     return f"Put back {' and '.join(parts)}: the stack is as it was before this command" if parts else ""
 
@@ -174,7 +226,7 @@ def _close(store: BackupStore, run: Run) -> None:
 def _value(data: bytes, secret: str, where: str) -> Secret:
     value = envfile.from_bytes(data).get(secret)
     if value is None:
-        raise RecoveryError(f"{where}: {secret} is missing; cannot tell which password the database has")
+        raise RecoveryError(f"{where}: {secret} is missing; cannot tell which value the live target has")
     return Secret(value)
 
 
@@ -184,7 +236,7 @@ def stale(store: BackupStore) -> list[Path]:
     return found if found and pending(store) is None else []  # listed first: a live run writes its journal first
 
 
-def recover(store: BackupStore, targets: Targets) -> str | None:
+def recover(store: BackupStore, targets: Targets, stores: Stores) -> str | None:
     """Undo an interrupted run, if the journal shows one; returns what was done, for the user."""
     journal = pending(store)
     if journal is None:
@@ -193,7 +245,7 @@ def recover(store: BackupStore, targets: Targets) -> str | None:
         return None
     run = store.get(journal["run"])
     staged = run.path / STAGED
-    reverted = []
+    reverted = _recover_stores(run, journal.get("stores", []), stores)
     for entry in journal["database"]:
         if not (staged / entry["file"]).is_file():
             continue  # killed while staging: no database was touched yet
@@ -210,10 +262,34 @@ def recover(store: BackupStore, targets: Targets) -> str | None:
             )
         if state == "new":
             target.revert(new, old, entry["secret"])
-            reverted.append(target.label)
+            reverted.append(f"password in {target.label}")
     for name in journal["files"]:
         _put_back(store, run, name)
     store.update(run, status=RunStatus.ROLLED_BACK, rollback_reason="interrupted; reverted by the next command")
     _close(store, run)
-    where = f" and the password in {', '.join(reverted)}" if reverted else ""
+    where = f" and the {', '.join(reverted)}" if reverted else ""
     return f"recovered an interrupted run ({run.id}): restored {len(journal['files'])} files{where} from its backup"
+
+
+def _recover_stores(run: Run, entries: Sequence[Mapping[str, Any]], stores: Stores) -> list[str]:
+    """Put each store the interrupted run wrote back on the old values, as a newer version."""
+    staged = run.path / STAGED
+    reverted = []
+    for entry in entries:
+        keys: Mapping[str, str] = entry["keys"]
+        if not all((staged / name).is_file() for name in keys.values()):
+            continue  # killed while staging: no store was touched yet
+        vault = stores(entry["store"])
+        old = {k: _value(run.read(f), k, f"backup {run.id}/{f}") for k, f in keys.items()}
+        new = {k: _value(inside(staged, f, str(staged)).read_bytes(), k, f"{staged}/{f}") for k, f in keys.items()}
+        state = holds(vault.read(), entry["version"], old, new)
+        if state is None:
+            raise RecoveryError(
+                f"{vault.label}: its current version holds neither the old nor the new values of "
+                f"{', '.join(keys)} (another writer?); the interrupted run {run.id} cannot be reverted "
+                f"automatically. Its backup is kept in {run.path}"
+            )
+        if state == "new":
+            put_back(vault, old)
+            reverted.append(f"values in {vault.label} (as a new version)")
+    return reverted

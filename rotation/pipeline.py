@@ -229,7 +229,8 @@ def verify(
     recreated = rollout.present(engine, run.affected_services, stack.config.optional_services)[0] if run else []
     found = health.problems(before, state, recreated)
     previous = stack.values_in(run) if run else {}
-    probes = tuple(run_probes(stack.config, stack.values(), previous, stack.databases))
+    current = stack.values()
+    probes = tuple(run_probes(stack.config, current, previous, stack.databases, stack.vaults(current)))
     problems = found + [f"probe {p.name} failed: {p.detail}" for p in probes if not p.ok]
     ending = _Ending(rollback, timeout, DEFAULT_PARALLEL, progress, command, say, dry_run)
     failure = _conclude(stack, engine, run, "verify", problems, RunStatus.VERIFIED, ending)

@@ -15,7 +15,7 @@ from .envfile import EnvFile
 from .errors import DataLossRefused, SelectionError, did_you_mean
 from .generate import Secret, random_value, sign_jwt
 
-__all__ = ["Change", "Plan", "current_value", "make_plan", "render_files"]
+__all__ = ["Change", "Plan", "current_value", "make_plan", "plan_from_values", "render_files"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +88,11 @@ def _select(
                 raise SelectionError(f"--secrets: {name} cannot be rotated in this stack: {missing[name]}")
             if name not in chosen:
                 chosen.append(name)
+    _refuse_data_loss(config, chosen, accept_data_loss)
+    return chosen
+
+
+def _refuse_data_loss(config: Config, chosen: Sequence[str], accept_data_loss: bool) -> None:
     refused = [n for n in chosen if config.secrets[n].encrypts_data]
     if refused and not accept_data_loss:
         names = ", ".join(refused)
@@ -97,7 +102,6 @@ def _select(
             "unreadable (for N8N_ENCRYPTION_KEY: every saved n8n credential). "
             "Pass --accept-data-loss to rotate anyway, or leave it out of --secrets / set auto_rotate: false"
         )
-    return chosen
 
 
 def make_plan(
@@ -143,6 +147,35 @@ def make_plan(
         services=tuple(sorted({s for c in changes.values() for s in c.spec.restart_services})),
         warnings=tuple(
             [f"{name} is left alone: {why}" for name, why in left_alone.items()] + _warnings(changes.values(), files)
+        ),
+    )
+
+
+def plan_from_values(
+    config: Config,
+    files: Mapping[str, EnvFile],
+    values: Mapping[str, Secret],
+    reason: str,
+    accept_data_loss: bool = False,
+) -> Plan:
+    """The changes that bring the files to `values` (a secret store's version, for `pull`): only the
+    secrets whose value differs in some file; a key that encrypts data is refused as for a rotation."""
+    missing = unavailable(config, files)
+    changes = []
+    for spec in config.secrets.values():
+        new = values.get(spec.name)
+        if new is None or spec.name in missing:
+            continue
+        if all(files[name].get(spec.name) == new.reveal() for name in spec.files):
+            continue
+        changes.append(Change(spec, current_value(spec, files), new, reason))
+    _refuse_data_loss(config, [c.name for c in changes], accept_data_loss)
+    return Plan(
+        changes=tuple(changes),
+        files=tuple(sorted({f for c in changes for f in c.spec.files})),
+        services=tuple(sorted({s for c in changes for s in c.spec.restart_services})),
+        warnings=tuple(
+            [f"{n} is left alone: {why}" for n, why in missing.items() if n in values] + _warnings(changes, files)
         ),
     )
 

@@ -9,15 +9,16 @@ from __future__ import annotations
 import re
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import jwt
 
 from .config import Config, HttpProbe, JwtProbe, PostgresProbe
-from .errors import DatabaseError
+from .errors import DatabaseError, StoreError
 from .generate import Secret, verify_jwt
 from .targets.postgres import Opener
+from .targets.vault import Vault
 
 __all__ = ["ProbeResult", "run_probes"]
 
@@ -105,14 +106,29 @@ def _jwt(probe: JwtProbe, config: Config, current: Mapping[str, str | None]) -> 
     return results
 
 
+def _store(vault: Vault, current: Mapping[str, str | None]) -> ProbeResult:
+    """The store's current version holds the values the files hold, for every secret it lists."""
+    name = f"store {vault.label}"
+    try:
+        stored = vault.read()
+    except StoreError as exc:
+        return ProbeResult(name, False, str(exc))
+    differ = [k for k in vault.spec.secrets if current.get(k) is not None and stored.data.get(k) != current.get(k)]
+    if differ:
+        return ProbeResult(name, False, f"version {stored.version} differs from the files in {', '.join(differ)}")
+    return ProbeResult(name, True, f"version {stored.version} holds the files' values")
+
+
 def run_probes(
     config: Config,
     current: Mapping[str, str | None],
     previous: Mapping[str, str | None],
     connect: Opener,
+    stores: Sequence[Vault] = (),
 ) -> list[ProbeResult]:
-    """Run every probe of the configuration against the stack's current (and previous) values."""
-    results: list[ProbeResult] = []
+    """Run every probe of the configuration against the stack's current (and previous) values, and
+    check that each configured secret store agrees with the files."""
+    results: list[ProbeResult] = [_store(vault, current) for vault in stores]
     for probe in config.verify:
         try:
             if isinstance(probe, HttpProbe):

@@ -16,7 +16,7 @@ from .backup import Run, age, local_time
 from .engines import ServiceState
 from .health import Snapshot
 from .rollback import Command, plain_command
-from .runs import RestoreResult, RotationResult
+from .runs import PullResult, RestoreResult, RotationResult
 from .schedule import Due
 
 __all__ = [
@@ -132,6 +132,7 @@ def rotation_json(result: RotationResult) -> dict[str, Any]:
         "files": list(plan.files),
         "affected_services": list(plan.services),
         "database": list(result.database),
+        "stores": list(result.stores),
         "backup": result.backup.id if result.backup else None,
         "pruned": list(result.pruned),
         "accepted_data_loss": list(result.accepted_data_loss),
@@ -150,6 +151,8 @@ def rotation_text(result: RotationResult, command: Command = plain_command) -> s
     lines.append(textwrap.fill(services, WIDTH, initial_indent="services: ", subsequent_indent=" " * 10))
     for label in result.database:
         lines.append(f"database: {label}")
+    for label in result.stores:
+        lines.append(f"store:    {label}")
     if result.accepted_data_loss:
         lines.append(paint(f"accepted: data loss from rotating {', '.join(result.accepted_data_loss)}", "yellow"))
     if result.backup:
@@ -173,6 +176,7 @@ def nothing_due_json(dry_run: bool) -> dict[str, Any]:
         "files": empty,
         "affected_services": empty,
         "database": empty,
+        "stores": empty,
         "backup": None,
         "pruned": empty,
         "accepted_data_loss": empty,
@@ -187,6 +191,7 @@ def restore_json(result: RestoreResult) -> dict[str, Any]:
         "backup": result.restored.id,
         "files_changed": list(result.changed),
         "database": list(result.database),
+        "stores": list(result.stores),
         "undo": result.undo.id if result.undo else None,
         "affected_services": list(result.restored.affected_services),
     }
@@ -199,11 +204,52 @@ def restore_text(result: RestoreResult, command: Command = plain_command) -> str
     lines.append(f"files changed: {', '.join(result.changed) or '(none: already identical)'}")
     for label in result.database:
         lines.append(f"database:      {label} back on the backed-up password")
+    for label in result.stores:
+        lines.append(f"store:         {label} (the backed-up values, as a new version)")
     if result.undo:
         lines.append(f"undo:          {command(f'restore --backup {result.undo.id}')}")
     services = result.restored.affected_services
     if not result.dry_run and services:
         lines.append(f"next:          {command('restart')}   (recreates the affected services)")
+    return "\n".join(lines)
+
+
+def pull_json(result: PullResult) -> dict[str, Any]:
+    """A pull for scripts: the store versions read, the secrets that changed, files, services, backup."""
+    plan = result.plan
+    return {
+        "dry_run": result.dry_run,
+        "source": [{"label": s["label"], "version": s["version"]} for s in result.source],
+        "secrets": [
+            {"name": c.name, "old": c.old.describe() if c.old else None, "new": c.new.describe()} for c in plan.changes
+        ],
+        "rotated_secrets": list(plan.names),
+        "files": list(plan.files),
+        "affected_services": list(plan.services),
+        "database": list(result.database),
+        "backup": result.backup.id if result.backup else None,
+        "warnings": list(plan.warnings) + ([result.recovered] if result.recovered else []),
+    }
+
+
+def pull_text(result: PullResult, command: Command = plain_command) -> str:
+    """A pull for people."""
+    plan = result.plan
+    source = ", ".join(f"{s['label']} version {s['version']}" for s in result.source)
+    if not plan.changes:
+        return f"pull: the files already hold {source}; nothing to do"
+    title = f"Would pull {source} (dry run: nothing written)" if result.dry_run else f"Pulled {source}"
+    rows = [[c.name, c.old.describe() if c.old else "(unset)", c.new.describe()] for c in plan.changes]
+    lines = [paint(title, "bold"), table(["secret", "old value", "new value"], rows), ""]
+    lines.append(f"files:    {', '.join(plan.files)}")
+    services = ", ".join(plan.services) or "(none)"
+    lines.append(textwrap.fill(services, WIDTH, initial_indent="services: ", subsequent_indent=" " * 10))
+    for label in result.database:
+        lines.append(f"database: {label}")
+    if result.backup:
+        lines.append(f"backup:   {result.backup.id}  (undo: {command(f'restore --backup {result.backup.id}')})")
+    if not result.dry_run and plan.services:
+        lines.append(f"next:     {command('restart')}   (recreates the services above so they read the new values)")
     return "\n".join(lines)
 
 
@@ -221,7 +267,15 @@ def _row(backup: Run, now: float) -> dict[str, Any]:
         "rotated_secrets": list(backup.rotated_secrets),
         "affected_services": list(backup.affected_services),
         "restored_from": backup.restored_from,
+        "stores": [{"label": e["label"], "before": e["before"], "after": e["after"]} for e in backup.stores],
+        "pulled": [{"label": e["label"], "version": e["version"]} for e in backup.pulled],
     }
+
+
+def _store_cell(row: Mapping[str, Any]) -> str:
+    """The store versions a run wrote (`v3->v4`) or pulled (`pulled v4`), for the backups table."""
+    written = [f"v{e['before']}->v{e['after']}" for e in row["stores"]]
+    return ", ".join(written + [f"pulled v{e['version']}" for e in row["pulled"]])
 
 
 def backups_json(backups: Sequence[Run], now: float | None = None) -> list[dict[str, Any]]:
@@ -235,12 +289,15 @@ def backups_table(backups: Sequence[Run], now: float | None = None) -> str:
     if not backups:
         return "no backups yet"
     rows: list[list[Cell]] = []
+    stored = any(b.stores or b.pulled for b in backups)  # the column only where a store is in use
     for row in backups_json(backups, now):
         secrets: Cell = row["rotated_secrets"]
         if row["restored_from"]:
             secrets = f"(before restoring {row['restored_from']})"
-        rows.append([row["id"], row["age"], row["kind"], row["status"], secrets, row["affected_services"]])
-    return table(["id", "age", "kind", "status", "secrets", "services"], rows)
+        cells: list[Cell] = [row["id"], row["age"], row["kind"], row["status"], secrets, row["affected_services"]]
+        rows.append([*cells, _store_cell(row)] if stored else cells)
+    headers = ["id", "age", "kind", "status", "secrets", "services"]
+    return table([*headers, "store"] if stored else headers, rows)
 
 
 def log_json(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import envfile
 from .backup import BackupStore, Run, RunStatus
-from .config import check_stack
-from .errors import BackupError, RotationError, SelectionError
+from .config import check_stack, unavailable
+from .errors import BackupError, RotationError, SelectionError, StoreError
 from .fsio import remove_tree
 from .generate import Secret
 from .journal import LiveChange, commit
-from .plan import Plan, make_plan, render_files
+from .plan import Plan, make_plan, plan_from_values, render_files
 from .stack import Stack, merged_env
 from .targets.postgres import PostgresLive, resolved
+from .targets.vault import StoreChange
 
-__all__ = ["RestoreResult", "RotationResult", "restore", "rotate"]
+__all__ = ["PullResult", "RestoreResult", "RotationResult", "pull", "restore", "rotate"]
 
 log = logging.getLogger(__name__)
 PRECHECK_FRESH = 3600  # seconds for which a precheck run on its own is adopted by the next rotate
@@ -36,6 +38,7 @@ class RotationResult:
     pruned: tuple[str, ...]
     recovered: str | None
     dry_run: bool
+    stores: tuple[str, ...] = ()  # each store's new version (a dry run: what its check found)
 
     @property
     def accepted_data_loss(self) -> tuple[str, ...]:
@@ -50,6 +53,19 @@ class RestoreResult:
     restored: Run
     undo: Run | None
     changed: tuple[str, ...]
+    database: tuple[str, ...]
+    recovered: str | None
+    dry_run: bool
+    stores: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PullResult:
+    """What a pull did, or would do: the store version it read and the changes that bring the files to it."""
+
+    source: tuple[Mapping[str, Any], ...]  # {store, label, version} of each store read
+    plan: Plan
+    backup: Run | None
     database: tuple[str, ...]
     recovered: str | None
     dry_run: bool
@@ -77,6 +93,38 @@ def _database_changes(stack: Stack, plan: Plan, files: dict[str, envfile.EnvFile
     return changes
 
 
+def _store_changes(stack: Stack, files: dict[str, envfile.EnvFile], rendered: dict[str, bytes]) -> list[StoreChange]:
+    """A new version for each configured store whose secret would not agree with the files afterwards:
+    its current values with every listed secret as the files will hold it, check-and-set on the
+    version read now. The changed keys are named with a file that holds them, for recovery."""
+    before = merged_env(files)
+    after = merged_env({**files, **{name: envfile.from_bytes(data) for name, data in rendered.items()}})
+    changes = []
+    for vault in stack.vaults(before):
+        stored = vault.read()
+        data = {**stored.data, **{k: v for k in vault.spec.secrets if (v := after.get(k)) is not None}}
+        if data == stored.data:
+            continue
+        keys = {}
+        for name in vault.spec.secrets:
+            old, new = before.get(name), after.get(name)
+            if old is not None and new is not None and old != new:
+                keys[name] = next(f for f in stack.config.secrets[name].files if f in rendered)
+        old_values = {k: Secret(before[k] or "") for k in keys}
+        new_values = {k: Secret(after[k] or "") for k in keys}
+        changes.append(StoreChange(vault, stored.version, data, keys, old_values, new_values))
+    return changes
+
+
+def _versions(changes: Sequence[StoreChange], written: dict[str, int]) -> list[dict[str, object]]:
+    """What metadata.json keeps of each store write: where, and the versions before and after."""
+    return [
+        {"store": c.store.spec.to_json(), "label": c.label, "before": c.version, "after": written[c.label]}
+        for c in changes
+        if c.label in written
+    ]
+
+
 def rotate(
     stack: Stack,
     selection: Sequence[str] | None = None,
@@ -91,29 +139,17 @@ def rotate(
     plan = _plan(stack, files, selection, accept_data_loss)
     if dry_run:
         probes = tuple(c.target.check(c.current, c.secret) for c in _database_changes(stack, plan, files))
-        return RotationResult(plan, None, probes, (), None, True)
+        env = merged_env(files)
+        checks = tuple(vault.check(env) for vault in stack.vaults(env))
+        return RotationResult(plan, None, probes, (), None, True, checks)
     with stack.session() as recovered:
         # Read again under the lock: another run may have changed the files while we waited.
         files = check_stack(stack.config, stack.root)
         plan = _plan(stack, files, selection, accept_data_loss)
-        databases = _database_changes(stack, plan, files)
-        store = stack.store
-        backup = _open_run(store, run, plan)
-        try:
-            commit(store, backup, render_files(plan, files, same_files(stack.root, plan.files)), databases)
-        except RotationError as exc:
-            store.update(backup, status=RunStatus.FAILED, error=str(exc))
-            raise
-        backup = store.update(
-            backup,
-            status=RunStatus.APPLIED,
-            rotated_secrets=list(plan.names),
-            affected_services=list(plan.services),
-            database=[c.to_json() for c in databases],
-        )
+        backup, databases, written = _commit_plan(stack, plan, files, run, to_stores=True)
         if skip_backup:
             remove_tree(backup.path)
-        pruned = store.prune(stack.config.backup.retention_days, keep=[] if skip_backup else [backup.id])
+        pruned = stack.store.prune(stack.config.backup.retention_days, keep=[] if skip_backup else [backup.id])
         return RotationResult(
             plan,
             None if skip_backup else backup,
@@ -121,7 +157,35 @@ def rotate(
             tuple(pruned),
             recovered,
             False,
+            tuple(f"{label}: version {version}" for label, version in written.items()),
         )
+
+
+def _commit_plan(
+    stack: Stack, plan: Plan, files: dict[str, envfile.EnvFile], run: str | None, *, to_stores: bool, **recorded: Any
+) -> tuple[Run, list[LiveChange], dict[str, int]]:
+    """Back up, then change databases, stores (`to_stores`) and files all or nothing, and record the
+    run as applied: the run, the database changes, and each store's new version."""
+    databases = _database_changes(stack, plan, files)
+    rendered = render_files(plan, files, same_files(stack.root, plan.files))
+    stores = _store_changes(stack, files, rendered) if to_stores else []  # versions read now: the check-and-set
+    store = stack.store
+    backup = _open_run(store, run, plan)
+    try:
+        written = commit(store, backup, rendered, databases, stores)
+    except RotationError as exc:
+        store.update(backup, status=RunStatus.FAILED, error=str(exc))
+        raise
+    backup = store.update(
+        backup,
+        status=RunStatus.APPLIED,
+        rotated_secrets=list(plan.names),
+        affected_services=list(plan.services),
+        database=[c.to_json() for c in databases],
+        stores=_versions(stores, written),
+        **recorded,
+    )
+    return backup, databases, written
 
 
 def _plan(stack: Stack, files: dict[str, envfile.EnvFile], selection: Sequence[str] | None, accept: bool) -> Plan:
@@ -162,6 +226,8 @@ def restore(stack: Stack, ident: str | None = None, *, dry_run: bool = False) ->
         changed = _differs(stack.root, wanted)
         current = {n: envfile.read(stack.root / n) for n in wanted if (stack.root / n).is_file()}
         databases = _restored_databases(stack, backup, current)
+        # A pull changed no store, so putting it back changes none: the store is the other host's.
+        stores = [] if backup.pulled else _store_changes(stack, current, wanted)
         undo = store.create(
             "pre-restore",
             list(current),
@@ -171,12 +237,20 @@ def restore(stack: Stack, ident: str | None = None, *, dry_run: bool = False) ->
             database=list(backup.database),
         )
         try:
-            commit(store, undo, wanted, databases)
+            written = commit(store, undo, wanted, databases, stores)
         except RotationError as exc:
             store.update(undo, status=RunStatus.FAILED, error=str(exc))
             raise
-        undo = store.update(undo, status=RunStatus.APPLIED)
-        return RestoreResult(backup, undo, tuple(changed), tuple(c.target.label for c in databases), recovered, False)
+        undo = store.update(undo, status=RunStatus.APPLIED, stores=_versions(stores, written))
+        return RestoreResult(
+            backup,
+            undo,
+            tuple(changed),
+            tuple(c.target.label for c in databases),
+            recovered,
+            False,
+            tuple(f"{label}: version {version}" for label, version in written.items()),
+        )
 
 
 def _chosen(store: BackupStore, ident: str | None) -> Run:
@@ -207,3 +281,60 @@ def _restored_databases(stack: Stack, backup: Run, current: dict[str, envfile.En
             continue
         changes.append(LiveChange(secret, name, stack.target(entry), Secret(now), Secret(old)))
     return changes
+
+
+def pull(
+    stack: Stack,
+    version: int | None = None,
+    *,
+    accept_data_loss: bool = False,
+    dry_run: bool = False,
+    run: str | None = None,
+) -> PullResult:
+    """Bring the stack's files (and databases) to the values of its secret store's current version,
+    or `version`: a second host following the one that rotates. The same journal, backup and
+    byte-preserving edits as a rotation; the store itself is only read."""
+    if not stack.config.stores:
+        raise SelectionError(f"pull: {stack.config.path} configures no secret store ('stores:')")
+    if version is not None and len(stack.config.stores) > 1:
+        raise SelectionError("--version: several stores are configured, and a version number belongs to one")
+    files = check_stack(stack.config, stack.root)
+    source, plan = _pulled(stack, files, version, accept_data_loss)
+    if dry_run:
+        probes = tuple(c.target.check(c.current, c.secret) for c in _database_changes(stack, plan, files))
+        return PullResult(source, plan, None, probes, None, True)
+    with stack.session() as recovered:
+        files = check_stack(stack.config, stack.root)
+        source, plan = _pulled(stack, files, version, accept_data_loss)
+        if not plan.changes:
+            return PullResult(source, plan, None, (), recovered, False)
+        backup, databases, _ = _commit_plan(stack, plan, files, run, to_stores=False, pulled=list(source))
+        return PullResult(source, plan, backup, tuple(c.target.label for c in databases), recovered, False)
+
+
+def _pulled(
+    stack: Stack, files: dict[str, envfile.EnvFile], version: int | None, accept_data_loss: bool
+) -> tuple[tuple[Mapping[str, Any], ...], Plan]:
+    """Where the values come from (each store and the version read) and the plan to them."""
+    values: dict[str, Secret] = {}
+    sources: list[Mapping[str, Any]] = []
+    for vault in stack.vaults(merged_env(files)):
+        stored = vault.read(version)
+        if not stored.version or not stored.data:
+            at = f"version {version}" if version else "its current version"
+            raise StoreError(f"{vault.label}: {at} holds nothing to pull; rotate on the first host first")
+        unused = unavailable(stack.config, files)  # a key this stack does not hold need not be stored
+        absent = [k for k in vault.spec.secrets if k not in stored.data and k not in unused]
+        if absent:
+            raise StoreError(
+                f"{vault.label}: version {stored.version} has no {', '.join(absent)}; "
+                "pull only a version that the first host's rotation wrote, or narrow 'secrets' for this store"
+            )
+        for name in (k for k in vault.spec.secrets if k in stored.data):
+            value = stored.data[name]
+            if name in values and values[name].reveal() != value:
+                raise StoreError(f"{vault.label}: {name} differs from the value another configured store holds")
+            values[name] = Secret(value)
+        sources.append({"store": vault.spec.to_json(), "label": vault.label, "version": stored.version})
+    reason = "from " + ", ".join(f"{s['label']} v{s['version']}" for s in sources)
+    return tuple(sources), plan_from_values(stack.config, files, values, reason, accept_data_loss)

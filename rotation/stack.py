@@ -25,6 +25,7 @@ from .health import Snapshot
 from .journal import pending, recover, stale
 from .targets import LiveTarget, target_from_json
 from .targets.postgres import Opener, opener
+from .targets.vault import Vault
 
 __all__ = ["LOCK", "STATE_BEFORE", "Stack", "locate", "merged_env"]
 
@@ -51,6 +52,15 @@ class Stack:
         """The live target a journal or metadata entry of this stack describes."""
         return target_from_json(entry, self.databases)
 
+    def vault(self, raw: Mapping[str, Any]) -> Vault:
+        """The configured secret store a journal or metadata entry names (any other is refused)."""
+        return Vault(self.config.store(raw), self.values(), self.root)
+
+    def vaults(self, env: Mapping[str, str | None] | None = None) -> list[Vault]:
+        """Every configured secret store, its `${VAR}` settings resolved from `env` (default: the files now)."""
+        values = self.values() if env is None else env
+        return [Vault(spec, values, self.root) for spec in self.config.stores]
+
     @property
     def store(self) -> BackupStore:
         """Where this stack's backups live."""
@@ -63,7 +73,7 @@ class Stack:
         store.prepare()
         holder = f"pid {os.getpid()} ({self.task}) since {time.strftime('%H:%M:%S')}"
         with locked(store.directory / LOCK, self.lock_timeout, holder, self.waiting):
-            yield recover(store, self.target)
+            yield recover(store, self.target, self.vault)
 
     def recover_first(self, *, read_only: bool, finish: str) -> tuple[str | None, str | None]:
         """Deal with an interrupted run before a task: (what recovery did, why it is still pending).

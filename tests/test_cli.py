@@ -19,7 +19,7 @@ from rotation.errors import EXIT_CODES, RotationError
 from rotation.fsio import locked
 from rotation.tasks import SHORT_FLAGS, namespace
 
-from .conftest import REPO, edited_config, tree
+from .conftest import REPO, documented_keys, edited_config, tree
 
 BIN = Path(sys.executable).parent
 ROTATION = [str(BIN / "rotation")] if (BIN / "rotation").exists() else [sys.executable, "-m", "rotation"]
@@ -215,33 +215,26 @@ def test_backup_list_fits_100_columns(stack: Path) -> None:
     assert "more" in ran.stdout
 
 
-def _keys(section: str) -> set[str]:
-    """The keys documented in the README table under the heading `section`."""
-    start = README.index(section)
-    end = README.find("\n#", start + len(section))
-    return set(re.findall(r"^\| `([a-z_]+)` \|", README[start:end], re.M))
-
-
-def test_every_json_flag_prints_only_json_with_the_documented_keys(stack: Path) -> None:
+def test_every_json_flag_prints_only_json_with_the_documenteddocumented_keys(stack: Path) -> None:
     def parsed(*argv: str) -> object:
         ran = program(*ROTATION, *argv, "--json", cwd=stack)
         return json.loads(ran.stdout)  # only JSON on stdout, whatever the exit code
 
     plan = parsed("rotate", "--dry-run")
-    assert isinstance(plan, dict) and set(plan) == _keys("#### `rotate --json`")
-    assert set(plan["secrets"][0]) == _keys("#### `rotate --json`: each of `secrets`")
+    assert isinstance(plan, dict) and set(plan) == documented_keys("#### `rotate --json`")
+    assert set(plan["secrets"][0]) == documented_keys("#### `rotate --json`: each of `secrets`")
     due = parsed("rotate", "--due")
     assert isinstance(due, dict) and due["rotated_secrets"] == [] and set(due) == set(plan)
     error = parsed("restore", "--latest")
-    assert isinstance(error, dict) and set(error) == _keys("#### errors with `--json`")
+    assert isinstance(error, dict) and set(error) == documented_keys("#### errors with `--json`")
     assert error["exit_code"] == 2
     assert program(*ROTATION, "rotate", cwd=stack).returncode == 0
     restored = parsed("restore", "--latest", "--dry-run")
-    assert isinstance(restored, dict) and set(restored) == _keys("#### `restore --json`")
+    assert isinstance(restored, dict) and set(restored) == documented_keys("#### `restore --json`")
     listed = parsed("restore", "--list")
-    assert isinstance(listed, list) and set(listed[0]) == _keys("#### `restore --list --json`")
+    assert isinstance(listed, list) and set(listed[0]) == documented_keys("#### `restore --list --json`")
     logged = parsed("log")
-    assert isinstance(logged, list) and set(logged[0]) == _keys("#### `log --json`")
+    assert isinstance(logged, list) and set(logged[0]) == documented_keys("#### `log --json`")
     assert parsed("due") == []
 
 

@@ -1,0 +1,264 @@
+"""A Vault or OpenBao KV version 2 secret that holds a stack's secrets, one new version per change.
+
+Other hosts and tools read the current version; every earlier one stays readable, so nothing is
+ever overwritten in place: a rotation writes version N+1 with check-and-set N (a writer that came
+in between makes it fail, changing nothing), and putting it back writes N+2. The token, the
+AppRole secret_id and every value stay out of messages; hvac's own error texts carry only URLs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..config import VaultSpec, interpolate
+from ..errors import ConfigError, StoreError
+from ..generate import Secret
+
+if TYPE_CHECKING:  # hvac (and requests) are imported where a store is reached: most commands never do
+    import hvac
+
+__all__ = ["TIMEOUT", "StoreChange", "Stored", "Vault"]
+
+TIMEOUT = 10  # seconds for each request to the store
+T = TypeVar("T")
+# What a rotation needs on `<mount>/data/<path>` (read the version, write the next one), as
+# sys/capabilities-self answers (https://openbao.org/api-docs/system/capabilities-self/).
+_WRITE = {"create", "update"}
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One version of the store's secret: its number (0 when there is none yet) and its values."""
+
+    version: int
+    data: Mapping[str, str] = field(repr=False)  # values: never in a repr, a log or a message
+
+
+class Vault:
+    """One configured store, reached with its address and credentials resolved; logs in on first use."""
+
+    def __init__(self, spec: VaultSpec, env: Mapping[str, str | None], root: Path) -> None:
+        self.spec = spec
+        self._env = env
+        self._root = root
+        self._client: hvac.Client | None = None
+
+    @property
+    def label(self) -> str:
+        """The store's KV path, for messages."""
+        return self.spec.label
+
+    def _resolve(self, template: str, key: str) -> str:
+        try:
+            return interpolate(template, self._env)
+        except ConfigError as exc:
+            raise StoreError(f"{self.label}: {key}: {exc}") from None
+
+    def _credential(self, template: str | None, file: str | None, key: str) -> str:
+        """An AppRole credential from its `${VAR}`, or from its file (relative to the stack root)."""
+        if template is not None:
+            return self._resolve(template, f"auth.{key}")
+        path = Path(self._resolve(file or "", f"auth.{key}_file"))
+        path = path if path.is_absolute() else self._root / path
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise StoreError(f"{self.label}: auth.{key}_file: cannot read {path} ({reason})") from None
+
+    def client(self) -> hvac.Client:
+        """An hvac client logged in as the configuration says: a token from VAULT_TOKEN or BAO_TOKEN,
+        or an AppRole login. hvac is given the URL and token itself: it reads only VAULT_* variables."""
+        if self._client is not None:
+            return self._client
+        import hvac
+
+        address = self._resolve(self.spec.address, "address")
+        if not address.startswith(("http://", "https://")):
+            raise StoreError(f"{self.label}: address '{self.spec.address}' is not an http:// or https:// URL")
+        verify: bool | str = self._resolve(self.spec.ca_cert, "ca_cert") if self.spec.ca_cert else True
+        if isinstance(verify, str) and not Path(verify).is_file():
+            raise StoreError(f"{self.label}: ca_cert {verify} does not exist")
+        auth = self.spec.auth
+        token = None
+        if auth.method == "token":
+            token = os.environ.get("VAULT_TOKEN") or os.environ.get("BAO_TOKEN")
+            if not token:
+                raise StoreError(f"{self.label}: no token: set VAULT_TOKEN or BAO_TOKEN (or use auth: approle)")
+        client = hvac.Client(url=address, token=token, verify=verify, timeout=TIMEOUT)
+        if auth.method == "approle":
+            role_id = self._credential(auth.role_id, auth.role_id_file, "role_id")
+            secret_id = self._credential(auth.secret_id, auth.secret_id_file, "secret_id")
+            self._call("AppRole login", lambda: client.auth.approle.login(role_id, secret_id, mount_point=auth.mount))
+        else:
+            self._call("token check", client.auth.token.lookup_self)
+        self._client = client
+        return client
+
+    def _call(self, doing: str, request: Callable[[], T]) -> T:
+        """Run one request; every failure becomes a `StoreError` naming the store and what was being done."""
+        import hvac.exceptions
+        import requests.exceptions
+
+        try:
+            return request()
+        except requests.exceptions.SSLError:
+            raise StoreError(
+                f"{self.label}: TLS verification of {self._resolve(self.spec.address, 'address')} failed; "
+                "set ca_cert to the CA that signed its certificate"
+            ) from None
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout):
+            raise StoreError(
+                f"{self.label}: {doing}: the store at {self._resolve(self.spec.address, 'address')} is unreachable"
+            ) from None
+        except hvac.exceptions.Forbidden:
+            why = "the token was refused" if doing == "token check" else "permission denied"
+            raise StoreError(f"{self.label}: {doing}: {why}", unchanged=True) from None
+        except hvac.exceptions.InvalidRequest as exc:
+            text = str(exc).split(", on ")[0]
+            if "check-and-set" in text:
+                raise StoreError(
+                    f"{self.label}: another writer changed the secret since the plan was made "
+                    "(check-and-set failed); nothing was written there",
+                    unchanged=True,
+                ) from None
+            if doing == "AppRole login":
+                text = "the role_id or secret_id was refused"
+            raise StoreError(f"{self.label}: {doing}: {text}", unchanged=True) from None
+        except (hvac.exceptions.VaultDown, hvac.exceptions.VaultNotInitialized):
+            raise StoreError(f"{self.label}: {doing}: the store is sealed or not initialised") from None
+        except hvac.exceptions.VaultError as exc:
+            raise StoreError(f"{self.label}: {doing}: {str(exc).split(', on ')[0] or type(exc).__name__}") from None
+
+    def _kv2(self) -> None:
+        """Refuse a mount that is not KV version 2: on version 1, `data/PATH` would be a new plain secret."""
+        client = self.client()
+        mount = self._call(
+            f"reading mount {self.spec.mount}",
+            lambda: client.adapter.get(f"/v1/sys/internal/ui/mounts/{self.spec.mount}"),
+        )
+        data = mount.get("data") or {} if isinstance(mount, dict) else {}
+        version = (data.get("options") or {}).get("version")
+        if data.get("type") not in ("kv", "generic") or str(version) != "2":
+            kv = data.get("type") in ("kv", "generic")
+            kind = f"KV version {version or 1}" if kv else f"a {data.get('type')} engine"
+            raise StoreError(f"{self.label}: mount '{self.spec.mount}' is {kind}; rotation needs a KV version 2 mount")
+
+    def read(self, version: int | None = None) -> Stored:
+        """The current version (or `version`); version 0 and no values when the secret does not exist yet."""
+        import hvac.exceptions
+
+        self._kv2()
+        kv = self.client().secrets.kv.v2
+
+        def request() -> Any:
+            try:
+                return kv.read_secret_version(
+                    path=self.spec.path, mount_point=self.spec.mount, version=version, raise_on_deleted_version=False
+                )
+            except hvac.exceptions.InvalidPath:
+                return None  # no such secret (or version) yet
+
+        response = self._call("reading the secret", request)
+        if response is None:
+            if version is not None:
+                raise StoreError(f"{self.label}: there is no version {version}")
+            return Stored(0, {})
+        body = response.get("data") or {}
+        number = int((body.get("metadata") or {}).get("version") or 0)
+        values = body.get("data") or {}
+        return Stored(number, {str(k): str(v) for k, v in values.items() if isinstance(v, (str, int, float))})
+
+    def write(self, data: Mapping[str, str], cas: int) -> int:
+        """Write `data` as the next version, only if the current one is still `cas`; the new version's number."""
+        client = self.client()
+        response = self._call(
+            "writing a new version",
+            lambda: client.secrets.kv.v2.create_or_update_secret(
+                path=self.spec.path, secret=dict(data), cas=cas, mount_point=self.spec.mount
+            ),
+        )
+        return int(((response or {}).get("data") or {}).get("version") or 0)
+
+    def check(self, files: Mapping[str, str | None]) -> str:
+        """For a dry run: reachable, logged in, a KV v2 mount, allowed to read and write the path, its
+        version, and whether it already holds the files' values. Raises when a rotation could not write."""
+        client = self.client()
+        stored = self.read()
+        path = f"{self.spec.mount}/data/{self.spec.path}"
+        answer = self._call(
+            "checking the token's capabilities",
+            lambda: client.adapter.post("/v1/sys/capabilities-self", json={"paths": [path]}),
+        )
+        granted = set((answer.get("data") or answer).get(path) or []) if isinstance(answer, dict) else set()
+        needed = {"read", "update" if stored.version else "create"}
+        if not ({"root", "sudo"} & granted or needed <= granted):
+            missing, has = " or ".join(sorted(needed - granted)), ", ".join(sorted(granted)) or "nothing"
+            raise StoreError(f"{self.label}: the token may not {missing} {path} (it has: {has})", unchanged=True)
+        differ = sorted(k for k in self.spec.secrets if files.get(k) is not None and stored.data.get(k) != files.get(k))
+        agree = "holds the files' values" if not differ else f"differs from the files in {', '.join(differ)}"
+        at = f"version {stored.version}" if stored.version else "no version yet"
+        return f"{self.label}: can read and write ({at}); it {agree}"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreChange:
+    """One new version of a store's secret: `data` written with check-and-set `version`.
+
+    `keys` are the secrets whose value changes, each with the stack file that holds it (the
+    journal's way back to the values); `old` and `new` are those values.
+    """
+
+    store: Vault
+    version: int
+    data: Mapping[str, str] = field(repr=False)
+    keys: Mapping[str, str]
+    old: Mapping[str, Secret] = field(repr=False)
+    new: Mapping[str, Secret] = field(repr=False)
+
+    @property
+    def label(self) -> str:
+        """The store's KV path."""
+        return self.store.label
+
+    def to_json(self) -> dict[str, Any]:
+        """What the journal keeps: which store, the version it changes from, the keys and their files."""
+        return {"kind": "vault", "store": self.store.spec.to_json(), "version": self.version, "keys": dict(self.keys)}
+
+    def apply(self) -> int:
+        """Write the new version and read it back; its number. A conflict or refusal changes nothing."""
+        written = self.store.write(self.data, self.version)
+        stored = self.store.read()
+        if stored.version != written or any(stored.data.get(k) != v.reveal() for k, v in self.new.items()):
+            raise StoreError(f"{self.label}: version {written} does not read back with the values written")
+        return written
+
+    def state(self) -> str | None:
+        """`old` when the store's current version still holds the old values (or was never changed),
+        `new` when it holds the new ones, None when it holds something else."""
+        return holds(self.store.read(), self.version, self.old, self.new)
+
+    def revert(self) -> int:
+        """Write the old values back as a newer version (history is kept); its number."""
+        return put_back(self.store, self.old)
+
+
+def holds(stored: Stored, version: int, old: Mapping[str, Secret], new: Mapping[str, Secret]) -> str | None:
+    """Which values `stored` has for the changed keys: `old` (or untouched since `version`), `new`, or None."""
+    if stored.version == version:
+        return "old"
+    for name, values in (("new", new), ("old", old)):
+        if all(stored.data.get(k) == v.reveal() for k, v in values.items()):
+            return name
+    return None
+
+
+def put_back(store: Vault, old: Mapping[str, Secret]) -> int:
+    """The current version with `old` values for their keys, written as the next version."""
+    stored = store.read()
+    data = {**stored.data, **{k: v.reveal() for k, v in old.items()}}
+    return store.write(data, stored.version)
