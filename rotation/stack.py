@@ -19,7 +19,7 @@ from . import envfile
 from .backup import BackupStore, Run, RunStatus
 from .config import Config, check_stack, find_config, load
 from .engines import engine_for
-from .errors import DatabaseError, EngineError, RecoveryError, SelectionError
+from .errors import DatabaseError, EngineError, RecoveryError, SelectionError, StoreError
 from .fsio import locked, write_atomic
 from .health import Snapshot
 from .journal import pending, recover, stale
@@ -78,13 +78,13 @@ class Stack:
     def recover_first(self, *, read_only: bool, finish: str) -> tuple[str | None, str | None]:
         """Deal with an interrupted run before a task: (what recovery did, why it is still pending).
 
-        When the recovery needs a database or engine that is down, a read-only task may go on
+        When the recovery needs a database, engine or secret store that is down, a read-only task may go on
         (the second item says why, and `finish` is the command that completes it later); a task
         that would write is refused with a `RecoveryError` naming that command.
         """
         try:
             return self.recover(), None
-        except (DatabaseError, EngineError, RecoveryError) as exc:
+        except (DatabaseError, EngineError, RecoveryError, StoreError) as exc:
             if not read_only:
                 raise RecoveryError(
                     f"an interrupted run must be finished before anything else, and that failed: {exc}. "

@@ -367,3 +367,26 @@ def test_a_bad_store_configuration_names_the_key(stack: Path, cli: CLI) -> None:
             }
         ]
     assert "stores[0].vault.auth.secret_id" in one_line_error(cli("rotate", "--dry-run"))
+
+
+def test_a_run_killed_after_the_store_write_waits_for_the_store_to_come_back(
+    stack: Path, cli: CLI, bao: baoserver.Server
+) -> None:
+    path = unique()
+    with_store(stack, path)
+    first = seed(bao, stack, path)
+    original = {name: (stack / name).read_bytes() for name in FILES}
+    # Steps: the journal, two staged copies, the store write; killed right after that one.
+    child = crashpoints.run(stack, 4, "rotate", "JWT_SECRET", env_for(bao))
+    assert child.returncode == -9 and bao.read(path)[0] == first + 1
+    away = {**env_for(bao), "VAULT_ADDR": f"http://127.0.0.1:{baoserver.free_port()}"}
+    listed = cli("restore", "--list", env=away)
+    assert listed.code == 0 and "an interrupted run is pending" in listed.err and "unreachable" in listed.err
+    refused = cli("rotate", "--secrets", "JWT_SECRET", env=away)
+    assert refused.code == 5 and "rotation recover" in refused.err, refused.err
+    assert {name: (stack / name).read_bytes() for name in FILES} == original
+    recovered = cli("recover", env=env_for(bao))
+    assert recovered.code == 0 and f"values in vault secret/{path}" in recovered.out, recovered.text
+    version, data = bao.read(path)
+    assert version == first + 2 and data == bao.read(path, first)[1]
+    assert {name: (stack / name).read_bytes() for name in FILES} == original
