@@ -31,6 +31,7 @@ __all__ = [
     "Probe",
     "PostgresTarget",
     "SecretSpec",
+    "SwarmSpec",
     "VaultAuth",
     "VaultSpec",
     "check_stack",
@@ -50,7 +51,11 @@ TYPES = ("random", "jwt-token", "static")
 MIN_RANDOM_LENGTH = 16
 MAX_RANDOM_LENGTH = 4096
 MAX_CONFIG_BYTES = 1 << 20
-TOP_LEVEL_KEYS = frozenset({"secrets", "backup", "compose", "verify", "notify", "optional_services", "stores"})
+TOP_LEVEL_KEYS = frozenset(
+    {"secrets", "backup", "compose", "engine", "swarm", "verify", "notify", "optional_services", "stores"}
+)
+ENGINES = ("compose", "swarm")
+_SWARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # a stack or Swarm secret name
 DEFAULT_JWT_LIFETIME = 5 * 366 * 86400
 Fail = Callable[[str, str], ConfigError]  # (key, message) -> the error naming file and key
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's when the wheel has it
@@ -71,6 +76,7 @@ _SECRET_KEYS = {
     "encrypts_data",
     "apply",
     "rotation_period",
+    "swarm_secret",
 }
 _POSTGRES_KEYS = {
     "host",
@@ -216,6 +222,7 @@ class SecretSpec:
     encrypts_data: bool = False
     apply: tuple[PostgresTarget, ...] = ()
     rotation_period: int | None = None
+    swarm_secret: str | None = None  # the stack file's secret (its top-level `secrets:` key) that carries it
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +240,14 @@ class ComposeSpec:
     command: str | None = None
     project: str | None = None
     files: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SwarmSpec:
+    """A Docker Swarm stack (`docker stack deploy -c FILE... STACK`): its name and stack files."""
+
+    stack: str
+    files: tuple[str, ...] = ()  # default: the compose files (compose.files, else compose's default names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +294,8 @@ class Config:
     notify: tuple[str, ...] = ()
     optional_services: tuple[str, ...] = ()  # named in restart_services, but a stack may not have them
     stores: tuple[VaultSpec, ...] = ()
+    engine: str = "compose"
+    swarm: SwarmSpec | None = None
 
     def store(self, raw: Mapping[str, Any]) -> VaultSpec:
         """The configured store a journal or metadata entry names; one it does not name is refused,
@@ -409,7 +426,37 @@ def _build(path: Path, raw: Any) -> Config:
         notify=_notify(raw.get("notify") or [], fail),
         optional_services=_names(raw.get("optional_services") or [], "optional_services", fail),
         stores=_stores(raw.get("stores") or [], secrets, fail),
+        **_engine(raw, secrets, fail),
     )
+
+
+def _engine(raw: Mapping[str, Any], secrets: Mapping[str, SecretSpec], fail: Fail) -> dict[str, Any]:
+    """`engine:` and, for Swarm, `swarm: {stack, files}`; `swarm_secret` only makes sense there."""
+    engine = raw.get("engine", "compose")
+    if engine not in ENGINES:
+        raise fail("engine", f"'{engine}' is not compose or swarm")
+    body = raw.get("swarm")
+    if engine == "compose":
+        if body is not None:
+            raise fail("swarm", "only applies with engine: swarm")
+        for spec in secrets.values():
+            if spec.swarm_secret:
+                raise fail(f"secrets.{spec.name}.swarm_secret", "only applies with engine: swarm")
+        return {}
+    if not isinstance(body, dict) or not isinstance(body.get("stack"), str):
+        raise fail("swarm.stack", "engine: swarm needs swarm: {stack: NAME} (the name given to docker stack deploy)")
+    unknown = sorted(str(k) for k in set(body) - {"stack", "files"})
+    if unknown:
+        raise fail(f"swarm.{unknown[0]}", "unknown setting (swarm takes stack and files)")
+    if not _SWARM_NAME.match(body["stack"]):
+        raise fail("swarm.stack", f"'{body['stack']}' is not a stack name")
+    files = body.get("files") or []
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise fail("swarm.files", "expected a list of stack file paths")
+    for name in files:
+        if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
+            raise fail("swarm.files", f"'{name}' leaves the stack root; use a path relative to it")
+    return {"engine": "swarm", "swarm": SwarmSpec(stack=body["stack"], files=tuple(files))}
 
 
 def _secret(name: str, body: Any, fail: Fail) -> SecretSpec:
@@ -448,6 +495,9 @@ def _secret(name: str, body: Any, fail: Fail) -> SecretSpec:
     for flag in ("auto_rotate", "encrypts_data"):
         if flag in body and not isinstance(body[flag], bool):
             raise fail(flag, f"expected true or false, not '{body[flag]}'")
+    swarm_secret = body.get("swarm_secret")
+    if swarm_secret is not None and (not isinstance(swarm_secret, str) or not _SWARM_NAME.match(swarm_secret)):
+        raise fail("swarm_secret", f"'{swarm_secret}' is not the name of a secret in the stack file")
     return SecretSpec(
         name=name,
         type=kind,
@@ -468,6 +518,7 @@ def _secret(name: str, body: Any, fail: Fail) -> SecretSpec:
         rotation_period=parse_duration(body["rotation_period"], f"secrets.{name}.rotation_period")
         if body.get("rotation_period") is not None
         else None,
+        swarm_secret=swarm_secret,
     )
 
 

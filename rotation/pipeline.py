@@ -20,6 +20,7 @@ from .probes import ProbeResult, run_probes
 from .rollback import Command, RollbackResult, plain_command, roll_back
 from .rollout import DEFAULT_PARALLEL, DEFAULT_TIMEOUT, Progress, RestartResult
 from .stack import Stack
+from .targets.swarmsecret import retire
 
 __all__ = [
     "Failure",
@@ -233,5 +234,9 @@ def verify(
     probes = tuple(run_probes(stack.config, current, previous, stack.databases, stack.vaults(current)))
     problems = found + [f"probe {p.name} failed: {p.detail}" for p in probes if not p.ok]
     ending = _Ending(rollback, timeout, DEFAULT_PARALLEL, progress, command, say, dry_run)
+    live = run is not None and run.status.live
     failure = _conclude(stack, engine, run, "verify", problems, RunStatus.VERIFIED, ending)
+    if run is not None and live and failure is None and not dry_run:
+        for note in retire(engine, run.database, "previous"):  # kept for a rollback until now
+            say(note)
     return VerifyOutcome(state, before, tuple(found), probes, failure)

@@ -345,13 +345,21 @@ def _uptime(started: str | None, now: float) -> str:
 
 
 def states_table(snapshot: Snapshot, now: float | None = None) -> str:
-    """Every service with its state, health, restart count and uptime."""
+    """Every service with its state, health, restart count and uptime; on Swarm also its running and
+    desired tasks, its update state and the last task error."""
     moment = time.time() if now is None else now
-    rows = []
+    swarm = any(s.tasks is not None for s in snapshot.states.values())
+    rows: list[list[Cell]] = []
     for name, s in sorted(snapshot.states.items()):
         mark = paint("ok", "green") if s.healthy else paint("FAIL", "red")
         uptime = _uptime(s.started_at, moment) if s.state == "running" else "-"
-        rows.append([name, s.state, s.health or "-", str(s.restarts), uptime, mark])
+        if swarm:
+            error = (s.health_output or "-") if not s.healthy else "-"
+            rows.append([name, s.state, s.tasks or "-", s.health or "-", s.update or "-", uptime, error, mark])
+        else:
+            rows.append([name, s.state, s.health or "-", str(s.restarts), uptime, mark])
+    if swarm:
+        return table(["service", "state", "tasks", "health", "update", "uptime", "last task error", ""], rows)
     return table(["service", "state", "health", "restarts", "uptime", ""], rows)
 
 

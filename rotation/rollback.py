@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from .errors import RecoveryError, RotationError
 from .rollout import Progress, RestartResult, present
 from .runs import RestoreResult, restore
 from .stack import Stack
+from .targets.swarmsecret import retire
 
 __all__ = ["Command", "RollbackResult", "manual_recovery", "plain_command", "roll_back"]
 
@@ -22,6 +24,9 @@ Command = Callable[[str], str]  # a task's words -> the whole command line, as t
 def plain_command(task: str) -> str:
     """`rotation TASK`: how a command reads when nothing says how the program was invoked."""
     return f"rotation {task}"
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +81,8 @@ def roll_back(
         )
         raise RecoveryError(_loud(stack, engine, run, services, "; ".join(result.failures()), command))
     run = stack.store.update(run, status=RunStatus.ROLLED_BACK, rollback_reason=reason)
+    for note in retire(engine, run.database, "name"):  # the run's new Swarm secret versions, unused again
+        log.warning("%s", note)
     return RollbackResult(run, restored, result)
 
 

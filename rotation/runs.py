@@ -5,20 +5,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from . import envfile
 from .backup import BackupStore, Run, RunStatus
-from .config import check_stack, unavailable
-from .errors import BackupError, RotationError, SelectionError, StoreError
+from .config import SecretSpec, check_stack, unavailable
+from .engines.swarm import SwarmEngine
+from .errors import BackupError, ConfigError, RotationError, SelectionError, StoreError
 from .fsio import remove_tree
 from .generate import Secret
 from .journal import LiveChange, commit
-from .plan import Plan, make_plan, plan_from_values, render_files
+from .plan import Change, Plan, make_plan, plan_from_values, render_files
 from .stack import Stack, merged_env
 from .targets.postgres import PostgresLive, resolved
+from .targets.swarmsecret import SwarmSecretLive, SwarmSecretPoint
 from .targets.vault import StoreChange
 
 __all__ = ["PullResult", "RestoreResult", "RotationResult", "pull", "restore", "rotate"]
@@ -90,7 +92,59 @@ def _database_changes(stack: Stack, plan: Plan, files: dict[str, envfile.EnvFile
                 continue
             live = PostgresLive(resolved(target, env), stack.databases)
             changes.append(LiveChange(change.name, change.spec.files[0], live, change.old, change.new))
+        if change.spec.swarm_secret:
+            changes.append(_swarm_change(stack, plan, change))
     return changes
+
+
+def _swarm(stack: Stack) -> SwarmEngine:
+    engine = stack.engine()
+    if not isinstance(engine, SwarmEngine):  # the configuration allows swarm_secret only with engine: swarm
+        raise SelectionError("swarm_secret needs engine: swarm")
+    return engine
+
+
+def _swarm_change(stack: Stack, plan: Plan, change: Change) -> LiveChange:
+    """The new Swarm secret version that carries `change`'s new value, named as the plan says."""
+    engine = _swarm(stack)
+    key = change.spec.swarm_secret or ""
+    version = plan.change(engine.secret_variable(key, change.name))
+    assert version is not None and version.old is not None, "the plan names every Swarm secret version"
+    point = SwarmSecretPoint(engine.project, key, version.new.reveal(), version.old.reveal(), version.name)
+    return LiveChange(
+        change.name, change.spec.files[0], SwarmSecretLive(point, stack.engine), change.old or Secret(""), change.new
+    )
+
+
+def _with_swarm_versions(stack: Stack, plan: Plan, files: dict[str, envfile.EnvFile]) -> Plan:
+    """The plan with, for each changed secret a Swarm secret carries, the change of the `${VAR}` that
+    names the stack secret's version: Swarm secrets are immutable, so a new value is a new secret."""
+    carried = [c for c in plan.changes if c.spec.swarm_secret]
+    if not carried:
+        return plan
+    engine = _swarm(stack)
+    env = merged_env(files)
+    extra = []
+    for change in carried:
+        key = change.spec.swarm_secret or ""
+        variable = engine.secret_variable(key, change.name)
+        holders = tuple(name for name, parsed in files.items() if parsed.count(variable))
+        current = env.get(variable)
+        if not holders or not current:
+            raise ConfigError(
+                f"{stack.config.path}: secrets.{change.name}.swarm_secret: ${{{variable}}}, which names the "
+                f"version of the stack's secret '{key}', is not set in {', '.join(files)}"
+            )
+        users = tuple(engine.secret_users(key))
+        spec = SecretSpec(name=variable, type="static", files=holders, restart_services=users)
+        reason = f"names {change.name}'s new Swarm secret"
+        extra.append(Change(spec, Secret(current), Secret(engine.next_version(current)), reason))
+    return replace(
+        plan,
+        changes=plan.changes + tuple(extra),
+        files=tuple(sorted({*plan.files, *(f for c in extra for f in c.spec.files)})),
+        services=tuple(sorted({*plan.services, *(s for c in extra for s in c.spec.restart_services)})),
+    )
 
 
 def _store_changes(stack: Stack, files: dict[str, envfile.EnvFile], rendered: dict[str, bytes]) -> list[StoreChange]:
@@ -192,7 +246,9 @@ def _plan(stack: Stack, files: dict[str, envfile.EnvFile], selection: Sequence[s
     plan = make_plan(stack.config, files, selection, accept)
     if not plan.changes:
         raise SelectionError("nothing to rotate: no secret has auto_rotate set; name some with --secrets")
-    return plan
+    if stack.config.engine == "swarm":  # the stack files say which services there are: check before any change
+        _swarm(stack).resolve(plan.services, "restart_services")
+    return _with_swarm_versions(stack, plan, files)
 
 
 def _open_run(store: BackupStore, run: str | None, plan: Plan) -> Run:
@@ -279,8 +335,27 @@ def _restored_databases(stack: Stack, backup: Run, current: dict[str, envfile.En
         now = current[name].get(secret) if name in current else None
         if old is None or now is None or old == now:
             continue
-        changes.append(LiveChange(secret, name, stack.target(entry), Secret(now), Secret(old)))
+        target = (
+            _restored_version(stack, backup, entry)
+            if entry.get("kind") == SwarmSecretLive.kind
+            else stack.target(entry)
+        )
+        if target is not None:
+            changes.append(LiveChange(secret, name, target, Secret(now), Secret(old)))
     return changes
+
+
+def _restored_version(stack: Stack, backup: Run, entry: Mapping[str, Any]) -> SwarmSecretLive | None:
+    """The Swarm secret version the backup's files name, to be created again if verify had retired it;
+    None when it still exists (the usual case before verify)."""
+    point = SwarmSecretPoint.from_json(entry.get("endpoint") or {})
+    wanted = stack.values_in(backup).get(point.variable)
+    if not wanted:
+        return None
+    restored = SwarmSecretPoint.from_json({**point.to_json(), "name": wanted, "previous": point.name})
+    if restored.name in _swarm(stack).secret_names():
+        return None
+    return SwarmSecretLive(restored, stack.engine)
 
 
 def pull(
@@ -337,4 +412,5 @@ def _pulled(
             values[name] = Secret(value)
         sources.append({"store": vault.spec.to_json(), "label": vault.label, "version": stored.version})
     reason = "from " + ", ".join(f"{s['label']} v{s['version']}" for s in sources)
-    return tuple(sources), plan_from_values(stack.config, files, values, reason, accept_data_loss)
+    plan = plan_from_values(stack.config, files, values, reason, accept_data_loss)
+    return tuple(sources), _with_swarm_versions(stack, plan, files)

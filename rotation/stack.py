@@ -18,7 +18,7 @@ from typing import Any
 from . import envfile
 from .backup import BackupStore, Run, RunStatus
 from .config import Config, check_stack, find_config, load
-from .engines import engine_for
+from .engines import Engine, engine_for
 from .errors import DatabaseError, EngineError, RecoveryError, SelectionError, StoreError
 from .fsio import locked, write_atomic
 from .health import Snapshot
@@ -44,13 +44,18 @@ class Stack:
     waiting: Callable[[str], None] | None = None
 
     @property
+    def engine(self) -> Callable[[], Engine]:
+        """This stack's engine, made on first use (most commands never need one)."""
+        return functools.cache(lambda: engine_for(self.root, self.config))
+
+    @property
     def databases(self) -> Opener:
         """How this stack's databases are reached: directly, or in their compose containers."""
-        return opener(functools.cache(lambda: engine_for(self.root, self.config)))
+        return opener(self.engine)
 
     def target(self, entry: Mapping[str, Any]) -> LiveTarget:
         """The live target a journal or metadata entry of this stack describes."""
-        return target_from_json(entry, self.databases)
+        return target_from_json(entry, self.databases, self.engine)
 
     def vault(self, raw: Mapping[str, Any]) -> Vault:
         """The configured secret store a journal or metadata entry names (any other is refused)."""

@@ -82,6 +82,15 @@ class Ran:
 CLI = Callable[..., Ran]
 
 
+def one_line_error(ran: Ran) -> str:
+    """The failed command's one error line; it must have exactly one, and no traceback."""
+    assert ran.code != 0, ran.text
+    assert "Traceback" not in ran.err, ran.err
+    lines = [line for line in ran.err.splitlines() if line.startswith("rotation: ") and "warning" not in line]
+    assert len(lines) == 1, ran.err
+    return lines[0]
+
+
 @pytest.fixture
 def cli(stack: Path) -> CLI:
     """Run the `rotation` command as a user would, inside the stack by default."""

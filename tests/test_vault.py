@@ -20,7 +20,7 @@ from rotation.stack import Stack, merged_env
 from rotation.targets import vault
 
 from . import baoserver, crashpoints, pgserver
-from .conftest import CLI, Ran, documented_keys, edited_config, stack_password, tree
+from .conftest import CLI, documented_keys, edited_config, one_line_error, stack_password, tree
 
 pytestmark = pytest.mark.vault
 
@@ -55,14 +55,6 @@ def seed(bao: baoserver.Server, root: Path, path: str, keys: list[str] = KEYS, *
 
 def env_for(bao: baoserver.Server, token: str = baoserver.ROOT_TOKEN) -> dict[str, str]:
     return {"VAULT_ADDR": bao.address, "VAULT_TOKEN": token}
-
-
-def one_line_error(ran: Ran) -> str:
-    assert ran.code != 0, ran.text
-    assert "Traceback" not in ran.err, ran.err
-    lines = [line for line in ran.err.splitlines() if line.startswith("rotation: ") and "warning" not in line]
-    assert len(lines) == 1, ran.err
-    return lines[0]
 
 
 def test_rotate_writes_one_new_version_with_exactly_the_new_values(

@@ -2,8 +2,8 @@
 
 `protocol` holds the `Engine` interface and its data; `docker` the Docker API half that every
 Docker-based engine reuses (lookup by label, state, health waits, exec, logs); `compose` the
-Compose engine on top of it. A second engine (Swarm, say) is one more module here and one more
-branch in `engine_for`; nothing else in the tool names an engine.
+Compose engine on top of it, and `swarm` the Docker Swarm engine (`engine: swarm`). Nothing else
+in the tool picks an engine.
 """
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ __all__ = ["Engine", "ExecResult", "Service", "ServiceState", "engine_for", "ins
 
 def engine_for(root: Path, config: Config) -> Engine:
     """The engine the configuration describes for the stack at `root`."""
-    from .compose import ComposeEngine  # deferred: commands that never touch an engine start faster
+    if config.engine == "swarm":
+        from .swarm import SwarmEngine  # deferred: commands that never touch an engine start faster
+
+        return SwarmEngine(root, config)
+    from .compose import ComposeEngine
 
     return ComposeEngine(root, config.compose)

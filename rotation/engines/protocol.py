@@ -1,7 +1,8 @@
 """The small interface through which everything talks to a container engine, and its data.
 
 `compose.ComposeEngine` implements it for Docker Compose (Docker Engine or Podman's
-Docker-compatible API). A Swarm or Kubernetes backend is another module with the same shape.
+Docker-compatible API), `swarm.SwarmEngine` for a Docker Swarm stack. A Kubernetes backend would
+be another module with the same shape.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class ServiceState:
     passed_at: str | None = None  # when the latest passing healthcheck began, in the engine's clock
     created_at: str | None = None  # when this container was created: its predecessor had just stopped
     first_passed_at: str | None = None  # when the earliest passing healthcheck on record ended
+    tasks: str | None = None  # Swarm: running/desired tasks, such as 2/2
+    update: str | None = None  # Swarm: the service's update state (updating, completed, rollback_completed...)
 
     @property
     def downtime(self) -> float | None:

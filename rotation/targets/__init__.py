@@ -2,18 +2,21 @@
 
 A target changes in one transaction, proves the change, can be put back, and can tell which of two
 values it holds now; it describes itself without values. The journal knows targets only through
-`LiveTarget` and records them by `kind`. PostgreSQL (`postgres`: host and container modes, SCRAM
-verifiers from `scram`) is the first; a secret store would be a module beside it and one branch
-in `target_from_json`.
+`LiveTarget` and records them by `kind`: PostgreSQL (`postgres`: host and container modes, SCRAM
+verifiers from `scram`) and a Swarm secret version (`swarm-secret`). A secret store holds many
+keys in one versioned write, so `vault` has a change type of its own beside them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import RecoveryError
 from ..generate import Secret
+
+if TYPE_CHECKING:
+    from ..engines import Engine
 
 __all__ = ["LiveTarget", "target_from_json"]
 
@@ -49,9 +52,13 @@ class LiveTarget(Protocol):
         ...
 
 
-def target_from_json(raw: Mapping[str, Any], opener: Any) -> LiveTarget:
+def target_from_json(raw: Mapping[str, Any], opener: Any, engine: Callable[[], Engine]) -> LiveTarget:
     """The target a journal or metadata entry describes (`kind` absent: PostgreSQL, as old runs wrote)."""
     kind = raw.get("kind", "postgres")
+    if kind == "swarm-secret":
+        from .swarmsecret import SwarmSecretLive, SwarmSecretPoint
+
+        return SwarmSecretLive(SwarmSecretPoint.from_json(raw.get("endpoint") or {}), engine)
     if kind == "postgres":
         from ..config import PostgresTarget
         from .postgres import PostgresLive
