@@ -1,11 +1,11 @@
 """Kill a rotation or restore at a chosen step boundary of its commit, as `kill -9` would.
 
 The child process wraps every step of `journal.commit` and its close: the journal write, each
-staged copy, each database's committed password change, each secret store's new version, each
-stack file, the journal's removal and the staged copies' removal. It SIGKILLs itself before step
-N (after it, for a database change or a store write, which is the moment that system is new and
-no file is). With N past the last step it
-finishes and prints how many steps there were.
+staged copy, each database's committed password change, each new Swarm secret version, each
+secret store's new version, each stack file, the journal's removal and the staged copies'
+removal. It SIGKILLs itself before step N (after it, for a database change, a Swarm secret or a
+store write, which is the moment that system is new and no file is). With N past the last step
+it finishes and prints how many steps there were.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ CHILD = """
 import os, signal, sys
 from pathlib import Path
 from rotation import journal
+from rotation.engines import swarm
 from rotation.targets import postgres, vault
 from rotation.config import load
 from rotation.runs import restore, rotate
@@ -51,6 +52,7 @@ for name in ("write_atomic", "write_stack_file", "remove_file", "remove_tree"):
 for kind in (postgres.DirectDatabase, postgres.ContainerDatabase):
     kind.set_password = after(kind.set_password)
 vault.Vault.write = after(vault.Vault.write)
+swarm.SwarmEngine.create_secret = after(swarm.SwarmEngine.create_secret)
 
 stack = Stack(root, load(root / "secrets-config.yaml"))
 if operation == "rotate":

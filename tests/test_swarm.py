@@ -4,6 +4,7 @@ Swarm secret versions, rollback of files, specs and secrets, and bad input as on
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 import yaml
 from docker import DockerClient
 
-from . import swarmstack
+from . import crashpoints, swarmstack
 from .conftest import CLI, edited_config, one_line_error, tree
 from .swarmstack import Poller, deploy, env_values, running_ids, secret_names, service, task_containers
 
@@ -132,3 +133,25 @@ def test_bad_swarm_input_is_one_line_with_nothing_changed(swarm: DockerClient, c
     line = one_line_error(cli("rotate", "--secrets", "API_KEY", cwd=root))
     assert "apii" in line and "did you mean 'api'" in line and "not a service of stack 'typo'" in line
     assert tree(root) == before
+
+
+def test_a_kill_after_the_new_swarm_secret_is_undone_by_the_next_command(
+    swarm: DockerClient, cli: CLI, tmp_path: Path
+) -> None:
+    root = written(tmp_path, f"k{uuid.uuid4().hex[:8]}")
+    stack = root.name
+    swarm.api.create_secret(f"{stack}_api_key_v1", b"b" * 32)
+    original = (root / ".env").read_bytes()
+    try:
+        # Steps: the journal, the staged .env, the new Swarm secret; killed right after that one.
+        child = crashpoints.run(root, 3, "rotate", "API_KEY")
+        assert child.returncode == -9, child.stderr
+        assert f"{stack}_api_key_v2" in secret_names(swarm)
+        ran = cli("restore", "--list", cwd=root)
+        assert ran.code == 0 and "recovered an interrupted run" in ran.err, ran.text
+        assert f"{stack}_api_key_v2" not in secret_names(swarm)
+        assert (root / ".env").read_bytes() == original
+    finally:
+        for name in secret_names(swarm):
+            if name.startswith(f"{stack}_"):
+                swarm.api.remove_secret(name)
