@@ -95,7 +95,9 @@ def test_a_client_left_out_of_the_restart_set_is_caught(
     assert cli("precheck", "rotate", "--secrets", "DB_PASSWORD", cwd=root).code == 0
     ran = cli("restart", "--services", "db", "--timeout", "8", "--no-rollback", cwd=root)
     assert ran.code == 1
-    assert "failed: api: depends on db; no healthcheck passed within 8s: running (unhealthy)" in ran.out
+    # Whether api already reads unhealthy at the deadline depends on how fast the engine's DNS
+    # fails for the recreated db (Podman's aardvark can take seconds); that no check passed does not.
+    assert "failed: api: depends on db; no healthcheck passed within 8s: running (" in ran.out
     enginestack.wait_healthy(docker_client, project, "unhealthy", "api")
     ran = cli("verify", "--no-rollback", cwd=root)
     assert ran.code == 1
