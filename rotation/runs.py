@@ -7,12 +7,11 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import envfile
 from .backup import BackupStore, Run, RunStatus
 from .config import SecretSpec, check_stack, unavailable
-from .engines.swarm import SwarmEngine
 from .errors import BackupError, ConfigError, RotationError, SelectionError, StoreError
 from .fsio import remove_tree
 from .generate import Secret
@@ -22,6 +21,9 @@ from .stack import Stack, merged_env
 from .targets.postgres import PostgresLive, resolved
 from .targets.swarmsecret import SwarmSecretLive, SwarmSecretPoint
 from .targets.vault import StoreChange
+
+if TYPE_CHECKING:
+    from .engines.swarm import SwarmEngine
 
 __all__ = ["PullResult", "RestoreResult", "RotationResult", "pull", "restore", "rotate"]
 
@@ -98,6 +100,8 @@ def _database_changes(stack: Stack, plan: Plan, files: dict[str, envfile.EnvFile
 
 
 def _swarm(stack: Stack) -> SwarmEngine:
+    from .engines.swarm import SwarmEngine  # deferred: only Swarm stacks need it
+
     engine = stack.engine()
     if not isinstance(engine, SwarmEngine):  # the configuration allows swarm_secret only with engine: swarm
         raise SelectionError("swarm_secret needs engine: swarm")
