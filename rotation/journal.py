@@ -144,6 +144,8 @@ def commit(
                 write_stack_file(store.root, name, data)
                 done.add(real)
             written.append(name)
+    except RecoveryError:
+        raise  # a live target cannot say which value it holds: the journal stays for the next command
     except RotationError as exc:
         undone = _undo(store, run, applied, moved, written, exc)
         _close(store, run)

@@ -13,7 +13,7 @@ import pytest
 
 from rotation import envfile
 from rotation.config import load
-from rotation.errors import StoreError
+from rotation.errors import RecoveryError, StoreError
 from rotation.probes import run_probes
 from rotation.runs import rotate
 from rotation.stack import Stack, merged_env
@@ -382,3 +382,40 @@ def test_a_run_killed_after_the_store_write_waits_for_the_store_to_come_back(
     version, data = bao.read(path)
     assert version == first + 2 and data == bao.read(path, first)[1]
     assert {name: (stack / name).read_bytes() for name in FILES} == original
+
+
+def test_a_write_whose_outcome_is_unknown_keeps_the_journal_for_the_next_command(
+    stack: Path, cli: CLI, bao: baoserver.Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection drops after the store took the new version, and the store cannot be read
+    either: nothing can tell what to undo, so the journal stays and the next command finishes."""
+    path = unique()
+    with_store(stack, path)
+    first = seed(bao, stack, path)
+    original = {name: (stack / name).read_bytes() for name in FILES}
+    for name, value in env_for(bao).items():
+        monkeypatch.setenv(name, value)
+    real_write, real_read = vault.Vault.write, vault.Vault.read
+    lost = {"yes": False}
+
+    def write(self: vault.Vault, data: dict[str, str], cas: int) -> int:
+        real_write(self, data, cas)
+        lost["yes"] = True
+        raise StoreError(f"{self.label}: writing a new version: the store is unreachable")
+
+    def read(self: vault.Vault, version: int | None = None) -> vault.Stored:
+        if lost["yes"]:
+            raise StoreError(f"{self.label}: reading the secret: the store is unreachable")
+        return real_read(self, version)
+
+    monkeypatch.setattr(vault.Vault, "write", write)
+    monkeypatch.setattr(vault.Vault, "read", read)
+    with pytest.raises(RecoveryError, match="cannot tell whether the new version was written"):
+        rotate(Stack(stack, load(stack / "secrets-config.yaml")), ["JWT_SECRET"])
+    assert (stack / "backups/secrets/journal.json").exists()
+    monkeypatch.undo()
+    ran = cli("recover", env=env_for(bao))
+    assert ran.code == 0 and "recovered an interrupted run" in ran.out, ran.text
+    assert {name: (stack / name).read_bytes() for name in FILES} == original
+    version, data = bao.read(path)
+    assert version == first + 2 and data == bao.read(path, first)[1]
