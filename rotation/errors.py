@@ -37,9 +37,14 @@ EXIT_CODES = {
 
 
 class RotationError(Exception):
-    """Base of every error the tool reports to a user; the message says what, where and what to do."""
+    """Base of every error the tool reports to a user; the message says what, where and what to do.
+
+    `unchanged` is true when the live system it came from is known to be as it was (the failure
+    came before anything was asked to change), so nothing there needs undoing or checking.
+    """
 
     exit_code = 1
+    unchanged = False
 
 
 class ConfigError(RotationError):

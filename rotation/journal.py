@@ -18,7 +18,7 @@ from typing import Any
 
 from . import envfile
 from .backup import BackupStore, Run, RunStatus
-from .errors import DatabaseError, RecoveryError, RotationError, StorageError, StoreError
+from .errors import RecoveryError, RotationError, StorageError
 from .fsio import ensure_private_dir, inside, remove_file, remove_tree, write_atomic, write_stack_file
 from .generate import Secret
 from .targets import LiveTarget
@@ -125,7 +125,7 @@ def commit(
             try:
                 change.target.apply(change.current, change.new, change.secret)
             except RotationError as failure:
-                if not (isinstance(failure, DatabaseError) and failure.unchanged):
+                if not failure.unchanged:
                     applied += _if_changed(change)  # an engine that died mid-way leaves it unknown
                 raise
             applied.append(change)
@@ -133,7 +133,7 @@ def commit(
             try:
                 versions[write.label] = write.apply()
             except RotationError as failure:
-                if not (isinstance(failure, StoreError) and failure.unchanged):
+                if not failure.unchanged:
                     moved += _if_stored(write)  # a connection lost mid-write leaves it unknown
                 raise
             moved.append(write)

@@ -95,6 +95,8 @@ def restart(
         if progress is not None:
             progress(name, status, time.monotonic() - began)
 
+    if services:
+        engine.prepare()
     defined = engine.services()
     graph = restart_graph(defined, services)
     deadline = time.monotonic() + timeout

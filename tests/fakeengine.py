@@ -112,6 +112,9 @@ class FakeEngine:
             for name in services:
                 self._new(name, now)
 
+    def prepare(self) -> None:
+        pass
+
     def recreate_command(self, services: Sequence[str]) -> str:
         return f"fake-compose -p {self.project} up -d --force-recreate {' '.join(services)}"
 

@@ -102,6 +102,9 @@ class DockerEngine:
         """Every service the stack defines; each Docker-based engine says how it knows."""
         raise NotImplementedError
 
+    def prepare(self) -> None:
+        """Nothing to start ahead by default."""
+
     @property
     def client(self) -> DockerClient:
         """The docker SDK client, connected on first use; an unreachable engine is an `EngineError`."""

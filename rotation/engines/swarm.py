@@ -22,6 +22,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -94,7 +95,7 @@ class SwarmEngine(DockerEngine):
         self.files = stack_files(root, config)
         self._model: dict[str, Any] | None = None
         self._managed = False
-        self._before: dict[str, tuple[Any, str | None]] = {}  # each recreated service's spec and update start
+        self._updating: dict[str, str | None] = {}  # services a deploy changed: when their last update had begun
 
     # The stack files -------------------------------------------------------------------------
 
@@ -208,10 +209,7 @@ class SwarmEngine(DockerEngine):
             (t for t in tasks if t["Status"].get("Err")), key=lambda t: instant(t["Status"].get("Timestamp")) or 0
         )
         health, passed = self._task_health(live)
-        if update in GAVE_UP:
-            state, health = GAVE_UP[update], "unhealthy"
-        else:
-            state = "running" if running >= desired else ("degraded" if running else "down")
+        state = "running" if running >= desired else ("degraded" if running else "down")
         return ServiceState(
             service=name,
             state=state,
@@ -271,15 +269,17 @@ class SwarmEngine(DockerEngine):
     def recreate(self, services: Sequence[str]) -> None:
         """`docker stack deploy` of the stack files cut down to `services`: Swarm rolls each one whose
         spec changed (new environment values, a new secret version) as its `update_config` says."""
-        deployed = self._deployed()
+        before = self._deployed()
         for name in services:
-            if name not in deployed:
+            if name not in before:
                 raise EngineError(
                     f"service {name} is in {', '.join(self.files)} but not deployed in stack '{self.project}'"
                 )
-            current = deployed[name]
-            self._before[name] = (current["Spec"], (current.get("UpdateStatus") or {}).get("StartedAt"))
         self.deploy(services)
+        after = self._deployed()  # the deploy has set the new specs by the time it returns
+        for name in services:
+            if after[name]["Spec"] != before[name]["Spec"]:
+                self._updating[name] = (before[name].get("UpdateStatus") or {}).get("StartedAt")
 
     def deploy(self, services: Sequence[str] | None = None) -> None:
         """Deploy the stack (or only `services`) with the env files' values in the docker process's
@@ -324,25 +324,39 @@ class SwarmEngine(DockerEngine):
         return f"(set -a; . ./.env; set +a; docker stack deploy {files} {self.project})"
 
     def wait_healthy(self, service: str, previous: str | None, timeout: float) -> ServiceState:
-        """Wait until Swarm completed the service's update and every desired task runs, or gave up on
-        it (paused, rolled back), or time is up. A service whose spec did not change has no update
-        to wait for: every desired task running is enough."""
-        spec, started = self._before.get(service, (None, None))
+        """Wait until every desired task runs the service's current container spec, healthy, with no
+        update in progress; or until Swarm gave up on the update the deploy started (paused, rolled
+        back: a failure, whatever the tasks look like afterwards); or until time is up."""
+        gave_up: list[str] = []
 
         def settled(state: ServiceState) -> bool:
-            current = self._deployed().get(service) or {}
+            current = self._deployed().get(service)
+            if current is None:
+                return False
             update = current.get("UpdateStatus") or {}
-            if spec is not None and current.get("Spec") != spec:  # an update was asked for: it must be this one
-                if update.get("StartedAt") == started:
-                    return False
-                return update.get("State") in GAVE_UP or (update.get("State") == "completed" and state.healthy)
-            return state.healthy or state.update in GAVE_UP
+            fresh = service in self._updating and update.get("StartedAt") != self._updating[service]
+            if fresh and update.get("State") in GAVE_UP:
+                gave_up.append(GAVE_UP[update["State"]])
+                return True
+            if update.get("State") in ("updating", "rollback_started"):
+                return False
+            return state.healthy and self._converged(current)
 
-        return self._wait(service, settled, timeout)
+        state = self._wait(service, settled, timeout)
+        return replace(state, state=gave_up[-1], health="unhealthy") if gave_up else state
+
+    def _converged(self, service: Mapping[str, Any]) -> bool:
+        """Whether every desired task runs, each on the service's current container spec (environment,
+        secrets, image): a deploy that changed nothing a task runs needs no update to be done."""
+        spec = service["Spec"]["TaskTemplate"].get("ContainerSpec")
+        desired = int((service.get("ServiceStatus") or {}).get("DesiredTasks") or 0)
+        tasks = self.client.api.tasks(filters={"service": service["ID"], "desired-state": "running"})  # type: ignore[no-untyped-call]
+        live = [t for t in tasks if t["Status"].get("State") == "running"]
+        return len(live) >= desired and all((t.get("Spec") or {}).get("ContainerSpec") == spec for t in live)
 
     def wait_rechecked(self, service: str, since: int, timeout: float) -> ServiceState:
         def settled(state: ServiceState) -> bool:
-            return state.state == "missing" or state.update in GAVE_UP or state.healthy_since(since)
+            return state.state == "missing" or state.healthy_since(since)
 
         return self._wait(service, settled, timeout)
 

@@ -357,6 +357,12 @@ def apply_password(db: Database, current: Secret, new: Secret, secret: str) -> N
     point = db.point
     try:
         roles = db.login_roles(current)
+    except DatabaseError as exc:
+        raise DatabaseError(f"{exc}. Nothing was changed", unchanged=True) from None
+    except RotationError as exc:
+        exc.unchanged = True  # the engine failed before anything was asked of the database
+        raise
+    try:
         db.set_password(current, new)
     except DatabaseError as exc:
         raise DatabaseError(f"{exc}. Nothing was changed", unchanged=True) from None
