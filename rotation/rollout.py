@@ -95,10 +95,11 @@ def restart(
         if progress is not None:
             progress(name, status, time.monotonic() - began)
 
-    if services:
-        engine.prepare()
     defined = engine.services()
     graph = restart_graph(defined, services)
+    waves = any(graph[name] & set(graph) for name in graph)  # more than one recreate call will come
+    if waves:
+        engine.prepare()
     deadline = time.monotonic() + timeout
     states: dict[str, ServiceState] = {}
     errors: dict[str, str] = {}
@@ -117,6 +118,8 @@ def restart(
                 tell(name, "failed")
             return dict.fromkeys(names, False)
         started.extend(names)
+        if waves and len(started) < len(graph):
+            engine.prepare()  # the next wave's recreate gets ready while this one comes up
         for name in names:
             tell(name, "recreated")
         return dict.fromkeys(names, True)

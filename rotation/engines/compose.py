@@ -110,9 +110,10 @@ class WarmRunner:
     """Runs docker-compose v1 from a process started ahead, with compose already imported.
 
     Its Python start-up (about 0.5 s of CPU on a 2-core machine) otherwise lands on the restart's
-    critical path once per dependency level: while one level's services come up, the process for
-    the next call warms up beside them. The first call, and any command that is not a Python
-    console script, runs as a plain subprocess; results and errors are the same either way.
+    critical path once per dependency level. `prepare` starts a process ahead (a restart asks for
+    one only when another wave of recreates will follow, so a single recreate costs no extra
+    CPU); a call with none ready, and any command that is not a Python console script, runs as a
+    plain subprocess. Results and errors are the same either way.
     """
 
     def __init__(self) -> None:
@@ -125,7 +126,6 @@ class WarmRunner:
             return subprocess_runner(argv, cwd)
         with self._lock:
             process = self._ready.pop(entry, None)
-            self._ready[entry] = self._spawn(entry)  # the next call's, warming while this one runs
         if process is None:
             return subprocess_runner(argv, cwd)
         request = json.dumps({"argv": list(argv), "cwd": str(cwd)}).encode() + b"\n"
@@ -320,7 +320,7 @@ class ComposeEngine(DockerEngine):
         return Origin(self.root, self.files)
 
     def prepare(self) -> None:
-        """Start warming the compose process the first recreate will use."""
+        """Start warming the compose process the next recreate will use."""
         if isinstance(self.recreator, WarmRunner):
             self.recreator.prepare(self._argv(self._own)[0])
 

@@ -130,8 +130,8 @@ class Engine(Protocol):
         ...
 
     def prepare(self) -> None:
-        """A restart is about to recreate services: start ahead whatever each recreate needs, so that
-        none of it lands on the restart's critical path (a no-op where nothing helps)."""
+        """Another recreate will follow soon: start ahead whatever it needs, so that none of it lands
+        on the restart's critical path (a no-op where nothing helps)."""
         ...
 
     def recreate_command(self, services: Sequence[str]) -> str:

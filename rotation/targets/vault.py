@@ -9,6 +9,7 @@ AppRole secret_id and every value stay out of messages; hvac's own error texts c
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +100,10 @@ class Vault:
         self._client = client
         return client
 
+    def _shown(self) -> str:
+        """The store's address for a message, without any user:password@ it may carry."""
+        return re.sub(r"//[^/@]*@", "//", self._resolve(self.spec.address, "address"))
+
     def _call(self, doing: str, request: Callable[[], T]) -> T:
         """Run one request; every failure becomes a `StoreError` naming the store and what was being done."""
         import hvac.exceptions
@@ -108,13 +113,11 @@ class Vault:
             return request()
         except requests.exceptions.SSLError:
             raise StoreError(
-                f"{self.label}: TLS verification of {self._resolve(self.spec.address, 'address')} failed; "
+                f"{self.label}: TLS verification of {self._shown()} failed; "
                 "set ca_cert to the CA that signed its certificate"
             ) from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout):
-            raise StoreError(
-                f"{self.label}: {doing}: the store at {self._resolve(self.spec.address, 'address')} is unreachable"
-            ) from None
+            raise StoreError(f"{self.label}: {doing}: the store at {self._shown()} is unreachable") from None
         except hvac.exceptions.Forbidden:
             why = "the token was refused" if doing == "token check" else "permission denied"
             raise StoreError(f"{self.label}: {doing}: {why}", unchanged=True) from None
