@@ -65,7 +65,7 @@ services:
       test: ["CMD-SHELL", "test \\"$$(wget -q -O - http://db:8080/password)\\" = \\"$$DB_PASSWORD\\""]
       interval: 1s
       timeout: 2s
-      retries: 2
+      retries: 3  # one slow name lookup (Podman's aardvark under load) is not a wrong password
   gateway:
     <<: *busybox
     container_name: {project}-gateway
