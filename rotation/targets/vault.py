@@ -47,6 +47,7 @@ class Vault:
         self._env = env
         self._root = root
         self._client: hvac.Client | None = None
+        self._mount_checked = False  # a mount's engine does not change within one command
 
     @property
     def label(self) -> str:
@@ -138,7 +139,10 @@ class Vault:
             raise StoreError(f"{self.label}: {doing}: {str(exc).split(', on ')[0] or type(exc).__name__}") from None
 
     def _kv2(self) -> None:
-        """Refuse a mount that is not KV version 2: on version 1, `data/PATH` would be a new plain secret."""
+        """Refuse a mount that is not KV version 2: on version 1, `data/PATH` would be a new plain secret.
+        Asked once per store: every read (plan, read-back, recovery, probe) goes through here."""
+        if self._mount_checked:
+            return
         client = self.client()
         mount = self._call(
             f"reading mount {self.spec.mount}",
@@ -150,6 +154,7 @@ class Vault:
             kv = data.get("type") in ("kv", "generic")
             kind = f"KV version {version or 1}" if kv else f"a {data.get('type')} engine"
             raise StoreError(f"{self.label}: mount '{self.spec.mount}' is {kind}; rotation needs a KV version 2 mount")
+        self._mount_checked = True
 
     def read(self, version: int | None = None) -> Stored:
         """The current version (or `version`); version 0 and no values when the secret does not exist yet."""
