@@ -10,6 +10,7 @@ import getpass
 import json
 import os
 import socket
+import stat
 import time
 import urllib.error
 import urllib.parse
@@ -21,6 +22,7 @@ from typing import Any
 
 from .backup import local_time
 from .errors import StorageError
+from .fsio import read_bounded
 
 __all__ = ["AUDIT_LOG", "TaskRun", "announcement", "append", "entry", "notify", "read"]
 
@@ -43,10 +45,19 @@ def append(directory: Path, entry: Mapping[str, Any]) -> str | None:
     line = {"user": _user(), "host": socket.gethostname(), **entry}
     path = directory / AUDIT_LOG
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return f"{path}: cannot write the audit log (not a regular file: a link, a FIFO?); nothing was logged"
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        return f"{path}: cannot write the audit log ({exc.strerror})"
+    try:  # non-blocking: a FIFO planted in its place must not hang the task
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
     except OSError as exc:
         return f"{path}: cannot write the audit log ({exc.strerror})"
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return f"{path}: cannot write the audit log (not a regular file); nothing was logged"
         os.write(fd, (json.dumps(line, sort_keys=True) + "\n").encode())
         os.fsync(fd)
         os.fchmod(fd, 0o600)
@@ -60,24 +71,38 @@ def append(directory: Path, entry: Mapping[str, Any]) -> str | None:
 def read(directory: Path) -> tuple[list[dict[str, Any]], int]:
     """Every entry of the audit log, oldest first, and how many lines were damaged and skipped."""
     try:
-        fd = os.open(directory / AUDIT_LOG, os.O_RDONLY | os.O_NOFOLLOW)
+        lines = read_bounded(directory / AUDIT_LOG).decode("utf-8", "replace").splitlines()
     except FileNotFoundError:
         return [], 0
-    except OSError as exc:
-        raise StorageError(f"{directory / AUDIT_LOG}: cannot read the audit log ({exc.strerror})") from None
-    with os.fdopen(fd, "rb") as handle:
-        lines = handle.read().decode("utf-8", "replace").splitlines()
+    except StorageError as exc:
+        raise StorageError(f"{exc} (the audit log)") from None
     entries, damaged = [], 0
     for text in lines:
         try:
             entry = json.loads(text)
         except ValueError:
             entry = None
-        if isinstance(entry, dict):
+        if _sound(entry):
             entries.append(entry)
         elif text.strip():
             damaged += 1
     return entries, damaged
+
+
+_TEXT_FIELDS = ("time", "task", "outcome", "stack", "user", "host", "run")
+
+
+def _sound(entry: object) -> bool:
+    """Whether an audit line has the shape this tool writes: read from disk, so checked before use."""
+    if not isinstance(entry, dict):
+        return False
+    lists = all(
+        isinstance(entry.get(k, []), list) and all(isinstance(v, str) for v in entry.get(k, []))
+        for k in ("secrets", "services")
+    )
+    texts = all(entry.get(k) is None or isinstance(entry[k], str) for k in _TEXT_FIELDS)
+    number = entry.get("duration") is None or isinstance(entry["duration"], (int, float))
+    return lists and texts and number
 
 
 @dataclass(frozen=True, slots=True)

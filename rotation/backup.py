@@ -7,7 +7,6 @@ directories 700, files 600, and a `.gitignore` that keeps the whole tree out of 
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -19,13 +18,15 @@ from typing import Any, Literal
 
 from . import __version__
 from .errors import BackupError, SelectionError, StorageError
-from .fsio import ensure_private_dir, inside, remove_tree, write_atomic
+from .fsio import ensure_private_dir, inside, read_bounded, remove_tree, write_atomic
 
 __all__ = ["PREFIX", "BackupStore", "Kind", "Run", "RunStatus", "age", "local_time", "restarts"]
 
 PREFIX = "secrets-backup-"
 _ID = re.compile(r"^(?P<stamp>\d{8}-\d{6})(?:-(?P<n>\d+))?$")
 METADATA = "metadata.json"
+MAX_METADATA = 1 << 20  # bytes of one metadata.json; ours are a few KiB
+MAX_NAMES = 10_000  # entries in one of its lists; a stack has dozens of secrets and services
 
 
 class RunStatus(str, Enum):
@@ -37,12 +38,14 @@ class RunStatus(str, Enum):
     VERIFIED = "verified"
     ROLLED_BACK = "rolled-back"
     FAILED = "failed"
+    INTERRUPTED = "interrupted"  # a signal stopped its restart or verify, and undoing it in place did not finish
     UNKNOWN = "unknown"  # a status this version does not know
 
     @property
     def live(self) -> bool:
-        """Whether the run's new values are in use: a failed restart or verify rolls it back."""
-        return self in (RunStatus.APPLIED, RunStatus.RESTARTED)
+        """Whether the run's new values are in use: a failed restart or verify rolls it back, and no
+        other rotation may start until it is verified or rolled back."""
+        return self in (RunStatus.APPLIED, RunStatus.RESTARTED, RunStatus.INTERRUPTED)
 
     @property
     def succeeded(self) -> bool:
@@ -128,11 +131,11 @@ class Run:
         """The backed-up bytes of file `name`; a name or link that leads out of the backup is refused."""
         path = inside(self.path, name, f"backup {self.id}")
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-            with os.fdopen(fd, "rb") as handle:
-                return handle.read()
-        except OSError as exc:
-            raise BackupError(f"backup {self.id}: cannot read {name} ({exc.strerror})") from None
+            return read_bounded(path)
+        except FileNotFoundError:
+            raise BackupError(f"backup {self.id}: {name} is missing") from None
+        except StorageError as exc:
+            raise BackupError(f"backup {self.id}: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,8 +224,8 @@ class BackupStore:
     def _current(self, backup: Run) -> Mapping[str, Any]:
         """The backup's metadata as it is on disk now, else as `backup` last saw it."""
         try:
-            current = json.loads((backup.path / METADATA).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            current = json.loads(read_bounded(backup.path / METADATA, MAX_METADATA).decode("utf-8"))
+        except (OSError, ValueError, StorageError):
             return backup.metadata
         return current if isinstance(current, dict) and not _malformed(current) else backup.metadata
 
@@ -262,9 +265,10 @@ class BackupStore:
                 damaged[ident] = "not a directory of its own (a link?)"
                 continue
             try:
-                fd = os.open(path / METADATA, os.O_RDONLY | os.O_NOFOLLOW)
-                with os.fdopen(fd, "rb") as handle:
-                    metadata = json.loads(handle.read().decode("utf-8"))
+                metadata = json.loads(read_bounded(path / METADATA, MAX_METADATA).decode("utf-8"))
+            except StorageError as exc:
+                damaged[ident] = str(exc).removeprefix(f"{path / METADATA}: ")
+                continue
             except (OSError, ValueError) as exc:
                 damaged[ident] = f"unreadable {METADATA} ({getattr(exc, 'strerror', None) or 'not JSON'})"
                 continue
@@ -316,7 +320,7 @@ def restarts(metadata: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _strings(value: object) -> bool:
-    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return isinstance(value, list) and len(value) <= MAX_NAMES and all(isinstance(v, str) for v in value)
 
 
 def _malformed(metadata: object) -> str | None:
@@ -325,7 +329,7 @@ def _malformed(metadata: object) -> str | None:
         return "not a JSON object"
     for key in ("files", "rotated_secrets", "affected_services"):
         if key in metadata and not _strings(metadata[key]):
-            return f"'{key}' is not a list of names"
+            return f"'{key}' is not a list of at most {MAX_NAMES} names"
     for name in metadata.get("files", []):
         posix = PurePosixPath(name)
         if not name or posix.is_absolute() or ".." in posix.parts:

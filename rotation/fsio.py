@@ -15,9 +15,13 @@ from pathlib import Path, PurePosixPath
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from .errors import LockedError, StorageError
+from .escape import printable
 
 __all__ = [
+    "MAX_STATE_FILE",
     "ensure_private_dir",
+    "read_bounded",
+    "refuse_shared",
     "fsync_dir",
     "inside",
     "locked",
@@ -28,6 +32,29 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+MAX_STATE_FILE = 64 << 20  # bytes: a backed-up .env, a journal or a log is far smaller; a planted one may not be
+
+
+def read_bounded(path: Path, limit: int = MAX_STATE_FILE) -> bytes:
+    """The bytes of a regular file read from the tool's own state, which is untrusted input: never
+    through a link, never a FIFO or a device (opening one could block every task), never more than
+    `limit` bytes. `FileNotFoundError` passes through; anything else is a `StorageError` saying why."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot read ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise StorageError(f"{path}: not a regular file; refusing to read it")
+        if info.st_size > limit:
+            raise StorageError(f"{path}: {info.st_size} bytes, more than the {limit} a file of this tool may hold")
+        try:
+            return handle.read(limit + 1)[:limit]
+        except OSError as exc:
+            raise StorageError(f"{path}: cannot read ({exc.strerror})") from None
 
 
 def fsync_dir(path: Path) -> None:
@@ -101,6 +128,7 @@ def write_stack_file(root: Path, name: str, data: bytes) -> Path:
         log.warning("%s: mode %o lets others read secrets; tightened to 600", name, mode)
         mode = 0o600
     if before.st_nlink > 1:
+        refuse_shared(root, name)
         try:
             fd = os.open(real, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
             with os.fdopen(fd, "wb") as handle:
@@ -113,6 +141,30 @@ def write_stack_file(root: Path, name: str, data: bytes) -> Path:
         return real
     write_atomic(real, data, mode, (before.st_uid, before.st_gid))
     return real
+
+
+def refuse_shared(root: Path, name: str) -> None:
+    """A file with several hard links is rewritten in place, and so through every one of its names:
+    refuse it unless every name of it is found by walking the stack."""
+    try:
+        info = inside(root, name, "stack file").resolve().stat()
+    except FileNotFoundError:
+        return
+    if info.st_nlink < 2:
+        return
+    found = 0
+    for folder, _dirs, names in os.walk(root):
+        for entry in names:
+            try:
+                other = os.lstat(os.path.join(folder, entry))
+            except OSError:
+                continue
+            found += (other.st_ino, other.st_dev) == (info.st_ino, info.st_dev)
+    if found < info.st_nlink:
+        raise StorageError(
+            f"{name}: {info.st_nlink - found} of its {info.st_nlink} hard links lie outside the stack "
+            f"{root}; writing it would change that file too. Refusing: make it a file of its own (cp, then mv)"
+        )
 
 
 def remove_file(path: Path) -> None:
@@ -165,8 +217,8 @@ def locked(
 
     try:
         if not attempt():
+            who = printable(os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process")
             if waiting is not None:
-                who = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
                 waiting(f"waiting up to {timeout:g}s for the lock on this stack, held by {who}")
             try:
                 Retrying(
@@ -176,7 +228,7 @@ def locked(
                 )(attempt)
             except RetryError:
                 raise LockedError(
-                    f"{path}: another rotation or restore of this stack is running; "
+                    f"{path}: another rotation or restore of this stack is running ({who}); "
                     f"waited {timeout:g}s. Try again when it has finished"
                 ) from None
         os.ftruncate(fd, 0)

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from .engines import ServiceState
-from .errors import SelectionError
+from .errors import SelectionError, StorageError
+from .fsio import read_bounded
 
 __all__ = ["Regression", "Snapshot", "problems", "regressions"]
 
@@ -59,7 +60,7 @@ class Snapshot:
     def load(cls, path: Path) -> Snapshot:
         """Read a snapshot saved with `to_json`; a bad file is an error naming it."""
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
+            raw = json.loads(read_bounded(path, 16 << 20).decode("utf-8"))
             fields = set(ServiceState.__dataclass_fields__)
             states = {
                 name: ServiceState(**{k: v for k, v in body.items() if k in fields})
@@ -68,7 +69,7 @@ class Snapshot:
             return cls(str(raw["project"]), str(raw["taken"]), states)
         except FileNotFoundError:
             raise SelectionError(f"{path}: no such saved state (--compare)") from None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, StorageError) as exc:
             raise SelectionError(f"{path}: not a state saved by check --save ({exc})") from None
 
 

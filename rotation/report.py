@@ -14,6 +14,7 @@ from typing import Any
 
 from .backup import Run, age, local_time
 from .engines import ServiceState
+from .escape import printable
 from .health import Snapshot
 from .rollback import Command, plain_command
 from .runs import PullResult, RestoreResult, RotationResult
@@ -295,9 +296,14 @@ def backups_table(backups: Sequence[Run], now: float | None = None) -> str:
         if row["restored_from"]:
             secrets = f"(before restoring {row['restored_from']})"
         cells: list[Cell] = [row["id"], row["age"], row["kind"], row["status"], secrets, row["affected_services"]]
-        rows.append([*cells, _store_cell(row)] if stored else cells)
+        rows.append(_escaped([*cells, _store_cell(row)] if stored else cells))
     headers = ["id", "age", "kind", "status", "secrets", "services"]
     return table([*headers, "store"] if stored else headers, rows)
+
+
+def _escaped(row: Sequence[Cell]) -> list[Cell]:
+    """A row read from disk, its control characters shown rather than sent to the terminal."""
+    return [printable(c) if isinstance(c, str) else [printable(item) for item in c] for c in row]
 
 
 def log_json(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -333,7 +339,7 @@ def log_table(entries: Sequence[Mapping[str, Any]]) -> str:
         duration = f"{e['duration']:.1f}s" if isinstance(e["duration"], (int, float)) else "-"
         when = str(e["time"] or "")[5:16].replace("T", " ")
         row: list[Cell] = [when, f"{e['task']}{mark}", outcome if len(outcome) <= 12 else outcome[:11] + "…"]
-        rows.append([*row, e["secrets"], e["services"], e["run"] or "-", duration])
+        rows.append(_escaped([*row, e["secrets"], e["services"], e["run"] or "-", duration]))
     return table(["time", "task", "outcome", "secrets", "services", "run", "took"], rows)
 
 
@@ -354,7 +360,7 @@ def states_table(snapshot: Snapshot, now: float | None = None) -> str:
         mark = paint("ok", "green") if s.healthy else paint("FAIL", "red")
         uptime = _uptime(s.started_at, moment) if s.state == "running" else "-"
         if swarm:
-            error = (s.health_output or "-") if not s.healthy else "-"
+            error = printable(s.health_output or "-") if not s.healthy else "-"
             rows.append([name, s.state, s.tasks or "-", s.health or "-", s.update or "-", uptime, error, mark])
         else:
             rows.append([name, s.state, s.health or "-", str(s.restarts), uptime, mark])
@@ -367,13 +373,13 @@ def details(state: ServiceState, logs: str) -> str:
     """What `check --verbose` adds for an unhealthy service."""
     lines = [f"{state.service}:"]
     if state.health_output:
-        lines.append(f"  last healthcheck: {state.health_output}")
+        lines.append(f"  last healthcheck: {printable(state.health_output)}")
     if state.exit_code is not None and state.state != "running":
         lines.append(f"  exit code: {state.exit_code}")
     lines.append(f"  OOMKilled: {'yes' if state.oom_killed else 'no'}")
     if logs.strip():
         lines.append("  last log lines:")
-        lines += [f"    {line}" for line in logs.rstrip().splitlines()]
+        lines += [f"    {printable(line)}" for line in logs.rstrip().splitlines()]
     return "\n".join(lines)
 
 
