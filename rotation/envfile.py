@@ -16,12 +16,17 @@ from typing import NamedTuple
 
 from .errors import EnvFileError
 
-__all__ = ["Entry", "EnvFile", "from_bytes", "parse", "read", "safe_value"]
+__all__ = ["MAX_VALUE", "Entry", "EnvFile", "from_bytes", "parse", "read", "safe_value", "unwritable"]
 
 _ASSIGNMENT = re.compile(r"\n[ \t]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_.\-]*)[ \t]*=[ \t]*([^\n]*)")
 _INLINE_COMMENT = re.compile(r"[ \t]#")
 _UNSAFE_UNQUOTED = re.compile(r"[\s'\"#$\\]")
 _DOUBLE_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\"}
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators: never part of a value we write.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CLOSING = {"": "a space, a quote or '#'", '"': "a double quote", "'": "a single quote"}
+_CLOSERS = {"": _UNSAFE_UNQUOTED, '"': re.compile('"'), "'": re.compile("'")}
+MAX_VALUE = 8192  # characters; far above any key, token or JWKS a stack holds, far below what hangs a parser
 
 
 class Entry(NamedTuple):
@@ -54,6 +59,10 @@ class EnvFile:
         """How many times `key` is assigned."""
         return len(self.by_key.get(key, ()))
 
+    def quotes(self, key: str) -> frozenset[str]:
+        """The quoting of each assignment of `key`: `''` (unquoted), `'` or `"`."""
+        return frozenset(entry.quote for entry in self.by_key.get(key, ()))
+
     def names(self) -> frozenset[str]:
         """Every key assigned at least once."""
         return frozenset(self.by_key)
@@ -83,17 +92,38 @@ class EnvFile:
 
 def safe_value(value: str) -> bool:
     """Whether `value` can be written in any quoting style without escapes or interpolation."""
-    return bool(value) and not _UNSAFE_UNQUOTED.search(value)
+    return unwritable(value, "") is None
+
+
+def unwritable(value: str, quote: str) -> str | None:
+    """Why compose would not read `value` back as written in a `quote`-quoted assignment, or None.
+
+    Compose interpolates `$` (in double quotes and unquoted values), reads a backslash as an escape
+    (a trailing one swallows the closing quote and the lines after it), ends an unquoted value at
+    white space or ` #`, and reads an empty value beside an inline comment as the comment. So a value
+    we write is non-empty, bounded, free of control characters, `$` and backslashes, and of the
+    characters that would close its quoting.
+    """
+    if not value:
+        return "is empty"
+    if len(value) > MAX_VALUE:
+        return f"is {len(value)} characters long (at most {MAX_VALUE})"
+    if _CONTROL.search(value):
+        return "holds a control character or line break"
+    if "$" in value:
+        return "holds '$', which compose would interpolate"
+    if "\\" in value:
+        return "holds a backslash, which compose reads as an escape"
+    if _CLOSERS[quote].search(value):
+        return f"holds {_CLOSING[quote]}, which ends {'an unquoted' if not quote else 'this quoted'} value"
+    return None
 
 
 def _encode(value: str, quote: str, key: str) -> str:
-    if quote == '"':
-        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    if quote == "'" and "'" not in value and "\n" not in value:
-        return value
-    if quote == "" and not _UNSAFE_UNQUOTED.search(value):
-        return value
-    raise EnvFileError(f"{key}: the new value cannot be written in this file's quoting style")
+    problem = unwritable(value, quote)
+    if problem is not None:
+        raise EnvFileError(f"{key}: the new value {problem}; it cannot be written in this file's quoting style")
+    return value
 
 
 def _line_end(text: str, pos: int) -> int:

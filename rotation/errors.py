@@ -14,12 +14,15 @@ __all__ = [
     "EngineError",
     "EngineUnreachable",
     "EnvFileError",
+    "GuardError",
+    "Interrupted",
     "LockedError",
     "RecoveryError",
     "RotationError",
     "SelectionError",
     "StorageError",
     "StoreError",
+    "UnsafeValue",
     "did_you_mean",
 ]
 
@@ -28,11 +31,13 @@ EXIT_CODES = {
     0: "success (`due`: nothing is due)",
     1: "failure: unhealthy, a failed restart or verify (rolled back), a failed write or database change; "
     "`due`: something is due; `guard`: a secret was found",
-    2: "usage or configuration error: a bad flag, name or config, no stack found; nothing was changed",
+    2: "usage, configuration or input error: a bad flag, name or config, no stack found, a value from a store or "
+    "backup that is not safe to write; nothing was changed",
     3: "refused: a key that encrypts stored data, without --accept-data-loss",
     4: "locked: another rotation or restore of this stack holds the lock",
     5: "recovery failed: an interrupted run or a rollback needs a person; every backup is kept",
     6: "the container engine could not be reached: nothing about the stack's health is known",
+    130: "interrupted (Ctrl-C, SIGTERM): what was under way was undone, or `recover` finishes it",
 }
 
 
@@ -45,6 +50,14 @@ class RotationError(Exception):
 
     exit_code = 1
     unchanged = False
+    _context: tuple[str, ...] = ()
+
+    def add_context(self, text: str) -> None:
+        """Say more about this error (what was done about it) without rebuilding it from its text."""
+        self._context = (*self._context, text)
+
+    def __str__(self) -> str:
+        return ". ".join([super().__str__(), *self._context])
 
 
 class ConfigError(RotationError):
@@ -65,6 +78,18 @@ class SelectionError(RotationError):
     """A flag names a secret, service or backup that cannot be used as asked."""
 
     exit_code = 2
+
+
+class UnsafeValue(RotationError):
+    """A value that would enter the stack (generated, pulled or restored) is not safe to write: compose
+    would misread it, it does not fit its spec, or it would lock a database. `key` names the secret."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.unchanged = True
 
 
 class DataLossRefused(RotationError):
@@ -91,6 +116,11 @@ class StoreError(RotationError):
     def __init__(self, message: str, *, unchanged: bool = False) -> None:
         super().__init__(message)
         self.unchanged = unchanged
+
+
+class GuardError(RotationError):
+    """The guard could not read what it must check (a file to scan, or the values to look for): it fails
+    closed, as if it had found a secret."""
 
 
 class BackupError(RotationError):
@@ -123,6 +153,13 @@ class EngineUnreachable(EngineError):
     """The container engine did not answer at all: health is unknown, which is not the same as unhealthy."""
 
     exit_code = 6
+
+
+class Interrupted(RotationError):
+    """SIGINT or SIGTERM arrived while the tool worked; what was under way has been undone, as the
+    message says, or is left for `recover`."""
+
+    exit_code = 130
 
 
 class RecoveryError(RotationError):

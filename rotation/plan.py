@@ -14,6 +14,7 @@ from .config import Config, SecretSpec, unavailable
 from .envfile import EnvFile
 from .errors import DataLossRefused, SelectionError, did_you_mean
 from .generate import Secret, random_value, sign_jwt
+from .validate import check_changes
 
 __all__ = ["Change", "Plan", "current_value", "make_plan", "plan_from_values", "render_files"]
 
@@ -141,6 +142,7 @@ def make_plan(
         else:
             new = random_value(spec.length, spec.alphabet)
         changes[spec.name] = Change(spec, current_value(spec, files), new, reasons[spec.name])
+    _check(config, changes.values(), files)
     return Plan(
         changes=tuple(changes.values()),
         files=tuple(sorted({f for c in changes.values() for f in c.spec.files})),
@@ -170,6 +172,7 @@ def plan_from_values(
             continue
         changes.append(Change(spec, current_value(spec, files), new, reason))
     _refuse_data_loss(config, [c.name for c in changes], accept_data_loss)
+    _check(config, changes, files)
     return Plan(
         changes=tuple(changes),
         files=tuple(sorted({f for c in changes for f in c.spec.files})),
@@ -178,6 +181,13 @@ def plan_from_values(
             [f"{n} is left alone: {why}" for n, why in missing.items() if n in values] + _warnings(changes, files)
         ),
     )
+
+
+def _check(config: Config, changes: Iterable[Change], files: Mapping[str, EnvFile]) -> None:
+    """Every new value checked by its spec before anything is written: generated, or from a store."""
+    new = {c.name: (c.new, f"({c.reason})" if c.reason.startswith("from ") else "(generated)") for c in changes}
+    current = {s.name: v.reveal() for s in config.secrets.values() if (v := current_value(s, files)) is not None}
+    check_changes(config, new, files, current)
 
 
 def _warnings(changes: Iterable[Change], files: Mapping[str, EnvFile]) -> list[str]:

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import PASSWORD_PLACEHOLDER, AfterStatement, PostgresTarget, interpolate
 from ..engines import Engine
-from ..errors import DatabaseError, RotationError
+from ..errors import DatabaseError, RecoveryError, RotationError
 from ..generate import Secret
+from ..validate import unsafe_password
 from . import scram
 
 if TYPE_CHECKING:  # psycopg is imported where it is used: commands that never connect start faster
@@ -355,6 +356,9 @@ def apply_password(db: Database, current: Secret, new: Secret, secret: str) -> N
     roles are altered back when the failure comes after the commit.
     """
     point = db.point
+    problem = unsafe_password(new.reveal())
+    if problem is not None:  # PostgreSQL takes an empty password as "no password": nothing could log in
+        raise DatabaseError(f"{point.label}: the new {secret} {problem}; nothing was changed", unchanged=True)
     try:
         roles = db.login_roles(current)
     except DatabaseError as exc:
@@ -376,6 +380,12 @@ def apply_password(db: Database, current: Secret, new: Secret, secret: str) -> N
 
 def revert_password(db: Database, login: Secret, back_to: Secret, secret: str) -> None:
     """Log in with `login` and set every role back to `back_to`."""
+    problem = unsafe_password(back_to.reveal())
+    if problem is not None:
+        raise RecoveryError(
+            f"{db.point.label}: the value of {secret} to put back {problem}; refusing to set it, which would "
+            "lock the database. Set the password by hand to the one the stack's files hold"
+        )
     try:
         db.set_password(login, back_to)
     except DatabaseError as exc:

@@ -1,0 +1,110 @@
+"""Every value that enters the stack is checked against its secret's spec before anything changes.
+
+A value is generated, pulled from a secret store, or restored from a backup; the store and the
+backups are input like any other. A value that compose would read differently from how it was
+written, or that would lock a database (an empty password clears a role's password in PostgreSQL),
+is refused with one line naming the secret and where it came from, and nothing is touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import jwt
+
+from . import envfile
+from .config import ALPHABETS, Config, SecretSpec
+from .envfile import EnvFile
+from .errors import UnsafeValue
+from .generate import Secret, verify_jwt
+
+__all__ = ["check_changes", "check_restored", "unsafe_password"]
+
+
+def unsafe_password(value: str) -> str | None:
+    """Why `value` may not be set as a database password, or None: an empty one clears the role's
+    password (nothing can log in), and a control character or a megabyte of text cannot be proven."""
+    if not value:
+        return "is empty"
+    problem = envfile.unwritable(value, "'")
+    return problem if problem and ("control" in problem or "characters long" in problem) else None
+
+
+def _spec_problem(spec: SecretSpec, value: str, signer: str | None) -> str | None:
+    """Why `value` does not fit `spec` as configured (length, alphabet, signature), or None."""
+    if spec.type == "random":
+        if len(value) != spec.length:
+            return f"is {len(value)} characters long, and the configuration says {spec.length}"
+        if not set(value) <= set(ALPHABETS[spec.alphabet]):
+            return f"holds characters outside its configured alphabet ({spec.alphabet})"
+    if spec.type == "jwt-token":
+        if signer is None:
+            return f"cannot be checked: {spec.depends_on} has no value"
+        try:
+            claims = verify_jwt(Secret(value), Secret(signer))
+        except jwt.InvalidTokenError:
+            return f"is not a JWT signed by {spec.depends_on}"
+        if claims.get("role") != spec.role:
+            return f"carries role {str(claims.get('role'))[:40]!r}, and the configuration says {spec.role!r}"
+    return None
+
+
+def _quoting_problem(name: str, value: str, files: Mapping[str, EnvFile], names: Iterable[str]) -> str | None:
+    for file in names:
+        parsed = files.get(file)
+        for quote in sorted(parsed.quotes(name)) if parsed is not None else ():
+            problem = envfile.unwritable(value, quote)
+            if problem is not None:
+                return f"{problem} (in {file})"
+    return None
+
+
+def check_changes(
+    config: Config, new: Mapping[str, tuple[Secret, str]], files: Mapping[str, EnvFile], current: Mapping[str, str]
+) -> None:
+    """Refuse the first of `new` (secret -> value and where it came from) that is not safe to write in
+    every file that holds it, or does not fit its spec; a `jwt-token` must verify with the value its
+    signer will have. `current` holds the values that do not change."""
+    for name, (value, source) in new.items():
+        spec = config.secrets[name]
+        raw = value.reveal()
+        problem = _quoting_problem(name, raw, files, spec.files)
+        if problem is None and spec.apply:
+            problem = unsafe_password(raw)
+        if problem is None:
+            signer = spec.depends_on or ""
+            signed = new[signer][0].reveal() if signer in new else current.get(signer)
+            problem = _spec_problem(spec, raw, signed)
+        if problem is not None:
+            raise UnsafeValue(f"{name} {source} {problem}; nothing was changed", key=name)
+    for spec in config.secrets.values():  # a token that stays must verify with a signer that changes
+        signer = spec.depends_on or ""
+        if spec.type == "jwt-token" and signer in new and spec.name not in new and spec.name in current:
+            key, source = new[signer]
+            problem = _spec_problem(spec, current[spec.name], key.reveal())
+            if problem is not None:
+                raise UnsafeValue(
+                    f"{spec.name} (unchanged) {problem} with the new {signer} {source}; nothing was changed",
+                    key=spec.name,
+                )
+
+
+def check_restored(config: Config, wanted: Mapping[str, bytes], current: Mapping[str, EnvFile], source: str) -> None:
+    """Refuse a backup whose files would put an unsafe value of a configured secret back: what compose
+    would misread, or a database password that would lock the database. Length and alphabet are not
+    held against a backup: it may hold the values from before the tool was adopted."""
+    for file, data in wanted.items():
+        parsed = envfile.from_bytes(data)
+        now = current.get(file)
+        for name in sorted(set(config.secrets) & parsed.names()):
+            value = parsed.get(name) or ""
+            if now is not None and now.get(name) == value:
+                continue  # unchanged: a restore does not make it any worse
+            if config.secrets[name].apply:
+                problem = unsafe_password(value) or _quoting_problem(name, value, {file: parsed}, [file])
+            elif value:  # an empty value that is not a password is how the file was, and compose read it so
+                problem = _quoting_problem(name, value, {file: parsed}, [file])
+            else:
+                problem = None
+            if problem is not None:
+                raise UnsafeValue(f"{source}: {name} {problem}; nothing was changed", key=name)
