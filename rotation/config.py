@@ -77,6 +77,7 @@ _SECRET_KEYS = {
     "apply",
     "rotation_period",
     "swarm_secret",
+    "secret",
 }
 _POSTGRES_KEYS = {
     "host",
@@ -223,6 +224,7 @@ class SecretSpec:
     apply: tuple[PostgresTarget, ...] = ()
     rotation_period: int | None = None
     swarm_secret: str | None = None  # the stack file's secret (its top-level `secrets:` key) that carries it
+    secret: bool = True  # false: the value is no secret by itself (a user name, an access key id); guard skips it
 
 
 @dataclass(frozen=True, slots=True)
@@ -492,7 +494,7 @@ def _secret(name: str, body: Any, fail: Fail) -> SecretSpec:
     services = body.get("restart_services") or []
     if not isinstance(services, list) or not all(isinstance(s, str) for s in services):
         raise fail("restart_services", "expected a list of compose service names")
-    for flag in ("auto_rotate", "encrypts_data"):
+    for flag in ("auto_rotate", "encrypts_data", "secret"):
         if flag in body and not isinstance(body[flag], bool):
             raise fail(flag, f"expected true or false, not '{body[flag]}'")
     swarm_secret = body.get("swarm_secret")
@@ -519,6 +521,7 @@ def _secret(name: str, body: Any, fail: Fail) -> SecretSpec:
         if body.get("rotation_period") is not None
         else None,
         swarm_secret=swarm_secret,
+        secret=body.get("secret", True),
     )
 
 
@@ -734,6 +737,8 @@ def _vault(body: Mapping[str, Any], secrets: Mapping[str, SecretSpec], fail: Fai
         for ref in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", value or ""):
             if ref in secrets:
                 raise fail(name, f"may not use ${{{ref}}}: a secret's value would be shown wherever this is")
+    if "@" in body["address"].split("//", 1)[-1].split("/", 1)[0]:  # journal and metadata keep this text
+        raise fail("address", "may not carry a user or password (user:pw@host); the token comes from VAULT_TOKEN")
     return VaultSpec(
         address=body["address"].strip(),
         path=body["path"].strip("/"),

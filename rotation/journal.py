@@ -18,8 +18,17 @@ from typing import Any
 
 from . import envfile
 from .backup import BackupStore, Run, RunStatus
-from .errors import RecoveryError, RotationError, StorageError
-from .fsio import ensure_private_dir, inside, remove_file, remove_tree, write_atomic, write_stack_file
+from .errors import Interrupted, RecoveryError, RotationError, StorageError
+from .fsio import (
+    ensure_private_dir,
+    inside,
+    read_bounded,
+    refuse_shared,
+    remove_file,
+    remove_tree,
+    write_atomic,
+    write_stack_file,
+)
 from .generate import Secret
 from .targets import LiveTarget
 from .targets.vault import StoreChange, Vault, holds, put_back
@@ -53,11 +62,13 @@ Stores = Callable[[Mapping[str, Any]], Vault]  # a journal entry's store -> the 
 def pending(store: BackupStore) -> dict[str, Any] | None:
     """The journal of an interrupted run, if there is one."""
     try:
-        raw = (store.directory / JOURNAL).read_text(encoding="utf-8")
+        raw = read_bounded(store.directory / JOURNAL, 1 << 20)
     except FileNotFoundError:
         return None
+    except StorageError as exc:
+        raise RecoveryError(f"{exc}; the journal cannot be used: inspect it and the backups by hand") from None
     try:
-        journal = json.loads(raw)
+        journal = json.loads(raw.decode("utf-8"))
     except ValueError:
         journal = None
     shaped = (
@@ -102,6 +113,8 @@ def commit(
     written) is undone here, by the command that failed: stores and databases back on their old
     values, files back to the backup.
     """
+    for name in files:  # before anything changes: a file that may not be written stops the run here
+        refuse_shared(store.root, name)
     journal = {
         "run": run.id,
         "files": sorted(files),
@@ -119,39 +132,46 @@ def commit(
     applied: list[LiveChange] = []
     versions: dict[str, int] = {}
     moved: list[StoreChange] = []
+    unsettled: StoreChange | None = None
     written: list[str] = []
+    in_flight: str | None = None  # the file being written: an interrupt may land before or after its rename
     try:
         for change in databases:
             try:
                 change.target.apply(change.current, change.new, change.secret)
-            except RotationError as failure:
-                if not failure.unchanged:
+            except (RotationError, KeyboardInterrupt) as failure:
+                if not getattr(failure, "unchanged", False):
                     applied += _if_changed(change)  # an engine that died mid-way leaves it unknown
                 raise
             applied.append(change)
         for write in stores:
             try:
                 versions[write.label] = write.apply()
-            except RotationError as failure:
-                if not failure.unchanged:
-                    moved += _if_stored(write)  # a connection lost mid-write leaves it unknown
+            except (RotationError, KeyboardInterrupt) as failure:
+                if not getattr(failure, "unchanged", False):
+                    unsettled = write  # a connection lost mid-write: settled on the way back
                 raise
             moved.append(write)
         done: set[Path] = set()
         for name, data in files.items():
             real = inside(store.root, name, "stack file").resolve()
+            in_flight = name
             if real not in done:  # two names of one file (a link) are written once
                 write_stack_file(store.root, name, data)
                 done.add(real)
             written.append(name)
+            in_flight = None
     except RecoveryError:
         raise  # a live target cannot say which value it holds: the journal stays for the next command
-    except RotationError as exc:
-        undone = _undo(store, run, applied, moved, written, exc)
+    except (RotationError, KeyboardInterrupt) as exc:
+        if isinstance(exc, KeyboardInterrupt) and in_flight is not None:
+            written.append(in_flight)  # a write that failed left the file as it was; an interrupted one may not have
+        cause = exc if isinstance(exc, RotationError) else Interrupted("interrupted")
+        undone = _undo(store, run, applied, moved, written, cause, unsettled)
         _close(store, run)
         if undone:
-            raise type(exc)(f"{exc}. {undone}") from None
-        raise
+            cause.add_context(undone)
+        raise cause from None
     _close(store, run)
     return versions
 
@@ -166,20 +186,13 @@ def _if_changed(change: LiveChange) -> list[LiveChange]:
             f"{change.target.label}: cannot tell whether {change.secret} changed ({exc}); the journal is kept "
             "and the next command of this tool finishes the job"
         ) from None
-    return [change] if state == "new" else []
-
-
-def _if_stored(write: StoreChange) -> list[StoreChange]:
-    """`[write]` when the store holds the new values after a failed write; a store that cannot be
-    read to tell is a `RecoveryError`, and the journal stays."""
-    try:
-        state = write.state()
-    except RotationError as exc:
+    if state is None:
         raise RecoveryError(
-            f"{write.label}: cannot tell whether the new version was written ({exc}); the journal is kept "
-            "and the next command of this tool finishes the job"
-        ) from None
-    return [write] if state == "new" else []
+            f"{change.target.label}: {change.secret} is on neither the old nor the new value after a failed "
+            "change; the journal is kept, and the backup holds the old value. Set the password by hand, "
+            "then run the tool again"
+        )
+    return [change] if state == "new" else []
 
 
 def _undo(
@@ -189,9 +202,19 @@ def _undo(
     moved: Sequence[StoreChange],
     written: Sequence[str],
     cause: RotationError,
+    unsettled: StoreChange | None = None,
 ) -> str:
-    """Put back what a failed commit changed; what it did, in words. If that fails too, the journal
-    stays for the next command to finish the job, and the error says so."""
+    """Put back what a failed commit changed; what it did, in words. A store write whose outcome is
+    unknown is settled first (read back; the old values written back if the new ones landed). If any
+    of it fails, the rest is still put back, the journal stays for the next command, and the error says so."""
+    parts: list[str] = []
+    unsettled_why = None
+    if unsettled is not None:
+        try:
+            if unsettled.settle():
+                parts.append(f"the values in {unsettled.label} (as a new version)")
+        except RotationError as exc:
+            unsettled_why = f"{unsettled.label} could not be settled ({exc})"
     try:
         for write in reversed(moved):
             write.revert()
@@ -204,9 +227,15 @@ def _undo(
             f"{cause}; undoing it failed too: {failure}. The journal is kept: the next command of this "
             f"tool tries again, and the backup {run.path} holds the files as they were"
         ) from None
-    parts = [f"the values in {', '.join(w.label for w in moved)} (as a new version)"] if moved else []
+    parts += [f"the values in {', '.join(w.label for w in moved)} (as a new version)"] if moved else []
     parts += [f"the password in {', '.join(c.target.label for c in applied)}"] if applied else []
     parts += [f"{len(written)} files already written"] if written else []
+    if unsettled_why is not None:
+        done = f"Put back {' and '.join(parts)}, but " if parts else ""
+        raise RecoveryError(
+            f"{cause}. {done}{unsettled_why}: whether it holds the new values is not known. The journal is kept; "
+            "once the store answers, `recover` (or any command of this tool) settles it"
+        )
     return f"Put back {' and '.join(parts)}: the stack is as it was before this command" if parts else ""
 
 
@@ -254,7 +283,7 @@ def recover(store: BackupStore, targets: Targets, stores: Stores) -> str | None:
         target = targets(entry)
         old = _value(run.read(entry["file"]), entry["secret"], f"backup {run.id}/{entry['file']}")
         new = _value(
-            inside(staged, entry["file"], str(staged)).read_bytes(), entry["secret"], f"{staged}/{entry['file']}"
+            read_bounded(inside(staged, entry["file"], str(staged))), entry["secret"], f"{staged}/{entry['file']}"
         )
         state = target.which({"old": old, "new": new})
         if state is None:
@@ -283,7 +312,7 @@ def _recover_stores(run: Run, entries: Sequence[Mapping[str, Any]], stores: Stor
             continue  # killed while staging: no store was touched yet
         vault = stores(entry["store"])
         old = {k: _value(run.read(f), k, f"backup {run.id}/{f}") for k, f in keys.items()}
-        new = {k: _value(inside(staged, f, str(staged)).read_bytes(), k, f"{staged}/{f}") for k, f in keys.items()}
+        new = {k: _value(read_bounded(inside(staged, f, str(staged))), k, f"{staged}/{f}") for k, f in keys.items()}
         state = holds(vault.read(), entry["version"], old, new)
         if state is None:
             raise RecoveryError(

@@ -14,13 +14,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urljoin, urlsplit
 
 from ..config import VaultSpec, interpolate
 from ..errors import ConfigError, StoreError
+from ..escape import printable as _printable
 from ..generate import Secret
 
 if TYPE_CHECKING:  # hvac (and requests) are imported where a store is reached: most commands never do
     import hvac
+    import requests
 
 __all__ = ["TIMEOUT", "StoreChange", "Stored", "Vault"]
 
@@ -29,6 +32,59 @@ T = TypeVar("T")
 # What a rotation needs on `<mount>/data/<path>` (read the version, write the next one), as
 # sys/capabilities-self answers (https://openbao.org/api-docs/system/capabilities-self/).
 _WRITE = {"create", "update"}
+_TOKEN = re.compile(r"[\x21-\x7e]+")  # a Vault or OpenBao token: printable ASCII, no white space
+
+
+def _token() -> str:
+    """VAULT_TOKEN, else BAO_TOKEN, without the newline that `cat token >> .envrc` and friends leave."""
+    return (os.environ.get("VAULT_TOKEN") or os.environ.get("BAO_TOKEN") or "").strip()
+
+
+def shown_address(address: str) -> str:
+    """`scheme://host:port` of an address, for messages: never a user, a password, a path or a query."""
+    try:
+        parts = urlsplit(address)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(an address that is not a valid URL)"
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return _printable(f"{parts.scheme}://{host}{port}")
+
+
+class _Redirected(Exception):
+    """The store answered with a redirect to another host, which the token must not follow."""
+
+
+def _same_host_session(verify: bool | str) -> requests.Session:
+    """A requests session that follows a redirect only on the same scheme, host and port: requests
+    drops `Authorization` on a cross-host redirect, but not Vault's own `X-Vault-Token` header."""
+    import requests
+
+    class SameHost(requests.Session):
+        def get_redirect_target(self, resp: requests.Response) -> str | None:
+            target = super().get_redirect_target(resp)
+            if target is not None:
+                old, new = urlsplit(resp.url), urlsplit(urljoin(resp.url, target))
+                if (old.scheme, old.hostname, old.port) != (new.scheme, new.hostname, new.port):
+                    raise _Redirected(f"to {shown_address(new.geturl())}")
+            return target
+
+    session = SameHost()
+    session.verify = verify
+    return session
+
+
+def _never_sent(exc: Exception) -> bool:
+    """Whether a connection failure happened before any byte of the request left: a refused or
+    unresolvable address, or a connect timeout. Otherwise the store may have acted on it."""
+    import requests.exceptions
+    import urllib3.exceptions
+
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,19 +135,23 @@ class Vault:
             return self._client
         import hvac
 
-        address = self._resolve(self.spec.address, "address")
-        if not address.startswith(("http://", "https://")):
-            raise StoreError(f"{self.label}: address '{self.spec.address}' is not an http:// or https:// URL")
+        address = self._address()
         verify: bool | str = self._resolve(self.spec.ca_cert, "ca_cert") if self.spec.ca_cert else True
         if isinstance(verify, str) and not Path(verify).is_file():
             raise StoreError(f"{self.label}: ca_cert {verify} does not exist")
         auth = self.spec.auth
         token = None
         if auth.method == "token":
-            token = os.environ.get("VAULT_TOKEN") or os.environ.get("BAO_TOKEN")
+            token = _token()
             if not token:
                 raise StoreError(f"{self.label}: no token: set VAULT_TOKEN or BAO_TOKEN (or use auth: approle)")
-        client = hvac.Client(url=address, token=token, verify=verify, timeout=TIMEOUT)
+            if not _TOKEN.fullmatch(token):
+                raise StoreError(
+                    f"{self.label}: the token in VAULT_TOKEN/BAO_TOKEN holds white space or control characters; "
+                    "set it to the token alone"
+                )
+        session = _same_host_session(verify)
+        client = hvac.Client(url=address, token=token, verify=verify, timeout=TIMEOUT, session=session)
         if auth.method == "approle":
             role_id = self._credential(auth.role_id, auth.role_id_file, "role_id")
             secret_id = self._credential(auth.secret_id, auth.secret_id_file, "secret_id")
@@ -101,9 +161,27 @@ class Vault:
         self._client = client
         return client
 
+    def _address(self) -> str:
+        """The resolved address, checked: http(s), a host, a valid port, and no credentials in it."""
+        address = self._resolve(self.spec.address, "address")
+        try:
+            parts = urlsplit(address)
+            port = parts.port
+        except ValueError:
+            raise StoreError(f"{self.label}: address '{_printable(address)}' is not a valid URL") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise StoreError(f"{self.label}: address '{self._shown()}' is not an http:// or https:// URL with a host")
+        if parts.username is not None or parts.password is not None:
+            raise StoreError(
+                f"{self.label}: address {self._shown()} carries a user or password; "
+                "give the token with VAULT_TOKEN or BAO_TOKEN instead"
+            )
+        del port
+        return address
+
     def _shown(self) -> str:
-        """The store's address for a message, without any user:password@ it may carry."""
-        return re.sub(r"//[^/@]*@", "//", self._resolve(self.spec.address, "address"))
+        """The store's address for a message: scheme, host and port, never a user, password, path or query."""
+        return shown_address(self._resolve(self.spec.address, "address"))
 
     def _call(self, doing: str, request: Callable[[], T]) -> T:
         """Run one request; every failure becomes a `StoreError` naming the store and what was being done."""
@@ -111,14 +189,29 @@ class Vault:
         import requests.exceptions
 
         try:
-            return request()
+            answer = request()
+        except _Redirected as exc:
+            raise StoreError(
+                f"{self.label}: {doing}: the store at {self._shown()} redirected to another host ({exc}); refusing to "
+                "follow, since the token would go with it. Point address at the active node or its load balancer",
+                unchanged=True,
+            ) from None
         except requests.exceptions.SSLError:
             raise StoreError(
                 f"{self.label}: TLS verification of {self._shown()} failed; "
                 "set ca_cert to the CA that signed its certificate"
             ) from None
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout):
-            raise StoreError(f"{self.label}: {doing}: the store at {self._shown()} is unreachable") from None
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            if _never_sent(exc):
+                raise StoreError(
+                    f"{self.label}: {doing}: the store at {self._shown()} is unreachable", unchanged=True
+                ) from None
+            raise StoreError(
+                f"{self.label}: {doing}: the store at {self._shown()} stopped answering; whether it took the "
+                "request is not known"
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            raise StoreError(f"{self.label}: {doing}: the request failed ({type(exc).__name__})") from None
         except hvac.exceptions.Forbidden:
             why = "the token was refused" if doing == "token check" else "permission denied"
             raise StoreError(f"{self.label}: {doing}: {why}", unchanged=True) from None
@@ -136,7 +229,14 @@ class Vault:
         except (hvac.exceptions.VaultDown, hvac.exceptions.VaultNotInitialized):
             raise StoreError(f"{self.label}: {doing}: the store is sealed or not initialised") from None
         except hvac.exceptions.VaultError as exc:
-            raise StoreError(f"{self.label}: {doing}: {str(exc).split(', on ')[0] or type(exc).__name__}") from None
+            text = _printable(str(exc).split(", on ")[0])[:200]
+            raise StoreError(f"{self.label}: {doing}: {text or type(exc).__name__}") from None
+        if answer is not None and not isinstance(answer, dict):  # hvac's raw response: the body is not JSON
+            raise StoreError(
+                f"{self.label}: {doing}: {self._shown()} answered with something that is not the Vault API's JSON "
+                "(a login page, or a proxy in front of the store?)"
+            )
+        return answer
 
     def _kv2(self) -> None:
         """Refuse a mount that is not KV version 2: on version 1, `data/PATH` would be a new plain secret.
@@ -238,12 +338,39 @@ class StoreChange:
         return {"kind": "vault", "store": self.store.spec.to_json(), "version": self.version, "keys": dict(self.keys)}
 
     def apply(self) -> int:
-        """Write the new version and read it back; its number. A conflict or refusal changes nothing."""
+        """Write the new version and read it back; its number. A conflict or refusal changes nothing.
+
+        A version that was written but does not read back (a 403 or 400 on the read, other values) is
+        put back at once with a check-and-set write of the old values at that version: the store is
+        never left on values that the stack does not use.
+        """
         written = self.store.write(self.data, self.version)
-        stored = self.store.read()
-        if stored.version != written or any(stored.data.get(k) != v.reveal() for k, v in self.new.items()):
-            raise StoreError(f"{self.label}: version {written} does not read back with the values written")
-        return written
+        try:
+            stored = self.store.read()
+        except StoreError as exc:
+            problem = f"version {written} was written, but reading it back failed ({exc})"
+        else:
+            same = stored.version == written and all(stored.data.get(k) == v.reveal() for k, v in self.new.items())
+            if same:
+                return written
+            problem = f"version {written} does not read back with the values written"
+        old = {**self.data, **{k: v.reveal() for k, v in self.old.items()}}
+        try:
+            back = self.store.write(old, written)
+        except StoreError as exc:
+            raise StoreError(f"{problem}; writing the old values back failed too ({exc})") from None
+        raise StoreError(f"{problem}; the old values were written back as version {back}", unchanged=True)
+
+    def settle(self) -> bool:
+        """After a write whose outcome is not known (the answer was lost): read the store, and if the new
+        values landed, write the old ones back as a newer version. Whether it had to; a store that cannot
+        be read, or that holds values of neither, is a `StoreError`."""
+        state = self.state()
+        if state is None:
+            raise StoreError(f"{self.label}: its current version holds neither the old nor the new values")
+        if state == "new":
+            self.revert()
+        return state == "new"
 
     def state(self) -> str | None:
         """`old` when the store's current version still holds the old values (or was never changed),
