@@ -44,21 +44,28 @@ def configure_logging() -> None:
 
 
 def _guard_words(words: list[str]) -> list[str]:
-    """`guard [flags] FILE...` (as pre-commit calls it) in Invoke's words: each file a `--file`."""
-    valued = {"--config", "-c"}
+    """`guard [options] [--] FILE...` (as pre-commit calls it) in Invoke's words, each file a `--file=NAME`.
+
+    Options are read only before the first file, and only the guard's own (`-c/--config`, `-h/--help`):
+    from the first other word on, every word is a file, even one named `--help` or `--config=x.yaml`.
+    Invoke reads a value that starts with `-` as a flag, so such a name is passed as `./NAME`.
+    """
     out: list[str] = []
-    files: list[str] = []
-    rest = iter(words)
-    for word in rest:
+    at = 0
+    while at < len(words):
+        word = words[at]
         if word == "--":
-            files += list(rest)
-        elif word in valued:
-            out += [word, next(rest, "")]
-        elif word.startswith("-"):
+            at += 1
+            break
+        if word in ("-c", "--config"):
+            out += [word, words[at + 1] if at + 1 < len(words) else ""]
+            at += 2
+        elif word.startswith("--config=") or word in ("-h", "--help"):
             out.append(word)
+            at += 1
         else:
-            files.append(word)
-    return out + [part for name in files for part in ("--file", name)]
+            break
+    return out + [f"--file=./{name}" if name.startswith("-") else f"--file={name}" for name in words[at:]]
 
 
 class RotationProgram(Program):
