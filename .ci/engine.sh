@@ -17,7 +17,8 @@ engine_stop() {
         rm -f "$ENGINE_DIR/docker.pid"
     fi
     umount "$ENGINE_DIR/exec/netns/default" 2>/dev/null || true
-    ip link del docker0 2>/dev/null || true
+    # No `ip link del docker0`: this daemon runs with --bridge=none and never makes one, so a docker0
+    # on this machine belongs to the machine's own Docker daemon, which the tests must not touch.
 }
 
 engine_start() {

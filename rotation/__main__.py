@@ -1,5 +1,28 @@
-"""`python -m rotation` runs the `rotation` command."""
+"""`python -m rotation`, and the `rotation` console script: the command, interruptible from its first line.
 
-from .cli import main
+The program's modules are imported inside `main`, so that Ctrl-C while they load ends it with one
+line and exit code 130, as it does later, never with a traceback.
+"""
 
-main()
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    """Load the program and run it. Inside a task, an interrupt is the task's to report (it knows
+    what was under way); here it can only come while loading, parsing or ending, around the work."""
+    try:
+        from .cli import main as run
+    except KeyboardInterrupt:
+        sys.stderr.write("rotation: interrupted while starting; nothing was done\n")
+        sys.exit(130)
+    try:
+        run()
+    except KeyboardInterrupt:
+        sys.stderr.write("rotation: interrupted\n")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

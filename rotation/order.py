@@ -101,7 +101,9 @@ def run_in_order(
     busy: set[str] = set()
     futures: dict[Future[Any], tuple[str, list[str]]] = {}
     nodes = set(graph)
-    with ThreadPoolExecutor(max_workers=limit + 1) as pool:
+    pool = ThreadPoolExecutor(max_workers=limit + 1)
+    interrupted = False
+    try:
         while len(outcome) < len(graph):
             batch: list[str] = []
             for name in ordered:
@@ -131,4 +133,9 @@ def run_in_order(
                 else:
                     outcome[names[0]] = "ok" if future.result() else "failed"
                     busy.discard(names[0])
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the caller rolls back now; the waits in flight only watch
+        interrupted = True
+        raise
+    finally:
+        pool.shutdown(wait=not interrupted, cancel_futures=interrupted)
     return outcome

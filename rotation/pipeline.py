@@ -8,13 +8,14 @@ flags, print these results and map them to exit codes; a test calls these functi
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 from . import health, rollout
 from .backup import Run, RunStatus, local_time
 from .engines import Engine
-from .errors import RecoveryError, SelectionError
+from .errors import Interrupted, RecoveryError, SelectionError
 from .health import Snapshot, regressions
 from .probes import ProbeResult, run_probes
 from .rollback import Command, RollbackResult, plain_command, roll_back
@@ -25,9 +26,12 @@ from .targets.swarmsecret import retire
 __all__ = [
     "Failure",
     "PrecheckResult",
+    "RecoverOutcome",
     "RestartOutcome",
     "VerifyOutcome",
+    "interrupted",
     "precheck",
+    "recover",
     "restart",
     "snapshot",
     "verify",
@@ -177,23 +181,61 @@ def restart(
         raise SelectionError("no rotation to restart after; pass --services or --all")
     if not chosen or dry_run:
         return RestartOutcome(tuple(chosen), tuple(absent), None, (), None)
-    before = stack.state_before(run)
-    result = rollout.restart(
-        engine,
-        chosen,
-        timeout=timeout,
-        parallel=parallel,
-        healthcheck=healthcheck,
-        healthy_before=before.healthy_services if before else None,
-        progress=progress,
-    )
-    if run is not None and result.order:
-        run = stack.store.record_restart(run, result.order)
-    found = regressions(before, snapshot(engine), recreated=chosen) if before else []
-    problems = result.failures() + [r.describe() for r in found if result.outcome.get(r.service, "ok") == "ok"]
+    if not any(state.state == "running" for state in engine.states().values()):
+        raise SelectionError(
+            f"restart: nothing of project {engine.project} is running, so there is nothing to recreate (compose "
+            "would create the whole stack, pulling images). Start the stack first; the rotated values are in the "
+            "files and apply when it starts"
+        )
     ending = _Ending(rollback, timeout, parallel, progress, command, say)
-    failure = _conclude(stack, engine, run, "restart", problems, RunStatus.RESTARTED, ending)
+    with stack.session(run.id if run else None), _undone_if_interrupted(stack, engine, run, "restart", ending):
+        before = stack.state_before(run)
+        result = rollout.restart(
+            engine,
+            chosen,
+            timeout=timeout,
+            parallel=parallel,
+            healthcheck=healthcheck,
+            healthy_before=before.healthy_services if before else None,
+            progress=progress,
+        )
+        if run is not None and result.order:
+            run = stack.store.record_restart(run, result.order)
+        found = regressions(before, snapshot(engine), recreated=chosen) if before else []
+        problems = result.failures() + [r.describe() for r in found if result.outcome.get(r.service, "ok") == "ok"]
+        failure = _conclude(stack, engine, run, "restart", problems, RunStatus.RESTARTED, ending)
     return RestartOutcome(tuple(chosen), tuple(absent), result, tuple(problems), failure)
+
+
+@contextmanager
+def _undone_if_interrupted(stack: Stack, engine: Engine, run: Run | None, task: str, ending: _Ending) -> Iterator[None]:
+    """Turn SIGINT or SIGTERM during a restart or verify into a rollback of the live run, in place.
+
+    The run is marked `interrupted` first: if a second signal stops the rollback too, `recover`
+    finds the run and finishes it. Without a live run (or with --no-rollback) it only says so.
+    """
+    try:
+        yield
+    except KeyboardInterrupt:
+        if run is None or not run.status.live or not ending.rollback:
+            kept = "left as it is (--no-rollback)" if run is not None and run.status.live else "not changed by it"
+            raise Interrupted(f"interrupted during {task}; the stack is {kept}") from None
+        stack.store.update(run, status=RunStatus.INTERRUPTED, error=f"interrupted during {task}")
+        ending.say(f"interrupted: rolling back run {run.id} (interrupt again to leave that to `recover`)")
+        result = roll_back(
+            stack,
+            engine,
+            run,
+            f"interrupted during {task}",
+            timeout=ending.timeout,
+            parallel=ending.parallel,
+            progress=ending.progress,
+            command=ending.command,
+        )
+        raise Interrupted(
+            f"interrupted during {task}: rolled back run {result.run.id}; files and databases are back on the "
+            "values before the rotation, and the recreated services are healthy"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,18 +267,56 @@ def verify(
     say: Say = _quiet,
 ) -> VerifyOutcome:
     """Compare the stack with the run's precheck state, run the probes, and roll back on failure."""
-    before = stack.state_before(run)
-    state = snapshot(engine)
-    recreated = rollout.present(engine, run.affected_services, stack.config.optional_services)[0] if run else []
-    found = health.problems(before, state, recreated)
-    previous = stack.values_in(run) if run else {}
-    current = stack.values()
-    probes = tuple(run_probes(stack.config, current, previous, stack.databases, stack.vaults(current)))
-    problems = found + [f"probe {p.name} failed: {p.detail}" for p in probes if not p.ok]
     ending = _Ending(rollback, timeout, DEFAULT_PARALLEL, progress, command, say, dry_run)
-    live = run is not None and run.status.live
-    failure = _conclude(stack, engine, run, "verify", problems, RunStatus.VERIFIED, ending)
-    if run is not None and live and failure is None and not dry_run:
-        for note in retire(engine, run.database, "previous"):  # kept for a rollback until now
-            say(note)
+    held = nullcontext() if dry_run else stack.session(run.id if run else None)
+    with held, _undone_if_interrupted(stack, engine, run, "verify", ending):
+        before = stack.state_before(run)
+        state = snapshot(engine)
+        recreated = rollout.present(engine, run.affected_services, stack.config.optional_services)[0] if run else []
+        found = health.problems(before, state, recreated)
+        previous = stack.values_in(run) if run else {}
+        current = stack.values()
+        probes = tuple(run_probes(stack.config, current, previous, stack.databases, stack.vaults(current)))
+        problems = found + [f"probe {p.name} failed: {p.detail}" for p in probes if not p.ok]
+        live = run is not None and run.status.live
+        failure = _conclude(stack, engine, run, "verify", problems, RunStatus.VERIFIED, ending)
+        if run is not None and live and failure is None and not dry_run:
+            for note in retire(engine, run.database, "previous"):  # kept for a rollback until now
+                say(note)
     return VerifyOutcome(state, before, tuple(found), probes, failure)
+
+
+def interrupted(stack: Stack) -> bool:
+    """Whether the newest run was interrupted during its restart or verify, and waits for `recover`."""
+    latest = stack.store.latest_rotation() if stack.store.directory.is_dir() else None
+    return latest is not None and latest.status is RunStatus.INTERRUPTED
+
+
+@dataclass(frozen=True, slots=True)
+class RecoverOutcome:
+    """What `recover` finished: an interrupted commit (from its journal), an interrupted restart or verify."""
+
+    journal: str | None
+    rolled_back: RollbackResult | None
+
+
+def recover(
+    stack: Stack,
+    engine: Callable[[], Engine],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    parallel: int = DEFAULT_PARALLEL,
+    progress: Progress | None = None,
+    command: Command = plain_command,
+) -> RecoverOutcome:
+    """Finish what was interrupted: a commit's journal first (files, databases, stores), then a run whose
+    restart or verify a signal stopped, rolled back as a failed verify would have been."""
+    with stack.session() as journal:
+        run = stack.store.latest_rotation()
+        if run is None or run.status is not RunStatus.INTERRUPTED:
+            return RecoverOutcome(journal, None)
+        reason = str(run.metadata.get("error") or "interrupted")
+        result = roll_back(
+            stack, engine(), run, reason, timeout=timeout, parallel=parallel, progress=progress, command=command
+        )
+    return RecoverOutcome(journal, result)

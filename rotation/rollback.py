@@ -64,7 +64,7 @@ def roll_back(
     """Restore the run's backup (files and databases), recreate its services, and wait for health."""
     services = present(engine, run.affected_services, stack.config.optional_services)[0]
     try:
-        restored = restore(stack, run.id)
+        restored = restore(stack, run.id, closes_run=False)
         before = stack.state_before(run)
         healthy = before.healthy_services if before else None
         result = rollout.restart(

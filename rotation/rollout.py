@@ -61,6 +61,12 @@ def present(engine: Engine, names: Sequence[str], optional: Collection[str] = ()
     return engine.resolve([n for n in names if n not in absent]), absent
 
 
+def _ready(state: ServiceState) -> int:
+    """When a recreated service could first serve, in the engine's clock: its first passing check
+    (or its start, without a healthcheck). A client's check begun later sees it serving."""
+    return max(instant(state.started_at) or 0, instant(state.first_passed_at) or 0)
+
+
 def _described(state: ServiceState) -> str:
     output = f"; last healthcheck: {state.health_output}" if state.health_output else ""
     return f"{state.summary}{output}"
@@ -84,10 +90,12 @@ def restart(
     call, up to `parallel` in progress at once, and each dependent follows the moment its last
     dependency is healthy. A service whose dependency fails keeps its old container. When all are
     back, each service that depends on them and was healthy before must pass a healthcheck begun
-    after the last of them started, within the same deadline: its earlier verdicts say nothing
-    about the new containers. "Before" is `healthy_before` where the caller knows an earlier state
-    (the run's precheck), else now. `progress` hears each service's moves (recreated, healthy,
-    failed, left running, rechecking) with the seconds since the restart began.
+    after the last of them could serve, within the same deadline: its earlier verdicts say nothing
+    about the new containers. A service waited for that turns unhealthy (a recreated one, or such a
+    client on a check begun after that moment) ends its wait at once. "Before" is `healthy_before`
+    where the caller knows an earlier state (the run's precheck), else now. `progress` hears each
+    service's moves (recreated, healthy, failed, left running, rechecking) with the seconds since
+    the restart began.
     """
     began = time.monotonic()
 
@@ -142,7 +150,11 @@ def restart(
             return "ok"
         tell(name, "failed")
         upstream = ", ".join(sorted(restart_graph(defined, [*graph, name])[name]))
-        errors[name] = f"depends on {upstream}; no healthcheck passed within {timeout:g}s: {_described(state)}"
+        verdict = "turned unhealthy" if state.failing else f"passed no healthcheck within {timeout:g}s"
+        errors[name] = (
+            f"depends on {upstream}, which was recreated, and {verdict}: {_described(state)}. It was not "
+            "recreated itself: it is in no restart_services (if it reads the rotated secret, add it there)"
+        )
         return "failed"
 
     outcome = run_in_order(graph, begin, finish, parallel)
@@ -150,7 +162,7 @@ def restart(
         if result == "skipped":
             tell(name, "left running")
     if healthcheck and graph and all(v == "ok" for v in outcome.values()):
-        since = max(instant(states[name].started_at) or 0 for name in graph)
+        since = max(_ready(states[name]) for name in graph)  # the moment the last of them could serve
         for name in dependents(defined, graph):
             if name in healthy_before:
                 outcome[name] = recheck(name, since)

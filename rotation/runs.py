@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from . import envfile
 from .backup import BackupStore, Run, RunStatus
 from .config import SecretSpec, check_stack, unavailable
-from .errors import BackupError, ConfigError, RotationError, SelectionError, StoreError
+from .errors import BackupError, ConfigError, LockedError, RotationError, SelectionError, StoreError
 from .fsio import remove_tree
 from .generate import Secret
 from .journal import LiveChange, commit
@@ -21,6 +21,7 @@ from .stack import Stack, merged_env
 from .targets.postgres import PostgresLive, resolved
 from .targets.swarmsecret import SwarmSecretLive, SwarmSecretPoint
 from .targets.vault import StoreChange
+from .validate import check_restored
 
 if TYPE_CHECKING:
     from .engines.swarm import SwarmEngine
@@ -201,6 +202,7 @@ def rotate(
         checks = tuple(vault.check(env) for vault in stack.vaults(env))
         return RotationResult(plan, None, probes, (), None, True, checks)
     with stack.session() as recovered:
+        _refuse_unfinished(stack, run)
         # Read again under the lock: another run may have changed the files while we waited.
         files = check_stack(stack.config, stack.root)
         plan = _plan(stack, files, selection, accept_data_loss)
@@ -255,6 +257,21 @@ def _plan(stack: Stack, files: dict[str, envfile.EnvFile], selection: Sequence[s
     return _with_swarm_versions(stack, plan, files)
 
 
+def _refuse_unfinished(stack: Stack, own: str | None) -> None:
+    """One rotation at a time, whole: while the newest run's values are live but not yet verified (or
+    rolled back), another rotation would mix its values into that run's restart and verify."""
+    latest = stack.store.latest_rotation()
+    if latest is None or not latest.status.live or latest.id == own:
+        return
+    names = ", ".join(latest.rotated_secrets[:6]) + (", ..." if len(latest.rotated_secrets) > 6 else "")
+    finish = "recover" if latest.status is RunStatus.INTERRUPTED else "restart verify"
+    raise LockedError(
+        f"run {latest.id} ({names or 'no secret'}) is {latest.status.value} but not verified: another rotation "
+        f"now would mix its values into that run. Finish it first with `{finish}` (or `verify` once its "
+        "services were recreated), or put it back with `restore --latest`"
+    )
+
+
 def _open_run(store: BackupStore, run: str | None, plan: Plan) -> Run:
     """The run a precheck opened for this rotation, given its files, or a new backup.
 
@@ -272,8 +289,12 @@ def _open_run(store: BackupStore, run: str | None, plan: Plan) -> Run:
     return store.create("rotation", plan.files)
 
 
-def restore(stack: Stack, ident: str | None = None, *, dry_run: bool = False) -> RestoreResult:
-    """Put back the files (and database passwords) of backup `ident`, or of the latest rotation."""
+def restore(stack: Stack, ident: str | None = None, *, dry_run: bool = False, closes_run: bool = True) -> RestoreResult:
+    """Put back the files (and database passwords) of backup `ident`, or of the latest rotation.
+
+    A restore by hand closes the live run it puts back (`closes_run`), so that the next rotation may
+    start; a rollback closes it itself, once the services are back on the old values.
+    """
     store = stack.store
     backup = _chosen(store, ident)
     wanted = {name: backup.read(name) for name in backup.files}
@@ -281,10 +302,12 @@ def restore(stack: Stack, ident: str | None = None, *, dry_run: bool = False) ->
         if not (stack.root / name).resolve().is_relative_to(stack.root.resolve()):
             raise BackupError(f"backup {backup.id}: '{name}' lies outside the stack root; refusing to write it")
     if dry_run:
+        check_restored(stack.config, wanted, _current(stack.root, wanted), f"backup {backup.id}")
         return RestoreResult(backup, None, tuple(_differs(stack.root, wanted)), (), None, True)
     with stack.session() as recovered:
         changed = _differs(stack.root, wanted)
-        current = {n: envfile.read(stack.root / n) for n in wanted if (stack.root / n).is_file()}
+        current = _current(stack.root, wanted)
+        check_restored(stack.config, wanted, current, f"backup {backup.id}")
         databases = _restored_databases(stack, backup, current)
         # A pull changed no store, so putting it back changes none: the store is the other host's.
         stores = [] if backup.pulled else _store_changes(stack, current, wanted)
@@ -302,6 +325,8 @@ def restore(stack: Stack, ident: str | None = None, *, dry_run: bool = False) ->
             store.update(undo, status=RunStatus.FAILED, error=str(exc))
             raise
         undo = store.update(undo, status=RunStatus.APPLIED, stores=_versions(stores, written))
+        if closes_run and backup.status.live:  # its values are gone: it no longer holds the next rotation back
+            store.update(backup, status=RunStatus.ROLLED_BACK, rollback_reason="restored")
         return RestoreResult(
             backup,
             undo,
@@ -320,6 +345,11 @@ def _chosen(store: BackupStore, ident: str | None) -> Run:
     if latest is None:
         raise SelectionError(f"--latest: no rotation backup in {store.directory}")
     return latest
+
+
+def _current(root: Path, wanted: Mapping[str, bytes]) -> dict[str, envfile.EnvFile]:
+    """The stack's files that a restore of `wanted` would overwrite, as they are now."""
+    return {n: envfile.read(root / n) for n in wanted if (root / n).is_file()}
 
 
 def _differs(root: Path, wanted: dict[str, bytes]) -> list[str]:
@@ -387,6 +417,7 @@ def pull(
         source, plan = _pulled(stack, files, version, accept_data_loss)
         if not plan.changes:
             return PullResult(source, plan, None, (), recovered, False)
+        _refuse_unfinished(stack, run)
         backup, databases, _ = _commit_plan(stack, plan, files, run, to_stores=False, pulled=list(source))
         return PullResult(source, plan, backup, tuple(c.target.label for c in databases), recovered, False)
 

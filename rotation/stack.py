@@ -30,6 +30,7 @@ from .targets.vault import Vault
 __all__ = ["LOCK", "STATE_BEFORE", "Stack", "locate", "merged_env"]
 
 LOCK = ".lock"
+_HELD: set[Path] = set()  # the stack locks this process holds: a session within a session goes on holding it
 STATE_BEFORE = "health-before.json"
 
 
@@ -72,13 +73,23 @@ class Stack:
         return BackupStore.for_stack(self.root, self.config.backup.directory)
 
     @contextmanager
-    def session(self) -> Iterator[str | None]:
-        """Hold the stack's lock and first undo any interrupted run; yields what recovery did."""
+    def session(self, run: str | None = None) -> Iterator[str | None]:
+        """Hold the stack's lock and first undo any interrupted run; yields what recovery did. `run`
+        names the run the holder works on, for whoever has to wait."""
         store = self.store
         store.prepare()
-        holder = f"pid {os.getpid()} ({self.task}) since {time.strftime('%H:%M:%S')}"
-        with locked(store.directory / LOCK, self.lock_timeout, holder, self.waiting):
-            yield recover(store, self.target, self.vault)
+        lock = (store.directory / LOCK).absolute()
+        if lock in _HELD:  # a restart whose rollback restores: this process holds it already
+            yield None
+            return
+        of = f" of run {run}" if run else ""
+        holder = f"pid {os.getpid()} ({self.task}{of}) since {time.strftime('%H:%M:%S')}"
+        with locked(lock, self.lock_timeout, holder, self.waiting):
+            _HELD.add(lock)
+            try:
+                yield recover(store, self.target, self.vault)
+            finally:
+                _HELD.discard(lock)
 
     def recover_first(self, *, read_only: bool, finish: str) -> tuple[str | None, str | None]:
         """Deal with an interrupted run before a task: (what recovery did, why it is still pending).

@@ -13,7 +13,9 @@ from __future__ import annotations
 import math
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,12 +31,14 @@ from invoke.tasks import Task, task
 from . import audit, pipeline, report
 from .backup import Run
 from .engines import Engine, engine_for
-from .errors import RotationError, SelectionError
+from .errors import Interrupted, RotationError, SelectionError
+from .escape import printable
 from .fsio import write_atomic
-from .guard import MIN_LENGTH, staged_files
+from .guard import MIN_LENGTH, staged
 from .guard import scan as scan_files
 from .guard import values_of as guard_values
 from .health import Snapshot, regressions
+from .journal import pending as pending_journal
 from .rollback import Command
 from .rollout import DEFAULT_PARALLEL, DEFAULT_TIMEOUT
 from .runs import pull as pull_values
@@ -114,6 +118,7 @@ class _Record:
     dry_run: bool = False
     accept_data_loss: bool = False
     verdict: str | None = None  # the outcome, where a non-zero exit is not a failure (`due`)
+    recover: str = "rotation recover"  # the recover command, spelled as the user invoked us
 
 
 def _stack(
@@ -127,9 +132,9 @@ def _stack(
         _err(f"no secrets-config.yaml in {root}: using the bundled configuration for the local AI stack")
     timeout = _number(_setting(c, "lock_timeout") or DEFAULTS["lock_timeout"], "rotation.lock_timeout")
     stack = Stack(root, settings, lock_timeout=timeout, task=record.task, waiting=_err)
-    record.stack = stack
+    record.stack, record.recover = stack, _command(c, config)("recover")
     if recover:
-        recovered, pending_reason = stack.recover_first(read_only=read_only, finish=_command(c, config)("recover"))
+        recovered, pending_reason = stack.recover_first(read_only=read_only, finish=record.recover)
         if pending_reason:
             _err(f"warning: {pending_reason}")
         elif recovered:
@@ -144,19 +149,53 @@ def _task(name: str, json: bool = False) -> Iterator[_Record]:
     record = _Record(name)
     started = time.monotonic()
     outcome = "failed: interrupted"  # until the body says otherwise: a crash is never logged as ok
+    terminate = _interruptible()
     try:
         yield record
         outcome = "ok"
+    except KeyboardInterrupt:
+        text = _interrupted(record)
+        if json:
+            print(report.dumps(report.error_json(text, Interrupted.exit_code)))
+        raise Exit(report.paint(f"rotation: {text}", "red", sys.stderr), Interrupted.exit_code) from None
     except RotationError as exc:
         outcome = f"failed: {exc}"
         if json:
             print(report.dumps(report.error_json(str(exc), exc.exit_code)))
-        raise Exit(report.paint(f"rotation: {exc}", "red", sys.stderr), exc.exit_code) from None
+        shown = "\n".join(printable(line) for line in str(exc).splitlines())
+        raise Exit(report.paint(f"rotation: {shown}", "red", sys.stderr), exc.exit_code) from None
     except Exit as exc:
         outcome = record.verdict or ("ok" if not exc.code else f"failed: exit code {exc.code}")
         raise
     finally:
+        if terminate is not None:
+            signal.signal(signal.SIGTERM, terminate)
         _record(record, outcome, time.monotonic() - started)
+
+
+def _interruptible() -> signal._HANDLER:
+    """SIGTERM (a service manager stopping us, `kill`) taken as Ctrl-C for the task, so that both undo
+    what they can in place; the handler it replaces, to put back (None off the main thread)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, interrupt)
+
+
+def _interrupted(record: _Record) -> str:
+    """What an interrupt that reached the task left behind, in words: a journal or a run that `recover`
+    finishes, or nothing half-done."""
+    stack = record.stack
+    try:
+        left = stack is not None and (pending_journal(stack.store) is not None or pipeline.interrupted(stack))
+    except RotationError:
+        left = True  # a journal it cannot even read: recover says what is wrong with it
+    if left:
+        return f"interrupted: run `{record.recover}` to finish or roll back what was under way"
+    return "interrupted; nothing was left half-done"
 
 
 def _record(record: _Record, outcome: str, seconds: float) -> None:
@@ -289,7 +328,7 @@ def restore(
         if list:
             backups = stack.store.all()
             for ident, why in stack.store.damaged().items():
-                _err(f"warning: backup {ident} is damaged and skipped: {why}")
+                _err(f"warning: backup {ident} is damaged and skipped: {printable(why)}")
             print(report.dumps(report.backups_json(backups)) if json else report.backups_table(backups))
             return
         result = restore_backup(stack, backup, dry_run=dry)
@@ -618,7 +657,7 @@ def log(c: Context, json: bool = False, limit: str = str(DEFAULTS["log_limit"]),
 @_task_options(
     iterable=["file"],
     help={
-        "file": "A file to scan (rotation guard FILE...); default: the files staged in git.",
+        "file": "A file to scan (rotation guard FILE...); default: what is staged in git, read from the index.",
         "config": "Configuration file (see rotate).",
     },
 )
@@ -630,11 +669,9 @@ def guard(c: Context, file: list[str] | None = None, config: str | None = None) 
         stack = _stack(c, record, config, read_only=True)
         record.stack = None  # a pre-commit hook runs at every commit: not worth a line in the audit log
         values = guard_values(stack.config, stack.root, stack.store)
-        paths = list(file or []) or staged_files(cwd)
+        paths = list(file or []) or staged(cwd)
         listed = sorted({name for spec in stack.config.secrets.values() for name in spec.files})
         result = scan_files(paths, cwd, values, root=stack.root, backups=stack.store.directory, listed=listed)
-        for skipped in result.skipped:
-            _err(f"note: skipped {skipped}")
         if values.short:
             _err(f"note: not looked for, shorter than {MIN_LENGTH} characters: {', '.join(values.short)}")
         for finding in result.findings:
@@ -652,15 +689,28 @@ def guard(c: Context, file: list[str] | None = None, config: str | None = None) 
     print(f"guard: no secret in {result.files} files")
 
 
-@_task_options(help={"config": "Configuration file (see rotate)."})
-def recover(c: Context, config: str | None = None) -> None:
-    """Finish an interrupted run: databases and files back to one state; every other task does it first too."""
+@_task_options(
+    help={
+        "timeout": f"Seconds to wait for health while rolling back (default {DEFAULTS['timeout']:g}).",
+        "config": "Configuration file (see rotate).",
+    }
+)
+def recover(c: Context, timeout: str = str(DEFAULTS["timeout"]), config: str | None = None) -> None:
+    """Finish an interrupted run: databases, files and services back to one state (others do the first two too)."""
     with _task("recover") as record:
         record.announce = False
+        seconds = _number(timeout, "--timeout")
         stack = _stack(c, record, config, recover=False)
-        with stack.session() as recovered:
-            pass
-    print(recovered or "recover: nothing to finish; no run was interrupted")
+        outcome = pipeline.recover(
+            stack, lambda: _engine(stack), timeout=seconds, progress=_progress, command=_command(c, config)
+        )
+    if outcome.journal:
+        print(outcome.journal)
+    if outcome.rolled_back is not None:
+        order = ", ".join(outcome.rolled_back.restart.order) or "none"
+        print(f"recover: rolled back the interrupted run {outcome.rolled_back.run.id}; recreated: {order}")
+    if not outcome.journal and outcome.rolled_back is None:
+        print("recover: nothing to finish; no run was interrupted")
 
 
 namespace = Collection(rotate, restore, pull, check, precheck, restart, verify, due, log, recover, guard)

@@ -68,6 +68,11 @@ def _state(service: str, container: Container | None) -> ServiceState:
         oom_killed=bool(state.get("OOMKilled")),
         health_output=(log_entries[-1].get("Output") or "").strip()[-500:] if log_entries else None,
         passed_at=max(passed, key=lambda stamp: instant(stamp) or 0, default=None),
+        checked_at=max(
+            (str(e["Start"]) for e in log_entries if e.get("Start")),
+            key=lambda stamp: instant(stamp) or 0,
+            default=None,
+        ),
         created_at=attrs.get("Created"),
         first_passed_at=min(
             (str(e["End"]) for e in log_entries if e.get("ExitCode") == 0 and e.get("End")),
@@ -78,16 +83,26 @@ def _state(service: str, container: Container | None) -> ServiceState:
 
 
 class _Progress:
-    """Logs a service's state while waiting for it: each change at INFO, repeats at DEBUG."""
+    """Logs a service's state while waiting for it, with the seconds left: each change at INFO, and a
+    countdown line at INFO every COUNTDOWN seconds while nothing changes (repeats between at DEBUG)."""
 
-    def __init__(self, service: str) -> None:
+    COUNTDOWN = 10.0
+
+    def __init__(self, service: str, deadline: float) -> None:
         self.service = service
+        self.deadline = deadline
         self.last: str | None = None
+        self.said = 0.0
 
     def __call__(self, state: ServiceState) -> None:
-        level = logging.DEBUG if state.summary == self.last else logging.INFO
-        log.log(level, "waiting for %s: %s", self.service, state.summary)
+        now = time.time()
+        loud = state.summary != self.last or now - self.said >= self.COUNTDOWN
+        left = max(self.deadline - now, 0)
+        log.log(
+            logging.INFO if loud else logging.DEBUG, "waiting for %s: %s, %.0fs left", self.service, state.summary, left
+        )
         self.last = state.summary
+        self.said = now if loud else self.said
 
 
 class DockerEngine:
@@ -186,7 +201,7 @@ class DockerEngine:
             raise EngineError(f"service {service}: the engine could not start it: {exc.explanation or exc}") from None
 
     def wait_healthy(self, service: str, previous: str | None, timeout: float) -> ServiceState:
-        """Wait until a new container is healthy, has stopped, or time is up, and return its state.
+        """Wait until a new container is healthy, has stopped or turned unhealthy, or time is up; its state.
 
         It follows the engine's event stream (start, health_status, die) and reads the state only
         when the service's container reports something, so it sees health the moment the engine
@@ -195,13 +210,13 @@ class DockerEngine:
         """
         import docker
 
-        progress = _Progress(service)
+        deadline = time.time() + max(timeout, 0)
+        progress = _Progress(service, deadline)
 
         def settled(state: ServiceState) -> bool:
             fresh = state.container_id is not None and state.container_id != previous
-            return fresh and (state.healthy or state.stopped)
+            return fresh and (state.healthy or state.failing)
 
-        deadline = time.time() + max(timeout, 0)
         try:
             events = self.client.events(
                 decode=True,
@@ -225,16 +240,18 @@ class DockerEngine:
         return state
 
     def wait_rechecked(self, service: str, since: int, timeout: float) -> ServiceState:
-        """Poll until a healthcheck begun after `since` has passed, the container stopped, or time is up.
+        """Poll until a healthcheck begun after `since` has passed, the container stopped or turned
+        unhealthy on a check begun after `since`, or time is up.
 
         It polls rather than follows events: the engine reports a health event only when the
         status changes, and a service that stayed `healthy` on stale checks reports none.
         """
 
         def settled(state: ServiceState) -> bool:
-            return state.stopped or state.state == "missing" or state.healthy_since(since)
+            return state.failing_since(since) or state.state == "missing" or state.healthy_since(since)
 
-        return self._poll(service, settled, time.time() + max(timeout, 0), _Progress(service))
+        deadline = time.time() + max(timeout, 0)
+        return self._poll(service, settled, deadline, _Progress(service, deadline))
 
     def _poll(
         self, service: str, settled: Callable[[ServiceState], bool], deadline: float, progress: _Progress

@@ -55,6 +55,7 @@ class ServiceState:
     oom_killed: bool = False
     health_output: str | None = None
     passed_at: str | None = None  # when the latest passing healthcheck began, in the engine's clock
+    checked_at: str | None = None  # when the latest healthcheck, passing or not, began
     created_at: str | None = None  # when this container was created: its predecessor had just stopped
     first_passed_at: str | None = None  # when the earliest passing healthcheck on record ended
     tasks: str | None = None  # Swarm: running/desired tasks, such as 2/2
@@ -79,6 +80,17 @@ class ServiceState:
     def stopped(self) -> bool:
         """Exited or dead: it will not turn healthy by waiting."""
         return self.state in ("exited", "dead")
+
+    @property
+    def failing(self) -> bool:
+        """Stopped, or reporting `unhealthy`: the engine has counted its failed checks and given up, so
+        waiting longer only delays the verdict (and the rollback)."""
+        return self.stopped or self.health == "unhealthy"
+
+    def failing_since(self, moment: int) -> bool:
+        """Stopped, or `unhealthy` on a healthcheck begun after `moment`: a verdict on the world since
+        then, not one left over from before (a client that failed while its dependency was away)."""
+        return self.stopped or (self.health == "unhealthy" and (instant(self.checked_at) or 0) > moment)
 
     def healthy_since(self, moment: int) -> bool:
         """Healthy, and passed a healthcheck begun after `moment` (an `instant`) if it has one."""
@@ -143,7 +155,8 @@ class Engine(Protocol):
         ...
 
     def wait_rechecked(self, service: str, since: int, timeout: float) -> ServiceState:
-        """Wait until `service` passes a healthcheck begun after `since` (`instant` in the engine's clock) or stops.
+        """Wait until `service` passes a healthcheck begun after `since` (`instant` in the engine's clock),
+        stops, or turns unhealthy on checks begun after `since`.
 
         For a service that was not recreated but calls one that was: its `healthy` may date from
         before the recreate, so only a later check proves it works with the new container.
