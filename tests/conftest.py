@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import re
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -111,6 +113,41 @@ def cli(stack: Path) -> CLI:
     return run
 
 
+@pytest.fixture
+def inproc(stack: Path, monkeypatch: pytest.MonkeyPatch) -> CLI:
+    """Run the `rotation` program inside this process, as `cli` does in a child: the same words, streams
+    and exit code for about a fiftieth of the start-up. Only where the process itself is the point
+    (signals, kill -9, pipes) does a test need `cli`."""
+    from rotation import __version__
+    from rotation.cli import RotationProgram
+    from rotation.tasks import namespace
+
+    def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> Ran:
+        out, err = io.StringIO(), io.StringIO()
+        with monkeypatch.context() as patch:
+            patch.delenv("ROTATION_ROOT", raising=False)
+            for name, value in {"NO_COLOR": "1", **(env or {})}.items():
+                patch.setenv(name, value)
+            patch.chdir(cwd or stack)
+            patch.setattr(sys, "argv", ["rotation", *args])
+            handler = logging.StreamHandler(err)
+            handler.setFormatter(logging.Formatter("rotation: %(message)s"))
+            logging.getLogger().addHandler(handler)
+            patch.setattr(logging.getLogger(), "level", logging.INFO)
+            program = RotationProgram(name="rotation", binary="rotation", namespace=namespace, version=__version__)
+            try:
+                with redirect_stdout(out), redirect_stderr(err):
+                    program.run(["rotation", *args])
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            finally:
+                logging.getLogger().removeHandler(handler)
+        return Ran(code, out.getvalue(), err.getvalue())
+
+    return run
+
+
 @contextmanager
 def edited_config(root: Path) -> Iterator[dict]:
     """The stack's secrets-config.yaml as data to change, written back when the block ends."""
@@ -181,6 +218,17 @@ def pg_stack(stack: Path, pg_server: pgserver.Server) -> Path:
     pg_server.reset(stack_password(stack))
     configure_postgres(stack, pg_server)
     return stack
+
+
+def finished(root: Path) -> None:
+    """Mark the newest run verified, as `restart verify` does on a running stack: a run not yet
+    verified holds the next rotation back, and these stacks run no containers."""
+    from rotation.backup import BackupStore, RunStatus
+
+    store = BackupStore.for_stack(root, "backups/secrets")
+    run = store.latest_rotation()
+    assert run is not None
+    store.update(run, status=RunStatus.VERIFIED)
 
 
 def stack_password(stack: Path, name: str = ".env") -> str:

@@ -94,6 +94,7 @@ class FakeEngine:
             container_id=container.id,
             started_at=_stamp(container.started),
             passed_at=_stamp(now) if healthy else None,
+            checked_at=_stamp(now),  # a check every poll, as if its interval were nil
             created_at=_stamp(container.created),
             first_passed_at=_stamp(passed) if healthy else None,
             health_output="check failed" if not healthy else None,
@@ -128,11 +129,11 @@ class FakeEngine:
 
     def wait_healthy(self, service: str, previous: str | None, timeout: float) -> ServiceState:
         self.log.append(("wait", (service,)))
-        return self._wait(service, lambda s: s.container_id != previous and (s.healthy or s.stopped), timeout)
+        return self._wait(service, lambda s: s.container_id != previous and (s.healthy or s.failing), timeout)
 
     def wait_rechecked(self, service: str, since: int, timeout: float) -> ServiceState:
         self.log.append(("recheck", (service,)))
-        return self._wait(service, lambda s: s.stopped or s.healthy_since(since), timeout)
+        return self._wait(service, lambda s: s.failing_since(since) or s.healthy_since(since), timeout)
 
     def logs(self, service: str, lines: int) -> str:
         return f"{service}: a log line\n"

@@ -19,7 +19,7 @@ from rotation.errors import EXIT_CODES, RotationError
 from rotation.fsio import locked
 from rotation.tasks import SHORT_FLAGS, namespace
 
-from .conftest import REPO, documented_keys, edited_config, tree
+from .conftest import REPO, documented_keys, edited_config, finished, tree
 
 BIN = Path(sys.executable).parent
 ROTATION = [str(BIN / "rotation")] if (BIN / "rotation").exists() else [sys.executable, "-m", "rotation"]
@@ -239,7 +239,7 @@ def test_every_json_flag_prints_only_json_with_the_documenteddocumented_keys(sta
 
 
 def test_exit_codes_are_documented_in_the_readme_and_in_help(stack: Path) -> None:
-    table = dict(re.findall(r"^\| (\d) \| (.+?) \|$", README[README.index("## Exit codes") :], re.M))
+    table = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", README[README.index("## Exit codes") :], re.M))
     assert {int(k) for k in table} == set(EXIT_CODES)
     codes = {getattr(cls, "exit_code", 1) for cls in _subclasses(RotationError)}
     assert codes <= set(EXIT_CODES)
@@ -283,6 +283,7 @@ def test_lock_timeout_must_be_a_finite_positive_number(stack: Path, value: str) 
 def test_log_shows_history_with_dry_runs_and_data_loss_marked(stack: Path) -> None:
     assert program(*ROTATION, "rotate", "--secrets", "JWT_SECRET", cwd=stack).returncode == 0
     assert program(*ROTATION, "rotate", "--dry-run", cwd=stack).returncode == 0
+    finished(stack)
     assert program(*ROTATION, "rotate", "-s", "N8N_ENCRYPTION_KEY", "--accept-data-loss", cwd=stack).returncode == 0
     ran = program(*ROTATION, "log", cwd=stack)
     assert ran.returncode == 0, ran.stderr

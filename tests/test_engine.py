@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import docker
@@ -88,24 +89,19 @@ def test_restart_keeps_the_old_environment_where_recreate_applies_the_new(
     assert enginestack.health(docker_client, project)["api"] == "healthy"
 
 
-def short_timeout(client: DockerClient) -> int:
-    """A restart deadline that a failing service runs into: 8 s on Docker; 20 s on Podman, where a
-    single compose call can take 4 to 6 s on a 2-core machine."""
-    components = client.version().get("Components") or []
-    return 20 if any("podman" in str(c.get("Name", "")).lower() for c in components) else 8
-
-
 def test_a_client_left_out_of_the_restart_set_is_caught(
     compose_stack: tuple[Path, str], docker_client: DockerClient, cli: CLI
 ) -> None:
     root, project = compose_stack
     assert cli("precheck", "rotate", "--secrets", "DB_PASSWORD", cwd=root).code == 0
-    limit = short_timeout(docker_client)
-    ran = cli("restart", "--services", "db", "--timeout", str(limit), "--no-rollback", cwd=root)
+    started = time.monotonic()
+    ran = cli("restart", "--services", "db", "--timeout", "120", "--no-rollback", cwd=root)
     assert ran.code == 1
-    # Whether api already reads unhealthy at the deadline depends on how fast the engine's DNS
-    # fails for the recreated db (Podman's aardvark can take seconds); that no check passed does not.
-    assert f"failed: api: depends on db; no healthcheck passed within {limit}s: running (" in ran.out
+    # The client's own checks fail against the new db; the engine's "unhealthy" ends the wait, long
+    # before the deadline, and the failure names it and says that it was not recreated.
+    assert "failed: api: depends on db, which was recreated, and turned unhealthy: running (unhealthy)" in ran.out
+    assert "it is in no restart_services" in ran.out
+    assert time.monotonic() - started < 90, "the restart waited for its deadline instead of the verdict"
     enginestack.wait_healthy(docker_client, project, "unhealthy", "api")
     ran = cli("verify", "--no-rollback", cwd=root)
     assert ran.code == 1
@@ -117,12 +113,11 @@ def test_restart_fails_and_names_a_client_recreated_without_its_database(
 ) -> None:
     root, _project = compose_stack
     assert cli("rotate", "--secrets", "DB_PASSWORD", cwd=root).code == 0
-    limit = short_timeout(docker_client)
-    ran = cli("restart", "--services", "api", "--timeout", str(limit), "--no-rollback", cwd=root)
+    started = time.monotonic()
+    ran = cli("restart", "--services", "api", "--timeout", "120", "--no-rollback", cwd=root)
     assert ran.code == 1
-    # On a slow engine (Podman here: seconds per compose call) api may still be starting at the
-    # deadline rather than already unhealthy; either way it is named, with its state.
-    assert f"failed: api: not healthy within {limit}s: running (" in ran.out
+    assert "failed: api: running (unhealthy)" in ran.out, ran.out  # named with its state, at the verdict
+    assert time.monotonic() - started < 90, "the restart waited for its deadline instead of the verdict"
 
 
 def test_check_table_save_and_compare_report_a_stopped_service(
@@ -148,7 +143,7 @@ def test_container_names_resolve_and_unknown_services_are_named(
     compose_stack: tuple[Path, str], docker_client: DockerClient, cli: CLI
 ) -> None:
     root, _project = compose_stack
-    ran = cli("rotate", "--secrets", "API_KEY", "restart", cwd=root)  # config names the gateway by container
+    ran = cli("rotate", "--secrets", "API_KEY", "restart", "verify", cwd=root)  # names the gateway by container
     assert ran.code == 0, ran.text
     assert "recreated gateway" in ran.out
     with edited_config(root) as raw:

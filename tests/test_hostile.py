@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from rotation import envfile
 
 from . import pgserver
-from .conftest import CLI, edited_config, stack_password, tree, unavailable
+from .conftest import CLI, edited_config, finished, stack_password, tree, unavailable
 
 FILES = (".env", "supabase/docker/.env")
 
@@ -115,6 +115,7 @@ def test_audit_log_as_a_link_is_never_written_through(stack: Path, cli: CLI, tmp
     victim.write_text("keep me\n")
     victim.chmod(0o644)
     assert cli("rotate", "--secrets", "JWT_SECRET").code == 0
+    finished(stack)
     log = stack / "backups/secrets/audit.log"
     log.unlink()
     log.symlink_to(victim)
@@ -132,6 +133,7 @@ def test_prune_never_deletes_through_a_link(stack: Path, cli: CLI, tmp_path: Pat
     assert cli("rotate", "--secrets", "JWT_SECRET").code == 0
     (directory / "secrets-backup-20000101-000000").symlink_to(outside)
     for _ in range(2):  # every later rotation too
+        finished(stack)
         ran = cli("rotate", "--secrets", "JWT_SECRET")
         assert ran.code == 0, ran.err
     assert (outside / "precious").exists()

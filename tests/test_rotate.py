@@ -12,7 +12,7 @@ import yaml
 
 from rotation import envfile
 
-from .conftest import CLI, tree
+from .conftest import CLI, finished, tree
 
 
 def values(path: Path) -> dict[str, str]:
@@ -217,6 +217,7 @@ def test_rotate_adopts_a_precheck_run_from_just_before_but_not_a_stale_one(stack
     stale = store.create("rotation", [], now=time.time() - 7200, status="planned").id
     first = json.loads(cli("rotate", "--secrets", "DASHBOARD_PASSWORD", "--json").out)["backup"]
     assert first != stale and store.get(stale).status == "planned"
+    finished(stack)
     fresh = store.create("rotation", [], status="planned").id
     second = json.loads(cli("rotate", "--secrets", "DASHBOARD_PASSWORD", "--json").out)["backup"]
     assert second == fresh and store.get(fresh).status == "applied" and ".env" in store.get(fresh).files

@@ -20,7 +20,7 @@ from rotation.stack import Stack, merged_env
 from rotation.targets import vault
 
 from . import baoserver, crashpoints, pgserver
-from .conftest import CLI, documented_keys, edited_config, one_line_error, stack_password, tree
+from .conftest import CLI, documented_keys, edited_config, finished, one_line_error, stack_password, tree
 
 pytestmark = pytest.mark.vault
 
@@ -201,6 +201,7 @@ def test_pull_of_an_earlier_version(stack: Path, cli: CLI, bao: baoserver.Server
     first = seed(bao, stack, path)
     original = {name: (stack / name).read_bytes() for name in FILES}
     assert cli("rotate", "--secrets", "JWT_SECRET", env=env_for(bao)).code == 0
+    finished(stack)
     ran = cli("pull", "--version", str(first), env=env_for(bao))
     assert ran.code == 0, ran.err
     assert {name: (stack / name).read_bytes() for name in FILES} == original
@@ -410,7 +411,7 @@ def test_a_write_whose_outcome_is_unknown_keeps_the_journal_for_the_next_command
 
     monkeypatch.setattr(vault.Vault, "write", write)
     monkeypatch.setattr(vault.Vault, "read", read)
-    with pytest.raises(RecoveryError, match="cannot tell whether the new version was written"):
+    with pytest.raises(RecoveryError, match=r"could not be settled .* whether it holds the new values is not known"):
         rotate(Stack(stack, load(stack / "secrets-config.yaml")), ["JWT_SECRET"])
     assert (stack / "backups/secrets/journal.json").exists()
     monkeypatch.undo()
