@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import envfile
 from .backup import BackupStore, Run, RunStatus
-from .config import SecretSpec, check_stack, unavailable
+from .config import Config, SecretSpec, check_stack, unavailable
 from .errors import BackupError, ConfigError, LockedError, RotationError, SelectionError, StoreError
 from .fsio import remove_tree
 from .generate import Secret
@@ -251,7 +251,7 @@ def _commit_plan(
 def _plan(stack: Stack, files: dict[str, envfile.EnvFile], selection: Sequence[str] | None, accept: bool) -> Plan:
     plan = make_plan(stack.config, files, selection, accept)
     if not plan.changes:
-        raise SelectionError("nothing to rotate: no secret has auto_rotate set; name some with --secrets")
+        raise SelectionError(_nothing_to_rotate(stack.config, files))
     if stack.config.engine == "swarm":  # the stack files say which services there are: check before any change
         _swarm(stack).resolve(plan.services, "restart_services")
     return _with_swarm_versions(stack, plan, files)
@@ -270,6 +270,19 @@ def _refuse_unfinished(stack: Stack, own: str | None) -> None:
         f"now would mix its values into that run. Finish it first with `{finish}` (or `verify` once its "
         "services were recreated), or put it back with `restore --latest`"
     )
+
+
+def _nothing_to_rotate(config: Config, files: Mapping[str, envfile.EnvFile]) -> str:
+    """Why a rotation of every auto_rotate secret found none: none is set, or the stack cannot serve
+    those that are, each named with the file at fault."""
+    missing = unavailable(config, files)
+    waiting = [s.name for s in config.secrets.values() if s.auto_rotate and s.type != "static"]
+    if not waiting:
+        return "nothing to rotate: no secret has auto_rotate set; name some with --secrets"
+    why = "; ".join(f"{name}: {missing[name]}" for name in waiting if name in missing)
+    if not why:
+        return "nothing to rotate: every auto_rotate secret waits for one this stack cannot serve"
+    return f"nothing to rotate: this stack cannot serve its auto_rotate secrets ({why}); fix the files or the config"
 
 
 def _open_run(store: BackupStore, run: str | None, plan: Plan) -> Run:

@@ -221,3 +221,13 @@ def test_rotate_adopts_a_precheck_run_from_just_before_but_not_a_stale_one(stack
     fresh = store.create("rotation", [], status="planned").id
     second = json.loads(cli("rotate", "--secrets", "DASHBOARD_PASSWORD", "--json").out)["backup"]
     assert second == fresh and store.get(fresh).status == "applied" and ".env" in store.get(fresh).files
+
+
+def test_nothing_to_rotate_names_each_auto_rotate_secret_the_stack_cannot_serve(stack: Path, inproc: CLI) -> None:
+    (stack / "secrets-config.yaml").write_text(
+        "secrets:\n  GRAFANA_PASSWORD:\n    type: random\n    files: [.env]\n"
+        "  OPENAI_API_KEY:\n    type: static\n    files: [.env]\n"
+    )
+    ran = inproc("rotate")
+    assert ran.code == 2, ran.text
+    assert "GRAFANA_PASSWORD: .env does not contain it" in ran.err and "no secret has auto_rotate" not in ran.err
