@@ -433,6 +433,36 @@ def test_a_redirect_to_another_host_is_refused_and_the_token_never_follows(
     assert not Elsewhere.seen  # nothing, and so no X-Vault-Token, reached the other host
 
 
+class Misshapen(BaseHTTPRequestHandler):
+    """Speaks the Vault API's paths with JSON of shapes the real one never sends."""
+
+    answers: dict[str, object] = {  # noqa: RUF012 - fixed data of the class
+        "/v1/auth/token/lookup-self": {"data": {"policies": ["root"]}},
+        "/v1/sys/internal/ui/mounts/secret": {"data": {"type": "kv", "options": {"version": "2"}}},
+    }
+
+    def do_GET(self) -> None:
+        body = json.dumps(self.answers.get(self.path.split("?")[0], {"data": {"metadata": {"version": "v1"}}}))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_store_answering_json_of_another_shape_is_one_line(stack: Path, inproc: CLI) -> None:
+    with_store(stack, unique(), ["JWT_SECRET"])
+    before = files_of(stack)
+    with http(Misshapen) as odd:
+        for args in (("rotate", "--secrets", "JWT_SECRET"), ("pull",)):
+            line = store_error(inproc, env_for(odd), *args)
+            assert "version that is not a number" in line, line
+    assert files_of(stack) == before
+
+
 def test_a_store_address_with_credentials_is_refused_in_the_configuration(stack: Path, inproc: CLI) -> None:
     with_store(stack, unique(), ["JWT_SECRET"], address="https://bob:hunter2@vault.example:8200")
     ran = inproc("rotate", "--dry-run")

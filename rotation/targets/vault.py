@@ -75,6 +75,11 @@ def _same_host_session(verify: bool | str) -> requests.Session:
     return session
 
 
+def _mapping(value: object) -> Mapping[str, Any]:
+    """A part of an answer that should be a JSON object; anything else counts as empty."""
+    return value if isinstance(value, dict) else {}
+
+
 def _never_sent(exc: Exception) -> bool:
     """Whether a connection failure happened before any byte of the request left: a refused or
     unresolvable address, or a connect timeout. Otherwise the store may have acted on it."""
@@ -212,6 +217,10 @@ class Vault:
             ) from None
         except requests.exceptions.RequestException as exc:
             raise StoreError(f"{self.label}: {doing}: the request failed ({type(exc).__name__})") from None
+        except (KeyError, TypeError, ValueError, AttributeError):  # hvac reading an answer of another shape
+            raise StoreError(
+                f"{self.label}: {doing}: {self._shown()} answered with JSON of a shape the Vault API never sends"
+            ) from None
         except hvac.exceptions.Forbidden:
             why = "the token was refused" if doing == "token check" else "permission denied"
             raise StoreError(f"{self.label}: {doing}: {why}", unchanged=True) from None
@@ -248,11 +257,13 @@ class Vault:
             f"reading mount {self.spec.mount}",
             lambda: client.adapter.get(f"/v1/sys/internal/ui/mounts/{self.spec.mount}"),
         )
-        data = mount.get("data") or {} if isinstance(mount, dict) else {}
-        version = (data.get("options") or {}).get("version")
+        data = _mapping(_mapping(mount).get("data"))
+        version = _mapping(data.get("options")).get("version")
         if data.get("type") not in ("kv", "generic") or str(version) != "2":
             kv = data.get("type") in ("kv", "generic")
-            kind = f"KV version {version or 1}" if kv else f"a {data.get('type')} engine"
+            kind = (
+                f"KV version {_printable(version or 1)[:20]}" if kv else f"a {_printable(data.get('type'))[:40]} engine"
+            )
             raise StoreError(f"{self.label}: mount '{self.spec.mount}' is {kind}; rotation needs a KV version 2 mount")
         self._mount_checked = True
 
@@ -276,10 +287,18 @@ class Vault:
             if version is not None:
                 raise StoreError(f"{self.label}: there is no version {version}")
             return Stored(0, {})
-        body = response.get("data") or {}
-        number = int((body.get("metadata") or {}).get("version") or 0)
-        values = body.get("data") or {}
+        body = _mapping(response.get("data"))
+        number = self._version(_mapping(body.get("metadata")).get("version"), "reading the secret")
+        values = _mapping(body.get("data"))
         return Stored(number, {str(k): str(v) for k, v in values.items() if isinstance(v, (str, int, float))})
+
+    def _version(self, raw: object, doing: str) -> int:
+        """A version number from an answer, which is input like any other: a whole number, or an error."""
+        if raw is None:
+            return 0
+        if isinstance(raw, bool) or not isinstance(raw, (int, str)) or not str(raw).isdigit():
+            raise StoreError(f"{self.label}: {doing}: the store answered with a version that is not a number")
+        return int(raw)
 
     def write(self, data: Mapping[str, str], cas: int) -> int:
         """Write `data` as the next version, only if the current one is still `cas`; the new version's number."""
@@ -290,7 +309,7 @@ class Vault:
                 path=self.spec.path, secret=dict(data), cas=cas, mount_point=self.spec.mount
             ),
         )
-        return int(((response or {}).get("data") or {}).get("version") or 0)
+        return self._version(_mapping(_mapping(response).get("data")).get("version"), "writing a new version")
 
     def check(self, files: Mapping[str, str | None]) -> str:
         """For a dry run: reachable, logged in, a KV v2 mount, allowed to read and write the path, its
@@ -302,7 +321,8 @@ class Vault:
             "checking the token's capabilities",
             lambda: client.adapter.post("/v1/sys/capabilities-self", json={"paths": [path]}),
         )
-        granted = set((answer.get("data") or answer).get(path) or []) if isinstance(answer, dict) else set()
+        listed = _mapping(_mapping(answer).get("data") or answer).get(path)
+        granted = {str(c) for c in listed} if isinstance(listed, list) else set()
         needed = {"read", "update" if stored.version else "create"}
         if not ({"root", "sudo"} & granted or needed <= granted):
             missing, has = " or ".join(sorted(needed - granted)), ", ".join(sorted(granted)) or "nothing"
