@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from .errors import EnvFileError
 
-__all__ = ["MAX_VALUE", "Entry", "EnvFile", "from_bytes", "parse", "read", "safe_value", "unwritable"]
+__all__ = ["MAX_VALUE", "Entry", "EnvFile", "from_bytes", "parse", "read", "safe_value", "unfit", "unwritable"]
 
 _ASSIGNMENT = re.compile(r"\n[ \t]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_.\-]*)[ \t]*=[ \t]*([^\n]*)")
 _INLINE_COMMENT = re.compile(r"[ \t]#")
@@ -95,6 +95,18 @@ def safe_value(value: str) -> bool:
     return unwritable(value, "") is None
 
 
+def unfit(value: str) -> str | None:
+    """Why `value` is no value at all, whatever the quoting, or None: empty, longer than MAX_VALUE, or
+    holding a control character or line break."""
+    if not value:
+        return "is empty"
+    if len(value) > MAX_VALUE:
+        return f"is {len(value)} characters long (at most {MAX_VALUE})"
+    if _CONTROL.search(value):
+        return "holds a control character or line break"
+    return None
+
+
 def unwritable(value: str, quote: str) -> str | None:
     """Why compose would not read `value` back as written in a `quote`-quoted assignment, or None.
 
@@ -104,12 +116,9 @@ def unwritable(value: str, quote: str) -> str | None:
     we write is non-empty, bounded, free of control characters, `$` and backslashes, and of the
     characters that would close its quoting.
     """
-    if not value:
-        return "is empty"
-    if len(value) > MAX_VALUE:
-        return f"is {len(value)} characters long (at most {MAX_VALUE})"
-    if _CONTROL.search(value):
-        return "holds a control character or line break"
+    problem = unfit(value)
+    if problem is not None:
+        return problem
     if "$" in value:
         return "holds '$', which compose would interpolate"
     if "\\" in value:

@@ -24,10 +24,7 @@ __all__ = ["check_changes", "check_restored", "unsafe_password"]
 def unsafe_password(value: str) -> str | None:
     """Why `value` may not be set as a database password, or None: an empty one clears the role's
     password (nothing can log in), and a control character or a megabyte of text cannot be proven."""
-    if not value:
-        return "is empty"
-    problem = envfile.unwritable(value, "'")
-    return problem if problem and ("control" in problem or "characters long" in problem) else None
+    return envfile.unfit(value)
 
 
 def _spec_problem(spec: SecretSpec, value: str, signer: str | None) -> str | None:
