@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -181,11 +182,27 @@ program = RotationProgram(name="rotation", binary="rotation", namespace=namespac
 
 
 def main() -> None:
-    """Entry point of the console script; a reader that closes the pipe early ends it quietly."""
+    """Entry point of the console script; a reader that closes the pipe early ends it quietly.
+
+    Invoke turns a Ctrl-C outside any task (while parsing, listing, printing help) into a silent
+    exit 1; the handler below notes the signal, so that such an exit says so and exits 130.
+    """
     configure_logging()
+    seen: list[int] = []
+
+    def interrupt(signum: int, frame: object) -> None:
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
     try:
         program.run()
         sys.stdout.flush()
     except BrokenPipeError:
         quiet_stdout()
         sys.exit(0)
+    except SystemExit as done:
+        if seen and done.code == 1:
+            sys.stderr.write("rotation: interrupted; nothing was under way\n")
+            sys.exit(130)
+        raise
