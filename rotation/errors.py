@@ -30,7 +30,7 @@ __all__ = [
 EXIT_CODES = {
     0: "success (`due`: nothing is due)",
     1: "failure: unhealthy, a failed restart or verify (rolled back), a failed write or database change; "
-    "`due`: something is due; `guard`: a secret was found",
+    "`due`: something is due; `guard`: a secret was found, or a file it must check could not be read",
     2: "usage, configuration or input error: a bad flag, name or config, no stack found, a value from a store or "
     "backup that is not safe to write; nothing was changed",
     3: "refused: a key that encrypts stored data, without --accept-data-loss",
