@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from rotation.engines import ExecResult, Service, ServiceState, instant
+from rotation.engines import CLIENT_GRACE, ExecResult, Service, ServiceState, instant
 from rotation.errors import EngineError, SelectionError
 
 
@@ -133,7 +133,7 @@ class FakeEngine:
 
     def wait_rechecked(self, service: str, since: int, timeout: float) -> ServiceState:
         self.log.append(("recheck", (service,)))
-        return self._wait(service, lambda s: s.failing_since(since) or s.healthy_since(since), timeout)
+        return self._wait(service, lambda s: s.failing_since(since + CLIENT_GRACE) or s.healthy_since(since), timeout)
 
     def logs(self, service: str, lines: int) -> str:
         return f"{service}: a log line\n"

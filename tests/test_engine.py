@@ -243,8 +243,10 @@ def test_a_dependent_keeps_its_old_container_until_its_dependency_is_healthy(
     def healthy(container_id: str) -> bool:  # Podman's list leaves health out of Status: inspect it
         try:
             state = docker_client.api.inspect_container(container_id)["State"]
-        except docker.errors.NotFound:
-            return False  # replaced between the list and the inspect
+        except docker.errors.APIError as exc:  # Docker says 404; Podman 500 "no such container"
+            if exc.status_code == 404 or "no such container" in str(exc):
+                return False  # replaced between the list and the inspect
+            raise
         return state.get("Status") == "running" and (state.get("Health") or {}).get("Status") == "healthy"
 
     while child.poll() is None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import Config
-from .protocol import Engine, ExecResult, Service, ServiceState, instant
+from .protocol import CLIENT_GRACE, Engine, ExecResult, Service, ServiceState, instant
 
-__all__ = ["Engine", "ExecResult", "Service", "ServiceState", "engine_for", "instant"]
+__all__ = ["CLIENT_GRACE", "Engine", "ExecResult", "Service", "ServiceState", "engine_for", "instant"]
 
 
 def engine_for(root: Path, config: Config) -> Engine:

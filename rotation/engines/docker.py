@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_delay, wait_exponential
 
 from ..errors import EngineError, EngineUnreachable, SelectionError, did_you_mean
-from .protocol import ExecResult, Service, ServiceState, instant
+from .protocol import CLIENT_GRACE, ExecResult, Service, ServiceState, instant
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -248,7 +248,7 @@ class DockerEngine:
         """
 
         def settled(state: ServiceState) -> bool:
-            return state.failing_since(since) or state.state == "missing" or state.healthy_since(since)
+            return state.failing_since(since + CLIENT_GRACE) or state.state == "missing" or state.healthy_since(since)
 
         deadline = time.time() + max(timeout, 0)
         return self._poll(service, settled, deadline, _Progress(service, deadline))

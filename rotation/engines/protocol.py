@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-__all__ = ["Engine", "ExecResult", "Service", "ServiceState", "instant"]
+__all__ = ["CLIENT_GRACE", "Engine", "ExecResult", "Service", "ServiceState", "instant"]
 
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)")
 
@@ -39,6 +39,12 @@ class Service:
     name: str
     container_name: str | None = None
     depends_on: frozenset[str] = field(default_factory=frozenset)
+
+
+# A client's unhealthy verdict counts only from checks begun this long after the services it calls
+# could serve: names of replaced containers resolve late on some engines (Podman's aardvark-dns takes
+# seconds), and a client with `retries: 1` is unhealthy after one lookup that came too early.
+CLIENT_GRACE = 10 * 1_000_000_000  # nanoseconds, as `instant` counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +95,8 @@ class ServiceState:
 
     def failing_since(self, moment: int) -> bool:
         """Stopped, or `unhealthy` on a healthcheck begun after `moment`: a verdict on the world since
-        then, not one left over from before (a client that failed while its dependency was away)."""
+        then, not one left over from before (a client that failed while its dependency was away).
+        Callers judging a client add CLIENT_GRACE to `moment`."""
         return self.stopped or (self.health == "unhealthy" and (instant(self.checked_at) or 0) > moment)
 
     def healthy_since(self, moment: int) -> bool:
