@@ -47,7 +47,8 @@ ALPHABETS = {
     "hex": "0123456789abcdef",
     "base64url": "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
 }
-TYPES = ("random", "jwt-token", "static")
+TYPES = ("random", "jwt-token", "jwks", "opaque-key", "static")
+_OPAQUE_PREFIX = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*_$")  # sb_publishable_, sb_secret_
 MIN_RANDOM_LENGTH = 16
 MAX_RANDOM_LENGTH = 4096
 MAX_CONFIG_BYTES = 1 << 20
@@ -78,6 +79,7 @@ _SECRET_KEYS = {
     "rotation_period",
     "swarm_secret",
     "secret",
+    "prefix",
 }
 _POSTGRES_KEYS = {
     "host",
@@ -225,6 +227,7 @@ class SecretSpec:
     rotation_period: int | None = None
     swarm_secret: str | None = None  # the stack file's secret (its top-level `secrets:` key) that carries it
     secret: bool = True  # false: the value is no secret by itself (a user name, an access key id); guard skips it
+    prefix: str | None = None  # opaque-key: sb_publishable_ or sb_secret_
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,7 +407,7 @@ def _build(path: Path, raw: Any) -> Config:
         str(name): _secret(str(name), body, _within(fail, f"secrets.{name}")) for name, body in secrets_raw.items()
     }
     for spec in secrets.values():
-        if spec.type == "jwt-token" and spec.depends_on not in secrets:
+        if spec.type in ("jwt-token", "jwks") and spec.depends_on not in secrets:
             raise fail(
                 f"secrets.{spec.name}.depends_on",
                 f"'{spec.depends_on}' is not a secret in this file",
@@ -469,7 +472,7 @@ def _secret(name: str, body: Any, fail: Fail) -> SecretSpec:
         raise fail(unknown[0], "unknown setting")
     kind = body.get("type")
     if kind not in TYPES:
-        raise fail("type", f"unknown type '{kind}' (expected random, jwt-token or static)")
+        raise fail("type", f"unknown type '{kind}' (expected {', '.join(TYPES)})")
     files = body.get("files")
     if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files):
         raise fail("files", "expected a non-empty list of paths relative to the stack root")
@@ -491,6 +494,11 @@ def _secret(name: str, body: Any, fail: Fail) -> SecretSpec:
         raise fail("depends_on", "a jwt-token needs the secret that signs it")
     if kind == "jwt-token" and not body.get("role"):
         raise fail("role", "a jwt-token needs the JWT 'role' claim")
+    if kind == "jwks" and not body.get("depends_on"):
+        raise fail("depends_on", "a jwks needs the HS256 secret whose oct key it carries")
+    prefix = body.get("prefix")
+    if (kind == "opaque-key") != (prefix is not None) or (prefix is not None and not _OPAQUE_PREFIX.match(str(prefix))):
+        raise fail("prefix", "an opaque-key needs a prefix such as sb_publishable_ (and only it takes one)")
     services = body.get("restart_services") or []
     if not isinstance(services, list) or not all(isinstance(s, str) for s in services):
         raise fail("restart_services", "expected a list of compose service names")
@@ -512,7 +520,7 @@ def _secret(name: str, body: Any, fail: Fail) -> SecretSpec:
         expires_in=parse_duration(body.get("expires_in", DEFAULT_JWT_LIFETIME), f"secrets.{name}.expires_in")
         if "expires_in" in body
         else DEFAULT_JWT_LIFETIME,
-        auto_rotate=body.get("auto_rotate", kind != "static"),
+        auto_rotate=body.get("auto_rotate", kind not in ("static", "jwks")),
         description=str(body.get("description", "")),
         restart_services=tuple(services),
         encrypts_data=body.get("encrypts_data", False),
@@ -522,6 +530,7 @@ def _secret(name: str, body: Any, fail: Fail) -> SecretSpec:
         else None,
         swarm_secret=swarm_secret,
         secret=body.get("secret", True),
+        prefix=prefix,
     )
 
 

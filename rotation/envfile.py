@@ -20,12 +20,15 @@ __all__ = ["MAX_VALUE", "Entry", "EnvFile", "from_bytes", "parse", "read", "safe
 
 _ASSIGNMENT = re.compile(r"\n[ \t]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_.\-]*)[ \t]*=[ \t]*([^\n]*)")
 _INLINE_COMMENT = re.compile(r"[ \t]#")
-_UNSAFE_UNQUOTED = re.compile(r"[\s'\"#$\\]")
+# What ends or changes an unquoted value we write: white space or `#` anywhere (an inline comment),
+# a quote where compose would take the value as quoted. A JSON value such as JWT_KEYS holds quotes
+# inside, which compose keeps as they are.
+_UNQUOTED_CLOSERS = re.compile(r"[\s#]|^['\"]|['\"]$")
 _DOUBLE_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\"}
 # C0 and C1 controls, DEL, and the Unicode line and paragraph separators: never part of a value we write.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_CLOSING = {"": "a space, a quote or '#'", '"': "a double quote", "'": "a single quote"}
-_CLOSERS = {"": _UNSAFE_UNQUOTED, '"': re.compile('"'), "'": re.compile("'")}
+_CLOSING = {"": "white space, '#' or a quote at an end", '"': "a double quote", "'": "a single quote"}
+_CLOSERS = {"": _UNQUOTED_CLOSERS, '"': re.compile('"'), "'": re.compile("'")}
 MAX_VALUE = 8192  # characters; far above any key, token or JWKS a stack holds, far below what hangs a parser
 
 
@@ -92,7 +95,7 @@ class EnvFile:
 
 def safe_value(value: str) -> bool:
     """Whether `value` can be written in any quoting style without escapes or interpolation."""
-    return unwritable(value, "") is None
+    return all(unwritable(value, quote) is None for quote in ("", "'", '"'))
 
 
 def unfit(value: str) -> str | None:

@@ -6,8 +6,6 @@ import secrets
 import time
 from typing import Any
 
-import jwt
-
 from .config import ALPHABETS
 
 __all__ = ["Secret", "random_value", "sign_jwt", "verify_jwt"]
@@ -62,10 +60,14 @@ def sign_jwt(key: Secret, role: str, issuer: str, expires_in: int, now: float | 
     """An HS256 JWT with the claims Supabase expects: role, iss, iat and exp."""
     issued = int(time.time() if now is None else now)
     claims = {"role": role, "iss": issuer, "iat": issued, "exp": issued + expires_in}
+    import jwt  # deferred with its cryptography backend: most commands never sign or verify
+
     return Secret(jwt.encode(claims, key.reveal(), algorithm="HS256", headers={"typ": "JWT"}))
 
 
 def verify_jwt(token: Secret, key: Secret) -> dict[str, Any]:
     """The claims of `token` if it verifies against `key`; raises `jwt.InvalidTokenError` if not."""
+    import jwt
+
     claims: dict[str, Any] = jwt.decode(token.reveal(), key.reveal(), algorithms=["HS256"])
     return claims

@@ -14,6 +14,7 @@ from .config import Config, SecretSpec, unavailable
 from .envfile import EnvFile
 from .errors import DataLossRefused, SelectionError, did_you_mean
 from .generate import Secret, random_value, sign_jwt
+from .jwks import opaque_key, with_oct
 from .validate import check_changes
 
 __all__ = ["Change", "Plan", "current_value", "make_plan", "plan_from_values", "render_files"]
@@ -66,7 +67,11 @@ def _select(
     config: Config, selection: Sequence[str] | None, accept_data_loss: bool, missing: Mapping[str, str]
 ) -> list[str]:
     if selection is None:
-        usable = [s for s in config.secrets.values() if s.auto_rotate and s.type != "static" and s.name not in missing]
+        usable = [
+            s
+            for s in config.secrets.values()
+            if s.auto_rotate and s.type not in ("static", "jwks") and s.name not in missing
+        ]
         rotating = {s.name for s in usable}
         # A token whose signer the stack cannot serve has nothing to be signed with: it waits too.
         chosen = [
@@ -84,6 +89,11 @@ def _select(
                 raise SelectionError(
                     f"--secrets: {name} is static (user-managed) and is never generated; "
                     f"change it by hand in {', '.join(spec.files)}"
+                )
+            if spec.type == "jwks":
+                raise SelectionError(
+                    f"--secrets: {name} follows {spec.depends_on}, whose oct key it carries: rotate {spec.depends_on}. "
+                    "Its EC signing key is not rotated by this tool yet"
                 )
             if name in missing:
                 raise SelectionError(f"--secrets: {name} cannot be rotated in this stack: {missing[name]}")
@@ -117,7 +127,17 @@ def make_plan(
     missing = unavailable(config, files)
     chosen = set(_select(config, selection, accept_data_loss, missing))
     reasons = {name: "selected" if selection is not None else "auto" for name in chosen}
-    left_alone = {n: why for n, why in missing.items() if n not in (selection or ())}
+    dependents = set(config.dependents(chosen))
+
+    def worth_saying(name: str) -> bool:
+        """A missing secret is worth a warning when a rotation would rotate it unasked, or with what
+        was asked; a key set or a static key the stack has not opted in to is not."""
+        spec = config.secrets[name]
+        if spec.type == "jwks":
+            return False
+        return (spec.auto_rotate and spec.type != "static") or name in dependents
+
+    left_alone = {n: why for n, why in missing.items() if n not in (selection or ()) and worth_saying(n)}
     if selection is None:  # auto tokens whose signer the stack cannot serve wait with it
         for spec in config.secrets.values():
             if spec.auto_rotate and spec.name not in chosen and spec.name not in missing and spec.depends_on in missing:
@@ -139,6 +159,12 @@ def make_plan(
                 why = missing.get(spec.depends_on, f"no value in {', '.join(config.secrets[spec.depends_on].files)}")
                 raise SelectionError(f"cannot re-sign {spec.name}: {spec.depends_on} is not usable here: {why}")
             new = sign_jwt(key, spec.role, spec.issuer, spec.expires_in, issued)
+        elif spec.type == "jwks":
+            signer, carried = changes[spec.depends_on or ""], current_value(spec, files)
+            assert signer.old is not None and carried is not None, "only a dependent of a present signer gets here"
+            new = with_oct(spec.name, carried.reveal(), signer.old, signer.new)
+        elif spec.type == "opaque-key":
+            new = opaque_key(spec.prefix or "")
         else:
             new = random_value(spec.length, spec.alphabet)
         changes[spec.name] = Change(spec, current_value(spec, files), new, reasons[spec.name])

@@ -12,8 +12,6 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import jwt
-
 from .config import Config, HttpProbe, JwtProbe, PostgresProbe
 from .errors import DatabaseError, StoreError
 from .generate import Secret, verify_jwt
@@ -84,6 +82,8 @@ def _postgres(probe: PostgresProbe, current: Mapping[str, str | None], connect: 
 
 
 def _jwt(probe: JwtProbe, config: Config, current: Mapping[str, str | None]) -> list[ProbeResult]:
+    import jwt  # deferred with its cryptography backend
+
     results = []
     for spec in config.secrets.values():
         if spec.type != "jwt-token" or spec.depends_on is None:

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-import jwt
-
 from . import envfile
 from .config import ALPHABETS, Config, SecretSpec
 from .envfile import EnvFile
 from .errors import UnsafeValue
 from .generate import Secret, verify_jwt
+from .jwks import keys_of, oct_k, opaque_problem, verify_with_jwks
 
 __all__ = ["check_changes", "check_restored", "unsafe_password"]
 
@@ -34,7 +33,18 @@ def _spec_problem(spec: SecretSpec, value: str, signer: str | None) -> str | Non
             return f"is {len(value)} characters long, and the configuration says {spec.length}"
         if not set(value) <= set(ALPHABETS[spec.alphabet]):
             return f"holds characters outside its configured alphabet ({spec.alphabet})"
+    if spec.type == "opaque-key":
+        return opaque_problem(value, spec.prefix or "")
+    if spec.type == "jwks":
+        try:
+            octs = [k.get("k") for k in keys_of(value) if k.get("kty") == "oct"]
+        except ValueError:
+            return "is not a JSON key set"
+        if signer is None or not octs or any(k != oct_k(signer) for k in octs):
+            return f"does not carry {spec.depends_on} as its oct key"
     if spec.type == "jwt-token":
+        import jwt  # deferred with its cryptography backend
+
         if signer is None:
             return f"cannot be checked: {spec.depends_on} has no value"
         try:
@@ -76,7 +86,7 @@ def check_changes(
             raise UnsafeValue(f"{name} {source} {problem}; nothing was changed", key=name)
     for spec in config.secrets.values():  # a token that stays must verify with a signer that changes
         signer = spec.depends_on or ""
-        if spec.type == "jwt-token" and signer in new and spec.name not in new and spec.name in current:
+        if spec.type in ("jwt-token", "jwks") and signer in new and spec.name not in new and spec.name in current:
             key, source = new[signer]
             problem = _spec_problem(spec, current[spec.name], key.reveal())
             if problem is not None:
@@ -84,6 +94,30 @@ def check_changes(
                     f"{spec.name} (unchanged) {problem} with the new {signer} {source}; nothing was changed",
                     key=spec.name,
                 )
+    _check_tokens_against_sets(config, new, current)
+
+
+def _check_tokens_against_sets(
+    config: Config, new: Mapping[str, tuple[Secret, str]], current: Mapping[str, str]
+) -> None:
+    """Where the stack keeps key sets (JWT_KEYS, JWT_JWKS), every HS256 token it holds must verify against
+    each as PostgREST checks it once the plan is applied: its kid's key, or any key without one."""
+    final = {**current, **{name: value.reveal() for name, (value, _) in new.items()}}
+    kinds = {name: config.secrets[name].type for name in final if name in config.secrets}
+    sets = [name for name, kind in kinds.items() if kind == "jwks"]
+    signers = {s.depends_on for s in config.secrets.values() if s.depends_on}
+    if not sets or not any(kinds.get(name) in ("jwks", "jwt-token") or name in signers for name in new):
+        return
+    import jwt
+
+    for token in (name for name, kind in kinds.items() if kind == "jwt-token"):
+        for keys in sets:
+            try:
+                verify_with_jwks(final[token], final[keys])
+            except (jwt.InvalidTokenError, ValueError):
+                raise UnsafeValue(
+                    f"{token} would not verify against {keys} as PostgREST checks it; nothing was changed", key=token
+                ) from None
 
 
 def check_restored(config: Config, wanted: Mapping[str, bytes], current: Mapping[str, EnvFile], source: str) -> None:

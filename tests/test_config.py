@@ -23,7 +23,8 @@ def test_bundled_config_covers_the_local_ai_stack() -> None:
     assert secrets["OPENAI_API_KEY"].type == "static"
     assert secrets["ANON_KEY"].depends_on == "JWT_SECRET" and secrets["ANON_KEY"].role == "anon"
     assert secrets["SERVICE_ROLE_KEY"].role == "service_role"
-    assert config.dependents(["JWT_SECRET"]) == ("ANON_KEY", "SERVICE_ROLE_KEY")
+    # the HS256 tokens it signs, and the v0.8 key sets that carry it as their oct key
+    assert config.dependents(["JWT_SECRET"]) == ("ANON_KEY", "SERVICE_ROLE_KEY", "JWT_KEYS", "JWT_JWKS")
     roles = secrets["POSTGRES_PASSWORD"].apply[0].roles
     assert {"postgres", "supabase_admin", "authenticator", "supabase_auth_admin"} <= set(roles)
 

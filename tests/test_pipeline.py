@@ -32,7 +32,7 @@ def server() -> Iterator[tuple[str, list[dict], dict]]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            secret = envfile.read(state["env"]).get("JWT_SECRET")
+            secret = envfile.read(state["env"]).get("JWT_SECRET") or ""
             try:
                 claims = jwt.decode(self.headers.get("apikey", ""), secret, algorithms=["HS256"])
                 code = 200 if claims.get("role") == "anon" else 403
