@@ -6,6 +6,7 @@ line and exit code 130, as it does later, never with a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -15,8 +16,12 @@ def main() -> None:
     try:
         from .cli import main as run
     except KeyboardInterrupt:
+        # Not sys.exit: CPython marks a KeyboardInterrupt raised in some C paths of an import as
+        # unhandled even once caught, and then ends the process by SIGINT instead of with 130.
+        # Nothing is open or under way yet, so there is nothing for a clean shutdown to finish.
         sys.stderr.write("rotation: interrupted while starting; nothing was done\n")
-        sys.exit(130)
+        sys.stderr.flush()
+        os._exit(130)
     try:
         run()
     except KeyboardInterrupt:
