@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 __all__ = [
@@ -26,6 +27,8 @@ __all__ = [
     "did_you_mean",
 ]
 
+_LEADING_KEY = re.compile(r"^(--[a-z][a-z-]*|restart_services): ")  # the flag or setting a SelectionError names first
+
 # Every exit code the program uses, for `rotation --help`, the README and scripts that branch on them.
 EXIT_CODES = {
     0: "success (`due`: nothing is due)",
@@ -44,13 +47,23 @@ EXIT_CODES = {
 class RotationError(Exception):
     """Base of every error the tool reports to a user; the message says what, where and what to do.
 
-    `unchanged` is true when the live system it came from is known to be as it was (the failure
-    came before anything was asked to change), so nothing there needs undoing or checking.
+    Besides the message, an error is data for scripts (`--json`): its `kind`, the `key` at fault (a
+    configuration key such as `secrets.JWT_SECRET.length`, a flag such as `--secrets`, or a secret's
+    name), the `file` at fault, and the `steps` to run next (tasks, such as `recover`). `unchanged`
+    is true when the live system it came from is known to be as it was (the failure came before
+    anything was asked to change), so nothing there needs undoing or checking.
     """
 
     exit_code = 1
+    kind = "failure"
     unchanged = False
     _context: tuple[str, ...] = ()
+
+    def __init__(self, message: str, *, key: str | None = None, file: object = None, steps: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.key = key
+        self.file = file
+        self.steps = tuple(steps)
 
     def add_context(self, text: str) -> None:
         """Say more about this error (what was done about it) without rebuilding it from its text."""
@@ -59,25 +72,45 @@ class RotationError(Exception):
     def __str__(self) -> str:
         return ". ".join([super().__str__(), *self._context])
 
+    def to_json(self) -> dict[str, object]:
+        """The error for scripts: the one-line message and its parts; never a value."""
+        return {
+            "error": str(self),
+            "kind": self.kind,
+            "exit_code": self.exit_code,
+            "key": self.key,
+            "file": None if self.file is None else str(self.file),
+            "steps": list(self.steps),
+        }
+
 
 class ConfigError(RotationError):
-    """The configuration file is unreadable, malformed or does not fit the stack.
-
-    `path` and `key` (`secrets.JWT_SECRET.length`) say where, for callers that want more than the message.
-    """
+    """The configuration file is unreadable, malformed or does not fit the stack; `file` is the
+    configuration (or the stack file) and `key` the setting at fault."""
 
     exit_code = 2
+    kind = "config"
 
     def __init__(self, message: str, path: object = None, key: str | None = None) -> None:
-        super().__init__(message)
-        self.path = path
-        self.key = key
+        super().__init__(message, key=key, file=path)
+
+    @property
+    def path(self) -> object:
+        """The file at fault (the name older callers use)."""
+        return self.file
 
 
 class SelectionError(RotationError):
-    """A flag names a secret, service or backup that cannot be used as asked."""
+    """A flag names a secret, service or backup that cannot be used as asked. Its message begins
+    with what is at fault (`--secrets: ...`, `restart_services: ...`), which is its `key` unless
+    one is given."""
 
     exit_code = 2
+    kind = "selection"
+
+    def __init__(self, message: str, *, key: str | None = None, steps: Iterable[str] = ()) -> None:
+        named = _LEADING_KEY.match(message)
+        super().__init__(message, key=key or (named[1] if named else None), steps=steps)
 
 
 class UnsafeValue(RotationError):
@@ -85,10 +118,10 @@ class UnsafeValue(RotationError):
     would misread it, it does not fit its spec, or it would lock a database. `key` names the secret."""
 
     exit_code = 2
+    kind = "unsafe-value"
 
     def __init__(self, message: str, *, key: str | None = None) -> None:
-        super().__init__(message)
-        self.key = key
+        super().__init__(message, key=key)
         self.unchanged = True
 
 
@@ -96,14 +129,19 @@ class DataLossRefused(RotationError):
     """Rotating a key that encrypts stored data was asked for without --accept-data-loss."""
 
     exit_code = 3
+    kind = "data-loss-refused"
 
 
 class EnvFileError(RotationError):
     """A `.env` file cannot be read or parsed."""
 
+    kind = "env-file"
+
 
 class StorageError(RotationError):
     """A file of the stack or of the tool's own state cannot be written, or may not be (a link out of the stack)."""
+
+    kind = "storage"
 
 
 class StoreError(RotationError):
@@ -112,6 +150,8 @@ class StoreError(RotationError):
     `unchanged` is true when the store is known to hold what it held (a refused or conflicting
     write), so nothing there needs undoing.
     """
+
+    kind = "store"
 
     def __init__(self, message: str, *, unchanged: bool = False) -> None:
         super().__init__(message)
@@ -122,15 +162,20 @@ class GuardError(RotationError):
     """The guard could not read what it must check (a file to scan, or the values to look for): it fails
     closed, as if it had found a secret."""
 
+    kind = "guard"
+
 
 class BackupError(RotationError):
     """A backup cannot be created, found or restored."""
 
+    kind = "backup"
+
 
 class LockedError(RotationError):
-    """Another rotation holds the lock on this stack."""
+    """Another rotation holds the lock on this stack, or a run not yet finished holds the next one back."""
 
     exit_code = 4
+    kind = "locked"
 
 
 class DatabaseError(RotationError):
@@ -140,6 +185,8 @@ class DatabaseError(RotationError):
     or the change was put back), so nothing there needs undoing.
     """
 
+    kind = "database"
+
     def __init__(self, message: str, *, unchanged: bool = False) -> None:
         super().__init__(message)
         self.unchanged = unchanged
@@ -148,11 +195,14 @@ class DatabaseError(RotationError):
 class EngineError(RotationError):
     """The container engine or the compose command failed."""
 
+    kind = "engine"
+
 
 class EngineUnreachable(EngineError):
     """The container engine did not answer at all: health is unknown, which is not the same as unhealthy."""
 
     exit_code = 6
+    kind = "engine-unreachable"
 
 
 class Interrupted(RotationError):
@@ -160,12 +210,14 @@ class Interrupted(RotationError):
     message says, or is left for `recover`."""
 
     exit_code = 130
+    kind = "interrupted"
 
 
 class RecoveryError(RotationError):
     """An interrupted run could not be completed or reverted automatically."""
 
     exit_code = 5
+    kind = "recovery"
 
 
 def did_you_mean(word: str, known: Iterable[str]) -> str:

@@ -111,7 +111,8 @@ def _refuse_data_loss(config: Config, chosen: Sequence[str], accept_data_loss: b
             f"{names} encrypt{'s' if len(refused) == 1 else ''} stored data: rotating "
             f"{'it' if len(refused) == 1 else 'them'} makes everything encrypted with the old key "
             "unreadable (for N8N_ENCRYPTION_KEY: every saved n8n credential). "
-            "Pass --accept-data-loss to rotate anyway, or leave it out of --secrets / set auto_rotate: false"
+            "Pass --accept-data-loss to rotate anyway, or leave it out of --secrets / set auto_rotate: false",
+            key=refused[0],
         )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from .backup import Run, age, local_time
 from .engines import ServiceState
+from .errors import RotationError
 from .escape import printable
 from .health import Snapshot
 from .rollback import Command, plain_command
@@ -254,9 +255,10 @@ def pull_text(result: PullResult, command: Command = plain_command) -> str:
     return "\n".join(lines)
 
 
-def error_json(message: str, code: int) -> dict[str, Any]:
-    """What a `--json` command prints when it fails: the one-line error and the exit code."""
-    return {"error": message, "exit_code": code}
+def error_json(error: RotationError) -> dict[str, Any]:
+    """What a `--json` command prints when it fails: the one-line error, its kind and exit code, the
+    key and file at fault, and the tasks to run next."""
+    return error.to_json()
 
 
 def _row(backup: Run, now: float) -> dict[str, Any]:

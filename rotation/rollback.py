@@ -46,7 +46,7 @@ def manual_recovery(
         f"cd {shlex.quote(str(stack.root))}",
         f"{command(f'restore --backup {run.id}')}    # files (and database passwords) as before the rotation",
         engine.recreate_command(services),
-        "rotation check --verbose",
+        command("check --verbose"),
     ]
 
 
@@ -74,18 +74,23 @@ def roll_back(
             stack.store.record_restart(run, result.order)
     except RotationError as exc:
         stack.store.update(run, status=RunStatus.FAILED, rollback_reason=reason, error=f"rollback failed: {exc}")
-        raise RecoveryError(_loud(stack, engine, run, services, str(exc), command)) from None
+        raise _loud(stack, engine, run, services, str(exc), command) from None
     if not result.ok:
         stack.store.update(
             run, status=RunStatus.FAILED, rollback_reason=reason, error="rollback left services unhealthy"
         )
-        raise RecoveryError(_loud(stack, engine, run, services, "; ".join(result.failures()), command))
+        raise _loud(stack, engine, run, services, "; ".join(result.failures()), command)
     run = stack.store.update(run, status=RunStatus.ROLLED_BACK, rollback_reason=reason)
     for note in retire(engine, run.database, "name"):  # the run's new Swarm secret versions, unused again
         log.warning("%s", note)
     return RollbackResult(run, restored, result)
 
 
-def _loud(stack: Stack, engine: Engine, run: Run, services: list[str], why: str, command: Command) -> str:
-    steps = "\n".join(f"    {line}" for line in manual_recovery(stack, engine, run, services, command))
-    return f"ROLLBACK FAILED: {why}\n  Every backup is kept ({stack.store.directory}). To recover by hand:\n{steps}"
+def _loud(stack: Stack, engine: Engine, run: Run, services: list[str], why: str, command: Command) -> RecoveryError:
+    """A failed rollback: why, where the backups are, and the commands that finish it by hand (also as `steps`)."""
+    steps = manual_recovery(stack, engine, run, services, command)
+    shown = "\n".join(f"    {line}" for line in steps)
+    return RecoveryError(
+        f"ROLLBACK FAILED: {why}\n  Every backup is kept ({stack.store.directory}). To recover by hand:\n{shown}",
+        steps=steps,
+    )

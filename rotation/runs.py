@@ -268,7 +268,8 @@ def _refuse_unfinished(stack: Stack, own: str | None) -> None:
     raise LockedError(
         f"run {latest.id} ({names or 'no secret'}) is {latest.status.value} but not verified: another rotation "
         f"now would mix its values into that run. Finish it first with `{finish}` (or `verify` once its "
-        "services were recreated), or put it back with `restore --latest`"
+        "services were recreated), or put it back with `restore --latest`",
+        steps=[finish, "restore --latest"],
     )
 
 

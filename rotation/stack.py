@@ -104,7 +104,8 @@ class Stack:
             if not read_only:
                 raise RecoveryError(
                     f"an interrupted run must be finished before anything else, and that failed: {exc}. "
-                    f"Once that is fixed, run: {finish}"
+                    f"Once that is fixed, run: {finish}",
+                    steps=["recover"],
                 ) from None
             return None, f"an interrupted run is pending ({exc}); when that is fixed, run: {finish}"
 

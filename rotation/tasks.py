@@ -154,14 +154,14 @@ def _task(name: str, json: bool = False) -> Iterator[_Record]:
         yield record
         outcome = "ok"
     except KeyboardInterrupt:
-        text = _interrupted(record)
+        interrupted = _interrupted(record)
         if json:
-            print(report.dumps(report.error_json(text, Interrupted.exit_code)))
-        raise Exit(report.paint(f"rotation: {text}", "red", sys.stderr), Interrupted.exit_code) from None
+            print(report.dumps(report.error_json(interrupted)))
+        raise Exit(report.paint(f"rotation: {interrupted}", "red", sys.stderr), Interrupted.exit_code) from None
     except RotationError as exc:
         outcome = f"failed: {exc}"
         if json:
-            print(report.dumps(report.error_json(str(exc), exc.exit_code)))
+            print(report.dumps(report.error_json(exc)))
         shown = "\n".join(printable(line) for line in str(exc).splitlines())
         raise Exit(report.paint(f"rotation: {shown}", "red", sys.stderr), exc.exit_code) from None
     except Exit as exc:
@@ -185,8 +185,8 @@ def _interruptible() -> signal._HANDLER:
     return signal.signal(signal.SIGTERM, interrupt)
 
 
-def _interrupted(record: _Record) -> str:
-    """What an interrupt that reached the task left behind, in words: a journal or a run that `recover`
+def _interrupted(record: _Record) -> Interrupted:
+    """What an interrupt that reached the task left behind: a journal or a run that `recover`
     finishes, or nothing half-done."""
     stack = record.stack
     try:
@@ -194,8 +194,10 @@ def _interrupted(record: _Record) -> str:
     except RotationError:
         left = True  # a journal it cannot even read: recover says what is wrong with it
     if left:
-        return f"interrupted: run `{record.recover}` to finish or roll back what was under way"
-    return "interrupted; nothing was left half-done"
+        return Interrupted(
+            f"interrupted: run `{record.recover}` to finish or roll back what was under way", steps=["recover"]
+        )
+    return Interrupted("interrupted; nothing was left half-done")
 
 
 def _record(record: _Record, outcome: str, seconds: float) -> None:

@@ -19,7 +19,7 @@ from rotation.errors import EXIT_CODES, RotationError
 from rotation.fsio import locked
 from rotation.tasks import SHORT_FLAGS, namespace
 
-from .conftest import REPO, documented_keys, edited_config, finished, tree
+from .conftest import CLI, REPO, documented_keys, edited_config, finished, tree
 
 BIN = Path(sys.executable).parent
 ROTATION = [str(BIN / "rotation")] if (BIN / "rotation").exists() else [sys.executable, "-m", "rotation"]
@@ -317,3 +317,25 @@ def test_readme_never_points_outside_the_repository() -> None:
     for path in (REPO / ".ci").iterdir():
         assert "../shared" not in path.read_text(), path
     assert shutil.which("git")
+
+
+def test_json_errors_say_what_failed_which_key_or_file_and_what_to_run_next(stack: Path, inproc: CLI) -> None:
+    """A script branches on `kind`, fixes `key` in `file`, or runs `steps`, without parsing the message."""
+    ran = inproc("rotate", "--secrets", "JWT_SECRT", "--json")
+    error = json.loads(ran.out)
+    assert ran.code == 2 and error["kind"] == "selection" and error["key"] == "--secrets"
+    assert "did you mean 'JWT_SECRET'" in error["error"]
+    with edited_config(stack) as raw:
+        raw["secrets"]["JWT_SECRET"]["length"] = 8
+    error = json.loads(inproc("rotate", "--json").out)
+    assert error["kind"] == "config" and error["key"] == "secrets.JWT_SECRET.length"
+    assert error["file"] == str(stack / "secrets-config.yaml") and error["exit_code"] == 2
+    with edited_config(stack) as raw:
+        raw["secrets"]["JWT_SECRET"]["length"] = 64
+    assert inproc("rotate", "--secrets", "JWT_SECRET").code == 0
+    locked = json.loads(inproc("rotate", "--secrets", "DASHBOARD_PASSWORD", "--json").out)
+    assert locked["kind"] == "locked" and locked["exit_code"] == 4
+    assert locked["steps"] == ["restart verify", "restore --latest"]
+    assert inproc("restore", "--latest").code == 0
+    refused = json.loads(inproc("rotate", "--secrets", "N8N_ENCRYPTION_KEY", "--json").out)
+    assert refused["kind"] == "data-loss-refused" and refused["key"] == "N8N_ENCRYPTION_KEY"
