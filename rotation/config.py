@@ -17,6 +17,7 @@ import yaml
 
 from . import envfile
 from .errors import ConfigError, did_you_mean
+from .interpolation import REFERENCE, references
 
 __all__ = [
     "ALPHABETS",
@@ -603,13 +604,13 @@ def _no_secrets_in_locations(secrets: Mapping[str, SecretSpec], fail: Fail) -> N
     for spec in secrets.values():
         for index, target in enumerate(spec.apply):
             for name in ("host", "port", "dbname", "user"):
-                for ref in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", getattr(target, name)):
+                for ref in references(getattr(target, name)):
                     if ref in secrets:
                         key = f"secrets.{spec.name}.apply[{index}].postgres.{name}"
                         raise fail(key, f"may not use ${{{ref}}}: a secret's value would be shown wherever this is")
             for number, statement in enumerate(target.after):
                 for param, template in statement.params.items():
-                    for ref in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", template):
+                    for ref in references(template):
                         if ref in secrets:
                             key = f"secrets.{spec.name}.apply[{index}].postgres.after[{number}].params.{param}"
                             raise fail(key, f"may not use ${{{ref}}}; ${{password}} is the password being set")
@@ -743,7 +744,7 @@ def _vault(body: Mapping[str, Any], secrets: Mapping[str, SecretSpec], fail: Fai
         value = body.get(name)
         if value is not None and not isinstance(value, str):
             raise fail(name, "expected text")
-        for ref in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", value or ""):
+        for ref in references(value or ""):
             if ref in secrets:
                 raise fail(name, f"may not use ${{{ref}}}: a secret's value would be shown wherever this is")
     if "@" in body["address"].split("//", 1)[-1].split("/", 1)[0]:  # journal and metadata keep this text
@@ -780,9 +781,9 @@ def _auth(body: Any, secrets: Mapping[str, SecretSpec], fail: Fail) -> VaultAuth
         if (texts[name] is None) == (texts[file] is None):
             raise fail(name, f"give one of {name} (a ${{VAR}} from the environment) or {file}")
     secret_id = texts["secret_id"]
-    if secret_id is not None and not re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}", secret_id):
+    if secret_id is not None and not REFERENCE.fullmatch(secret_id):
         raise fail("secret_id", "must be a ${VAR} from the environment (or use secret_id_file), not the value itself")
-    for ref in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", f"{texts['role_id']}{secret_id}"):
+    for ref in references(f"{texts['role_id']}{secret_id}"):
         if ref in secrets:
             raise fail("role_id", f"may not use ${{{ref}}}, a secret this tool rotates")
     return VaultAuth(
@@ -876,4 +877,4 @@ def interpolate(value: str, env: Mapping[str, str | None]) -> str:
             raise ConfigError(f"${{{match[1]}}} is not set in the stack's env files or the environment")
         return found
 
-    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lookup, value)
+    return REFERENCE.sub(lookup, value)

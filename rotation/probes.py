@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from .config import Config, HttpProbe, JwtProbe, PostgresProbe
 from .errors import DatabaseError, StoreError
 from .generate import Secret, verify_jwt
+from .interpolation import NAME
 from .targets.postgres import Opener
 from .targets.vault import Vault
 
 __all__ = ["ProbeResult", "run_probes"]
 
-_REFERENCE = re.compile(r"\$\{(?:(previous):)?([A-Za-z_][A-Za-z0-9_]*)\}")
+_REFERENCE = re.compile(rf"\$\{{(?:(previous):)?({NAME})\}}")  # ${VAR}, or ${previous:VAR} for the value before the run
 
 
 @dataclass(frozen=True, slots=True)

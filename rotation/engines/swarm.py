@@ -34,6 +34,7 @@ from ..config import Config, SwarmSpec
 from ..errors import ConfigError, EngineError, SelectionError, did_you_mean
 from ..fsio import inside, remove_file
 from ..generate import Secret
+from ..interpolation import REFERENCE
 from .compose import DEFAULT_FILES
 from .docker import DockerEngine
 from .protocol import Service, ServiceState, instant
@@ -53,7 +54,6 @@ GAVE_UP = {
     "rollback_paused": "update rollback paused by Swarm",
     "rollback_completed": "update rolled back by Swarm",
 }
-_VARIABLE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _VERSIONED = re.compile(r"^(?P<base>.*?)(?:_v(?P<n>\d+))?$")
 
 
@@ -143,7 +143,7 @@ class SwarmEngine(DockerEngine):
         where = f"secrets.{secret}.swarm_secret"
         if not isinstance(declared, dict):
             raise ConfigError(f"{self.config.path}: {where}: '{key}' is not a secret in {', '.join(self.files)}")
-        match = _VARIABLE.match(str(declared.get("name") or ""))
+        match = REFERENCE.fullmatch(str(declared.get("name") or ""))
         if not declared.get("external") or match is None:
             raise ConfigError(
                 f"{self.config.path}: {where}: the stack file's secret '{key}' must be `external: true` with "

@@ -17,11 +17,12 @@ from typing import Any
 from ..engines import Engine
 from ..errors import RecoveryError
 from ..generate import Secret
+from ..interpolation import NAME
 
 __all__ = ["SwarmSecretLive", "SwarmSecretPoint", "retire"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_VARIABLE = re.compile(rf"^{NAME}$")
 
 
 @dataclass(frozen=True, slots=True)
