@@ -129,11 +129,14 @@ class FakeEngine:
 
     def wait_healthy(self, service: str, previous: str | None, timeout: float) -> ServiceState:
         self.log.append(("wait", (service,)))
-        return self._wait(service, lambda s: s.container_id != previous and (s.healthy or s.failing), timeout)
+        return self._wait(
+            service, lambda s: s.container_id != previous and (s.healthy or (s.failing and not s.unresolved)), timeout
+        )
 
     def wait_rechecked(self, service: str, since: int, timeout: float) -> ServiceState:
         self.log.append(("recheck", (service,)))
-        return self._wait(service, lambda s: s.failing_since(since + CLIENT_GRACE) or s.healthy_since(since), timeout)
+        settled = lambda s: (s.failing_since(since + CLIENT_GRACE) and not s.unresolved) or s.healthy_since(since)  # noqa: E731
+        return self._wait(service, settled, timeout)
 
     def logs(self, service: str, lines: int) -> str:
         return f"{service}: a log line\n"

@@ -13,6 +13,7 @@ import pytest
 
 from rotation import rollout
 from rotation.config import load
+from rotation.engines import ServiceState
 from rotation.errors import RecoveryError
 from rotation.rollback import manual_recovery, roll_back
 from rotation.runs import rotate
@@ -105,6 +106,16 @@ def test_a_dependent_unhealthy_before_is_not_held_to_a_recheck() -> None:
     engine = FakeEngine(shaped())
     result = rollout.restart(engine, ["api"], timeout=5, healthy_before=set())
     assert result.outcome == {"api": "ok"} and ("recheck", ("gateway",)) not in engine.log
+
+
+def test_a_client_that_cannot_resolve_a_replaced_name_yet_is_given_the_timeout_not_a_verdict() -> None:
+    """Podman's DNS learns a recreated container's address seconds late under load; a wrong secret
+    (401) is a verdict at once, a name that does not resolve is not."""
+    waiting = ServiceState("gateway", "running", "unhealthy", health_output="wget: bad address 'api:8080'")
+    refused = ServiceState("gateway", "running", "unhealthy", health_output="HTTP/1.1 401 Unauthorized")
+    curl = ServiceState("gateway", "running", "unhealthy", health_output="curl: (6) Could not resolve host: kong")
+    assert waiting.unresolved and curl.unresolved and not refused.unresolved
+    assert not ServiceState("gateway", "exited", "unhealthy", health_output="bad address 'api'").unresolved
 
 
 @pytest.fixture

@@ -201,7 +201,8 @@ class DockerEngine:
             raise EngineError(f"service {service}: the engine could not start it: {exc.explanation or exc}") from None
 
     def wait_healthy(self, service: str, previous: str | None, timeout: float) -> ServiceState:
-        """Wait until a new container is healthy, has stopped or turned unhealthy, or time is up; its state.
+        """Wait until a new container is healthy, has stopped or turned unhealthy (on a name that does
+        not resolve yet, it waits on), or time is up; its state.
 
         It follows the engine's event stream (start, health_status, die) and reads the state only
         when the service's container reports something, so it sees health the moment the engine
@@ -215,7 +216,7 @@ class DockerEngine:
 
         def settled(state: ServiceState) -> bool:
             fresh = state.container_id is not None and state.container_id != previous
-            return fresh and (state.healthy or state.failing)
+            return fresh and (state.healthy or (state.failing and not state.unresolved))
 
         try:
             events = self.client.events(
@@ -241,14 +242,16 @@ class DockerEngine:
 
     def wait_rechecked(self, service: str, since: int, timeout: float) -> ServiceState:
         """Poll until a healthcheck begun after `since` has passed, the container stopped or turned
-        unhealthy on a check begun after `since`, or time is up.
+        unhealthy on a check begun after `since` (a name that does not resolve yet is no verdict:
+        that waits for the timeout), or time is up.
 
         It polls rather than follows events: the engine reports a health event only when the
         status changes, and a service that stayed `healthy` on stale checks reports none.
         """
 
         def settled(state: ServiceState) -> bool:
-            return state.failing_since(since + CLIENT_GRACE) or state.state == "missing" or state.healthy_since(since)
+            failed = state.failing_since(since + CLIENT_GRACE) and not state.unresolved
+            return failed or state.state == "missing" or state.healthy_since(since)
 
         deadline = time.time() + max(timeout, 0)
         return self._poll(service, settled, deadline, _Progress(service, deadline))

@@ -46,6 +46,15 @@ class Service:
 # seconds), and a client with `retries: 1` is unhealthy after one lookup that came too early.
 CLIENT_GRACE = 10 * 1_000_000_000  # nanoseconds, as `instant` counts
 
+# What a healthcheck prints when a name did not resolve (busybox wget, curl, getaddrinfo, Go, Node,
+# libpq). Right after a recreate that is the engine's DNS catching up, which under load takes Podman
+# longer than CLIENT_GRACE; a client that a wrong secret broke says so otherwise (401, auth failed).
+_UNRESOLVED = re.compile(
+    r"bad address|could not resolve host|name or service not known|temporary failure in name resolution"
+    r"|no such host|could not translate host name|no address associated with hostname|ENOTFOUND|EAI_AGAIN",
+    re.IGNORECASE,
+)
+
 
 @dataclass(frozen=True, slots=True)
 class ServiceState:
@@ -98,6 +107,12 @@ class ServiceState:
         then, not one left over from before (a client that failed while its dependency was away).
         Callers judging a client add CLIENT_GRACE to `moment`."""
         return self.stopped or (self.health == "unhealthy" and (instant(self.checked_at) or 0) > moment)
+
+    @property
+    def unresolved(self) -> bool:
+        """Running but unhealthy only because a name it calls did not resolve: no verdict on the
+        client yet, while the engine's DNS learns a replaced container's address."""
+        return not self.stopped and self.health == "unhealthy" and bool(_UNRESOLVED.search(self.health_output or ""))
 
     def healthy_since(self, moment: int) -> bool:
         """Healthy, and passed a healthcheck begun after `moment` (an `instant`) if it has one."""
