@@ -109,6 +109,15 @@ class Run:
         return tuple(self.metadata.get("pulled", ()))
 
     @property
+    def phases(self) -> dict[str, str]:
+        """Each signing key set the run moved, and to which phase (standby, rotate, revoke); what is
+        malformed in the metadata is left out."""
+        found = self.metadata.get("phases")
+        if not isinstance(found, dict):
+            return {}
+        return {str(k): v for k, v in found.items() if v in ("standby", "rotate", "revoke") and isinstance(k, str)}
+
+    @property
     def restored_from(self) -> str | None:
         """For a pre-restore backup, the run it restored."""
         found = self.metadata.get("restored_from")

@@ -17,7 +17,7 @@ import yaml
 
 from . import envfile
 from .errors import ConfigError, did_you_mean
-from .interpolation import REFERENCE, references
+from .interpolation import NAME, REFERENCE, references
 
 __all__ = [
     "ALPHABETS",
@@ -75,12 +75,15 @@ _SECRET_KEYS = {
     "auto_rotate",
     "description",
     "restart_services",
+    "keep_running",
     "encrypts_data",
     "apply",
     "rotation_period",
     "swarm_secret",
     "secret",
     "prefix",
+    "public",
+    "session_expiry",
 }
 _POSTGRES_KEYS = {
     "host",
@@ -222,13 +225,16 @@ class SecretSpec:
     expires_in: int = DEFAULT_JWT_LIFETIME
     auto_rotate: bool = True
     description: str = ""
-    restart_services: tuple[str, ...] = ()
+    restart_services: tuple[str, ...] | None = None  # None: every service whose compose definition reads it
+    keep_running: tuple[str, ...] = ()  # derived readers that need no recreate for it
     encrypts_data: bool = False
     apply: tuple[PostgresTarget, ...] = ()
     rotation_period: int | None = None
     swarm_secret: str | None = None  # the stack file's secret (its top-level `secrets:` key) that carries it
     secret: bool = True  # false: the value is no secret by itself (a user name, an access key id); guard skips it
     prefix: str | None = None  # opaque-key: sb_publishable_ or sb_secret_
+    public: str | None = None  # jwks: the public set whose EC keys follow this set's (JWT_KEYS -> JWT_JWKS)
+    session_expiry: str = "JWT_EXPIRY"  # jwks with `public`: the variable holding the session lifetime (s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,13 +319,15 @@ class Config:
         raise ConfigError(f"{self.path}: a run names the store {where}, which 'stores' does not configure", self.path)
 
     def dependents(self, names: Iterable[str]) -> tuple[str, ...]:
-        """Every `jwt-token` signed, directly or not, by one of `names`, in signing order (one pass)."""
+        """Every `jwt-token` signed, directly or not, by one of `names`, and every key set carrying one
+        of them, in signing order (one pass)."""
         signers = set(names)
         found: list[str] = []
         for spec in self.secrets.values():
             if spec.depends_on in signers and spec.name not in signers:
                 found.append(spec.name)
-                signers.add(spec.name)
+                if spec.type != "jwks":  # a set follows its HS256 secret in its oct key; its EC key signs, unchanged
+                    signers.add(spec.name)
         return tuple(found)
 
 
@@ -413,6 +421,7 @@ def _build(path: Path, raw: Any) -> Config:
                 f"secrets.{spec.name}.depends_on",
                 f"'{spec.depends_on}' is not a secret in this file",
             )
+        _check_key_set(spec, secrets, fail)
     ordered = _signing_order(secrets, fail)
     backup = _backup(raw.get("backup") or {}, fail)
     _no_secrets_in_locations(secrets, fail)
@@ -465,6 +474,24 @@ def _engine(raw: Mapping[str, Any], secrets: Mapping[str, SecretSpec], fail: Fai
     return {"engine": "swarm", "swarm": SwarmSpec(stack=body["stack"], files=tuple(files))}
 
 
+def _check_key_set(spec: SecretSpec, secrets: Mapping[str, SecretSpec], fail: Fail) -> None:
+    """A signing set's `public` is another jwks of the same HS256 secret, and a token signed by a key
+    set is signed by a signing set (one with `public`), whose EC key signs it (ES256)."""
+    if spec.public is not None:
+        public = secrets.get(spec.public)
+        if public is None or public.type != "jwks" or public.depends_on != spec.depends_on or public.public:
+            raise fail(
+                f"secrets.{spec.name}.public",
+                f"'{spec.public}' must be a jwks secret of this file carrying {spec.depends_on} (and no `public`)",
+            )
+    signer = secrets.get(spec.depends_on or "")
+    if spec.type == "jwt-token" and signer is not None and signer.type == "jwks" and signer.public is None:
+        raise fail(
+            f"secrets.{spec.name}.depends_on",
+            f"'{signer.name}' is a public key set; a token is signed by the set with the private key (and `public`)",
+        )
+
+
 def _secret(name: str, body: Any, fail: Fail) -> SecretSpec:
     if not isinstance(body, dict):
         raise fail("type", "expected a mapping with at least 'type' and 'files'")
@@ -497,12 +524,17 @@ def _secret(name: str, body: Any, fail: Fail) -> SecretSpec:
         raise fail("role", "a jwt-token needs the JWT 'role' claim")
     if kind == "jwks" and not body.get("depends_on"):
         raise fail("depends_on", "a jwks needs the HS256 secret whose oct key it carries")
+    for key in ("public", "session_expiry"):
+        if key in body and (kind != "jwks" or not isinstance(body[key], str) or not re.fullmatch(NAME, body[key])):
+            raise fail(key, "only a jwks takes it, and it names a variable of the stack's env files")
     prefix = body.get("prefix")
     if (kind == "opaque-key") != (prefix is not None) or (prefix is not None and not _OPAQUE_PREFIX.match(str(prefix))):
         raise fail("prefix", "an opaque-key needs a prefix such as sb_publishable_ (and only it takes one)")
-    services = body.get("restart_services") or []
-    if not isinstance(services, list) or not all(isinstance(s, str) for s in services):
-        raise fail("restart_services", "expected a list of compose service names")
+    services = body.get("restart_services")
+    for key in ("restart_services", "keep_running"):
+        listed = body.get(key)
+        if listed is not None and (not isinstance(listed, list) or not all(isinstance(s, str) for s in listed)):
+            raise fail(key, "expected a list of compose service or container names")
     for flag in ("auto_rotate", "encrypts_data", "secret"):
         if flag in body and not isinstance(body[flag], bool):
             raise fail(flag, f"expected true or false, not '{body[flag]}'")
@@ -523,7 +555,8 @@ def _secret(name: str, body: Any, fail: Fail) -> SecretSpec:
         else DEFAULT_JWT_LIFETIME,
         auto_rotate=body.get("auto_rotate", kind not in ("static", "jwks")),
         description=str(body.get("description", "")),
-        restart_services=tuple(services),
+        restart_services=None if services is None else tuple(services),
+        keep_running=tuple(body.get("keep_running") or ()),
         encrypts_data=body.get("encrypts_data", False),
         apply=_apply(body.get("apply"), kind, fail),
         rotation_period=parse_duration(body["rotation_period"], f"secrets.{name}.rotation_period")
@@ -532,6 +565,8 @@ def _secret(name: str, body: Any, fail: Fail) -> SecretSpec:
         swarm_secret=swarm_secret,
         secret=body.get("secret", True),
         prefix=prefix,
+        public=body.get("public"),
+        session_expiry=body.get("session_expiry", "JWT_EXPIRY"),
     )
 
 
@@ -864,6 +899,10 @@ def unavailable(config: Config, files: Mapping[str, envfile.EnvFile]) -> dict[st
                 break
             if files[name].count(spec.name) == 0:
                 found[spec.name] = f"{name} does not contain it"
+                break
+            if spec.type == "jwks" and not files[name].get(spec.name):
+                # Supabase's .env.example ships `JWT_KEYS=` empty until utils/add-new-auth-keys.sh fills it
+                found[spec.name] = f"it is empty in {name} (the stack has not opted in to the key set)"
                 break
     return found
 

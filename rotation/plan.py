@@ -8,16 +8,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from .composefiles import Readers
 from .config import Config, SecretSpec, unavailable
 from .envfile import EnvFile
-from .errors import DataLossRefused, SelectionError, did_you_mean
+from .errors import ConfigError, DataLossRefused, SelectionError, did_you_mean
 from .generate import Secret, random_value, sign_jwt
 from .jwks import opaque_key, with_oct
+from .signingkeys import Step, key_state, next_step, sign_es256
 from .validate import check_changes
 
-__all__ = ["Change", "Plan", "current_value", "make_plan", "plan_from_values", "render_files"]
+__all__ = [
+    "Change",
+    "KeyPhase",
+    "Plan",
+    "affected",
+    "current_value",
+    "key_phases",
+    "make_plan",
+    "plan_from_values",
+    "render_files",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,12 +49,15 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """A complete rotation, ready to be applied: changes in signing order, files, services."""
+    """A complete rotation, ready to be applied: changes in signing order, files, services, and for
+    each service the changed secrets that make it follow."""
 
     changes: tuple[Change, ...]
     files: tuple[str, ...]
     services: tuple[str, ...]
     warnings: tuple[str, ...]
+    because: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    phases: Mapping[str, str] = field(default_factory=dict)  # a signing key set -> the phase this run moves it to
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -90,10 +105,12 @@ def _select(
                     f"--secrets: {name} is static (user-managed) and is never generated; "
                     f"change it by hand in {', '.join(spec.files)}"
                 )
-            if spec.type == "jwks":
+            if spec.type == "jwks" and spec.public is None:
+                owner = next((s.name for s in config.secrets.values() if s.public == name), None)
+                moved = f"; its EC keys move with {owner}: rotate {owner}" if owner else ""
                 raise SelectionError(
-                    f"--secrets: {name} follows {spec.depends_on}, whose oct key it carries: rotate {spec.depends_on}. "
-                    "Its EC signing key is not rotated by this tool yet"
+                    f"--secrets: {name} follows {spec.depends_on}, whose oct key it carries: rotate "
+                    f"{spec.depends_on}{moved}"
                 )
             if name in missing:
                 raise SelectionError(f"--secrets: {name} cannot be rotated in this stack: {missing[name]}")
@@ -116,17 +133,79 @@ def _refuse_data_loss(config: Config, chosen: Sequence[str], accept_data_loss: b
         )
 
 
+def affected(
+    config: Config, changes: Iterable[Change], readers: Readers | None
+) -> tuple[dict[str, tuple[str, ...]], list[str]]:
+    """Each service the changes make follow, with the secrets that do, and a warning for each
+    configured name the stack does not have.
+
+    A secret without `restart_services` is followed by every service whose compose definition
+    reads it (`readers`, from the stack's own files), less its `keep_running`; when no compose file
+    could be read, that is a `ConfigError` (a rotation that recreated nothing would leave the stack
+    on its old values). A configured name the files do not define is skipped with a warning now,
+    so that no restart fails on it after the files changed. Without compose files to read,
+    configured names stand as written.
+    """
+    known = readers if readers is not None and readers.files else None
+    because: dict[str, set[str]] = {}
+    warnings: list[str] = list(readers.warnings) if readers is not None else []
+    for change in changes:
+        spec = change.spec
+        if spec.restart_services is None and readers is not None and known is None:
+            why = "; ".join(readers.warnings) or "no compose file"
+            raise ConfigError(
+                f"{config.path}: secrets.{spec.name}: which services read it comes from the stack's compose "
+                f"files, and none could be read ({why}): name them in compose.files, or list "
+                f"secrets.{spec.name}.restart_services",
+                config.path,
+                f"secrets.{spec.name}.restart_services",
+            )
+        if spec.restart_services is None:
+            kept = {(known.service(n) if known else None) or n for n in spec.keep_running}
+            names = [s for s in known.of(spec.name) if s not in kept] if known else []
+        else:
+            names = []
+            for name in spec.restart_services:
+                service = known.service(name) if known else name
+                if service is not None:
+                    names.append(service)
+                elif name not in config.optional_services:
+                    assert known is not None
+                    hint = did_you_mean(name, [*known.reads, *known.containers])
+                    warnings.append(
+                        f"secrets.{spec.name}.restart_services: '{name}' is not a service or container_name in "
+                        f"{', '.join(known.files)}{hint}; skipped"
+                    )
+        for service in names:
+            because.setdefault(service, set()).add(spec.name)
+    return {service: tuple(sorted(names)) for service, names in sorted(because.items())}, warnings
+
+
 def make_plan(
     config: Config,
     files: Mapping[str, EnvFile],
     selection: Sequence[str] | None = None,
     accept_data_loss: bool = False,
     now: float | None = None,
+    readers: Readers | None = None,
+    key_moved: Mapping[str, float] | None = None,
 ) -> Plan:
-    """Decide every change for `selection` (None: every auto_rotate secret), JWT dependents included."""
+    """Decide every change for `selection` (None: every auto_rotate secret), JWT dependents included.
+
+    A signing key set (a jwks with `public`) moves one phase; `key_moved` says when each one's rotate
+    phase last recreated its readers, from the run history, for the revoke's wait."""
     issued = time.time() if now is None else now
     missing = unavailable(config, files)
     chosen = set(_select(config, selection, accept_data_loss, missing))
+    steps = {
+        name: _key_step(config, config.secrets[name], files, (key_moved or {}).get(name), issued)
+        for name in chosen
+        if config.secrets[name].type == "jwks"
+    }
+    if steps and len(chosen) > len(steps):
+        raise SelectionError(
+            f"--secrets: {', '.join(steps)} moves its signing key one phase per run; rotate it in a run of its own"
+        )
     reasons = {name: "selected" if selection is not None else "auto" for name in chosen}
     dependents = set(config.dependents(chosen))
 
@@ -146,6 +225,9 @@ def make_plan(
     for dependent in config.dependents(chosen):
         if dependent in missing:
             continue  # it is said below: the stack has nothing to re-sign there
+        step = steps.get(config.secrets[dependent].depends_on or "")
+        if step is not None and not step.resign:
+            continue  # the key that signs it stays the same in this phase
         chosen.add(dependent)
         reasons[dependent] = f"signed by {config.secrets[dependent].depends_on}"
     changes: dict[str, Change] = {}
@@ -159,7 +241,16 @@ def make_plan(
             if key is None:
                 why = missing.get(spec.depends_on, f"no value in {', '.join(config.secrets[spec.depends_on].files)}")
                 raise SelectionError(f"cannot re-sign {spec.name}: {spec.depends_on} is not usable here: {why}")
-            new = sign_jwt(key, spec.role, spec.issuer, spec.expires_in, issued)
+            if config.secrets[spec.depends_on].type == "jwks":
+                new = sign_es256(key, spec.role, spec.issuer, spec.expires_in, int(issued))
+            else:
+                new = sign_jwt(key, spec.role, spec.issuer, spec.expires_in, issued)
+        elif spec.name in steps:
+            step = steps[spec.name]
+            new, reasons[spec.name] = step.private, f"{step.phase} phase"
+            public = config.secrets[spec.public or ""]
+            if current_value(public, files) != step.public:
+                changes[public.name] = Change(public, current_value(public, files), step.public, f"{step.phase} phase")
         elif spec.type == "jwks":
             signer, carried = changes[spec.depends_on or ""], current_value(spec, files)
             assert signer.old is not None and carried is not None, "only a dependent of a present signer gets here"
@@ -169,15 +260,124 @@ def make_plan(
         else:
             new = random_value(spec.length, spec.alphabet)
         changes[spec.name] = Change(spec, current_value(spec, files), new, reasons[spec.name])
-    _check(config, changes.values(), files)
+    ordered = [changes[s.name] for s in config.secrets.values() if s.name in changes]  # a public set joins in order
+    _check(config, ordered, files)
+    because, unknown = affected(config, ordered, readers)
     return Plan(
-        changes=tuple(changes.values()),
+        changes=tuple(ordered),
         files=tuple(sorted({f for c in changes.values() for f in c.spec.files})),
-        services=tuple(sorted({s for c in changes.values() for s in c.spec.restart_services})),
+        services=tuple(because),
         warnings=tuple(
-            [f"{name} is left alone: {why}" for name, why in left_alone.items()] + _warnings(changes.values(), files)
+            [f"{name} is left alone: {why}" for name, why in left_alone.items()]
+            + _warnings(changes.values(), files)
+            + unknown
         ),
+        because=because,
+        phases={name: step.phase for name, step in steps.items()},
     )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPhase:
+    """A signing key set between phases, for `due`: where it stands, the phase its next run moves it
+    to, and from when that may run (None: now)."""
+
+    name: str
+    state: str
+    next: str
+    ready_at: float | None
+
+
+def key_phases(config: Config, files: Mapping[str, EnvFile], key_moved: Mapping[str, float]) -> list[KeyPhase]:
+    """Every signing key set of the stack that stands in standby or rotated (its old key not yet revoked)."""
+    found = []
+    for spec in config.secrets.values():
+        value = current_value(spec, files) if spec.public else None
+        if value is None:
+            continue
+        try:
+            state = key_state(value.reveal())
+        except ValueError:
+            continue  # rotate says what is wrong with it
+        if state.state != "single":
+            ready = _revoke_from(config, spec, files, key_moved.get(spec.name)) if state.state == "rotated" else None
+            found.append(KeyPhase(spec.name, state.state, state.next, ready))
+    return found
+
+
+def _key_step(config: Config, spec: SecretSpec, files: Mapping[str, EnvFile], moved: float | None, now: float) -> Step:
+    """The next phase of a signing key set, or a one-line `SelectionError` saying why it cannot run (yet)."""
+    private, public = current_value(spec, files), current_value(config.secrets[spec.public or ""], files)
+    if private is None or public is None:
+        raise SelectionError(
+            f"--secrets: {spec.name}: the stack has no {spec.name if private is None else spec.public}"
+        )
+    try:
+        step = next_step(private.reveal(), public.reveal())
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SelectionError(
+            f"--secrets: {spec.name} cannot move to its next phase: {exc}; nothing was changed"
+        ) from None
+    if step.phase != "revoke":
+        return step
+    ready = _revoke_from(config, spec, files, moved)
+    if ready is None:
+        raise SelectionError(
+            f"--secrets: {spec.name}: revoke refused: when its signing key moved is unknown (no run of this tool "
+            "recreated its readers, and no token it signs carries an iat)"
+        )
+    if now < ready:
+        lifetime = _session_lifetime(spec, files)
+        raise SelectionError(
+            f"--secrets: {spec.name}: revoke refused for {_span(ready - now)} more: session tokens signed by the old "
+            f"key live {spec.session_expiry}={lifetime}s after the rotate phase ({_clock(ready - lifetime)})"
+        )
+    return step
+
+
+def _revoke_from(config: Config, spec: SecretSpec, files: Mapping[str, EnvFile], moved: float | None) -> float | None:
+    """When the old key may go: the session tokens it signed expire `session_expiry` (JWT_EXPIRY) after
+    the rotate phase recreated its readers (`moved`, from the run history), or after the tokens the
+    new key signed were issued where the history has no such run; None when neither is known."""
+    signed = [
+        _issued_at(value)
+        for s in config.secrets.values()
+        if s.depends_on == spec.name and (value := current_value(s, files))
+    ]
+    since = moved if moved is not None else max([m for m in signed if m is not None], default=None)
+    return None if since is None else since + _session_lifetime(spec, files)
+
+
+def _issued_at(token: Secret) -> float | None:
+    import jwt  # deferred with its cryptography backend
+
+    try:
+        issued = jwt.decode(token.reveal(), options={"verify_signature": False}).get("iat")
+    except jwt.InvalidTokenError:
+        return None
+    return float(issued) if isinstance(issued, (int, float)) and not isinstance(issued, bool) else None
+
+
+def _session_lifetime(spec: SecretSpec, files: Mapping[str, EnvFile]) -> int:
+    """Seconds a session token lives: the stack's JWT_EXPIRY (Supabase's .env.example: 3600)."""
+    for name in spec.files:
+        value = files[name].get(spec.session_expiry) if name in files else None
+        if value is not None:
+            if not value.strip().isdigit():
+                raise SelectionError(
+                    f"--secrets: {spec.name}: {spec.session_expiry} in {name} is not a number of seconds"
+                )
+            return int(value)
+    return 3600
+
+
+def _clock(moment: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(moment))
+
+
+def _span(seconds: float) -> str:
+    minutes = int(seconds // 60) + 1
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
 
 
 def plan_from_values(
@@ -186,6 +386,7 @@ def plan_from_values(
     values: Mapping[str, Secret],
     reason: str,
     accept_data_loss: bool = False,
+    readers: Readers | None = None,
 ) -> Plan:
     """The changes that bring the files to `values` (a secret store's version, for `pull`): only the
     secrets whose value differs in some file; a key that encrypts data is refused as for a rotation."""
@@ -200,13 +401,17 @@ def plan_from_values(
         changes.append(Change(spec, current_value(spec, files), new, reason))
     _refuse_data_loss(config, [c.name for c in changes], accept_data_loss)
     _check(config, changes, files)
+    because, unknown = affected(config, changes, readers)
     return Plan(
         changes=tuple(changes),
         files=tuple(sorted({f for c in changes for f in c.spec.files})),
-        services=tuple(sorted({s for c in changes for s in c.spec.restart_services})),
+        services=tuple(because),
         warnings=tuple(
-            [f"{n} is left alone: {why}" for n, why in missing.items() if n in values] + _warnings(changes, files)
+            [f"{n} is left alone: {why}" for n, why in missing.items() if n in values]
+            + _warnings(changes, files)
+            + unknown
         ),
+        because=because,
     )
 
 

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import sys
-import textwrap
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -17,6 +16,7 @@ from .engines import ServiceState
 from .errors import RotationError
 from .escape import printable
 from .health import Snapshot
+from .plan import KeyPhase, Plan
 from .rollback import Command, plain_command
 from .runs import PullResult, RestoreResult, RotationResult
 from .schedule import Due
@@ -133,6 +133,8 @@ def rotation_json(result: RotationResult) -> dict[str, Any]:
         "rotated_secrets": list(plan.names),
         "files": list(plan.files),
         "affected_services": list(plan.services),
+        "affected_by": {service: list(names) for service, names in plan.because.items()},
+        "phases": dict(plan.phases),
         "database": list(result.database),
         "stores": list(result.stores),
         "backup": result.backup.id if result.backup else None,
@@ -149,8 +151,9 @@ def rotation_text(result: RotationResult, command: Command = plain_command) -> s
     rows = [[c.name, c.reason, c.old.describe() if c.old else "(unset)", c.new.describe()] for c in plan.changes]
     lines = [paint(title, "bold"), table(["secret", "why", "old value", "new value"], rows), ""]
     lines.append(f"files:    {', '.join(plan.files)}")
-    services = ", ".join(plan.services) or "(none)"
-    lines.append(textwrap.fill(services, WIDTH, initial_indent="services: ", subsequent_indent=" " * 10))
+    lines += _services(plan)
+    for name, phase in plan.phases.items():
+        lines.append(f"phase:    {name} {phase}: {PHASE_TEXT[phase]}")
     for label in result.database:
         lines.append(f"database: {label}")
     for label in result.stores:
@@ -168,6 +171,26 @@ def rotation_text(result: RotationResult, command: Command = plain_command) -> s
     return "\n".join(lines)
 
 
+PHASE_TEXT = {
+    "standby": "a new EC key verifies beside the signing one; once its readers are recreated, rotate it again",
+    "rotate": "the new key signs and the tokens carry its kid; the old one verifies until the revoke",
+    "revoke": "the old key left both sets",
+}
+
+
+def _services(plan: Plan) -> list[str]:
+    """One line per service the plan recreates, with the changed variables it reads."""
+    if not plan.services:
+        return ["services: (none)"]
+    width = max(len(s) for s in plan.services)
+    lines = []
+    for index, service in enumerate(plan.services):
+        names = plan.because.get(service, ())
+        why = f"  reads {', '.join(names)}" if names else ""
+        lines.append(f"{'services: ' if index == 0 else ' ' * 10}{printable(service):<{width}}{why}")
+    return lines
+
+
 def nothing_due_json(dry_run: bool) -> dict[str, Any]:
     """`rotate --due --json` when nothing is due: the rotation shape, with nothing in it."""
     empty: list[str] = []
@@ -177,6 +200,8 @@ def nothing_due_json(dry_run: bool) -> dict[str, Any]:
         "rotated_secrets": empty,
         "files": empty,
         "affected_services": empty,
+        "affected_by": {},
+        "phases": {},
         "database": empty,
         "stores": empty,
         "backup": None,
@@ -228,6 +253,7 @@ def pull_json(result: PullResult) -> dict[str, Any]:
         "rotated_secrets": list(plan.names),
         "files": list(plan.files),
         "affected_services": list(plan.services),
+        "affected_by": {service: list(names) for service, names in plan.because.items()},
         "database": list(result.database),
         "backup": result.backup.id if result.backup else None,
         "warnings": list(plan.warnings) + ([result.recovered] if result.recovered else []),
@@ -244,8 +270,7 @@ def pull_text(result: PullResult, command: Command = plain_command) -> str:
     rows = [[c.name, c.old.describe() if c.old else "(unset)", c.new.describe()] for c in plan.changes]
     lines = [paint(title, "bold"), table(["secret", "old value", "new value"], rows), ""]
     lines.append(f"files:    {', '.join(plan.files)}")
-    services = ", ".join(plan.services) or "(none)"
-    lines.append(textwrap.fill(services, WIDTH, initial_indent="services: ", subsequent_indent=" " * 10))
+    lines += _services(plan)
     for label in result.database:
         lines.append(f"database: {label}")
     if result.backup:
@@ -268,6 +293,7 @@ def _row(backup: Run, now: float) -> dict[str, Any]:
         "kind": backup.kind,
         "status": backup.status.value,
         "rotated_secrets": list(backup.rotated_secrets),
+        "phases": backup.phases,
         "affected_services": list(backup.affected_services),
         "restored_from": backup.restored_from,
         "stores": [{"label": e["label"], "before": e["before"], "after": e["after"]} for e in backup.stores],
@@ -294,7 +320,7 @@ def backups_table(backups: Sequence[Run], now: float | None = None) -> str:
     rows: list[list[Cell]] = []
     stored = any(b.stores or b.pulled for b in backups)  # the column only where a store is in use
     for row in backups_json(backups, now):
-        secrets: Cell = row["rotated_secrets"]
+        secrets: Cell = [f"{n} ({row['phases'][n]})" if n in row["phases"] else n for n in row["rotated_secrets"]]
         if row["restored_from"]:
             secrets = f"(before restoring {row['restored_from']})"
         cells: list[Cell] = [row["id"], row["age"], row["kind"], row["status"], secrets, row["affected_services"]]
@@ -399,9 +425,17 @@ def due_json(found: Sequence[Due], now: float | None = None) -> list[dict[str, A
     ]
 
 
-def due_table(found: Sequence[Due], now: float | None = None) -> str:
-    """Due secrets for people."""
-    if not found:
-        return "no secret is due"
-    rows = [[r["name"], r["period"], r["age"] or "never rotated"] for r in due_json(found, now)]
-    return table(["secret", "period", "last rotated"], rows)
+def due_table(found: Sequence[Due], phases: Sequence[KeyPhase] = (), now: float | None = None) -> str:
+    """Due secrets for people, and the signing key sets between phases with when the next may run."""
+    moment = time.time() if now is None else now
+    rows = [[r["name"], r["period"], r["age"] or "never rotated"] for r in due_json(found, moment)]
+    lines = [table(["secret", "period", "last rotated"], rows) if found else "no secret is due"]
+    for phase in phases:
+        if phase.ready_at is None and phase.next == "revoke":
+            when = "once a run of this tool recreated its readers"
+        elif phase.ready_at is not None and phase.ready_at > moment:
+            when = f"from {local_time(phase.ready_at)} (in {age(phase.ready_at - moment)})"
+        else:
+            when = "now"
+        lines.append(f"{phase.name}: {phase.state}; next phase {phase.next}, may run {when}")
+    return "\n".join(lines)

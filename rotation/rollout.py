@@ -48,17 +48,16 @@ class RestartResult:
 
 
 def present(engine: Engine, names: Sequence[str], optional: Collection[str] = ()) -> tuple[list[str], list[str]]:
-    """The services of `names` (service or container names), and the `optional` ones this project lacks.
+    """The services of `names` (service or container names) this project has, and the names it lacks.
 
-    The bundled configuration serves several layouts (it names Langfuse's services, which a
-    Supabase-only stack does not have), so the names it declares optional are skipped where the
-    project has none. Any other unknown name is a `SelectionError` naming it: a typo in
-    `restart_services` must not quietly leave a service on its old secret.
+    A run's services were checked against the stack's compose files when it was planned, and an
+    unknown one was a warning then; the files changed since, so a name the engine does not know now
+    is skipped (the caller says so), never a failure half-way through a restart.
     """
     services = engine.services()
     by_container = {s.container_name: s.name for s in services.values() if s.container_name}
-    absent = [n for n in names if n not in services and n not in by_container and n in optional]
-    return engine.resolve([n for n in names if n not in absent]), absent
+    absent = [n for n in names if n not in services and n not in by_container]
+    return engine.resolve([n for n in names if n not in absent]), [n for n in absent if n not in optional]
 
 
 def _ready(state: ServiceState) -> int:

@@ -16,7 +16,8 @@ from .errors import BackupError, ConfigError, LockedError, RotationError, Select
 from .fsio import remove_tree
 from .generate import Secret
 from .journal import LiveChange, commit
-from .plan import Change, Plan, make_plan, plan_from_values, render_files
+from .plan import Change, KeyPhase, Plan, key_phases, make_plan, plan_from_values, render_files
+from .schedule import key_moved
 from .stack import Stack, merged_env
 from .targets.postgres import PostgresLive, resolved
 from .targets.swarmsecret import SwarmSecretLive, SwarmSecretPoint
@@ -144,11 +145,16 @@ def _with_swarm_versions(stack: Stack, plan: Plan, files: dict[str, envfile.EnvF
         spec = SecretSpec(name=variable, type="static", files=holders, restart_services=users)
         reason = f"names {change.name}'s new Swarm secret"
         extra.append(Change(spec, Secret(current), Secret(engine.next_version(current)), reason))
+    because = {s: set(names) for s, names in plan.because.items()}
+    for change in extra:
+        for service in change.spec.restart_services or ():
+            because.setdefault(service, set()).add(change.name)
     return replace(
         plan,
         changes=plan.changes + tuple(extra),
         files=tuple(sorted({*plan.files, *(f for c in extra for f in c.spec.files)})),
-        services=tuple(sorted({*plan.services, *(s for c in extra for s in c.spec.restart_services)})),
+        services=tuple(sorted(because)),
+        because={s: tuple(sorted(names)) for s, names in sorted(because.items())},
     )
 
 
@@ -241,6 +247,7 @@ def _commit_plan(
         status=RunStatus.APPLIED,
         rotated_secrets=list(plan.names),
         affected_services=list(plan.services),
+        phases=dict(plan.phases),
         database=[c.to_json() for c in databases],
         stores=_versions(stores, written),
         **recorded,
@@ -249,12 +256,24 @@ def _commit_plan(
 
 
 def _plan(stack: Stack, files: dict[str, envfile.EnvFile], selection: Sequence[str] | None, accept: bool) -> Plan:
-    plan = make_plan(stack.config, files, selection, accept)
+    plan = make_plan(
+        stack.config, files, selection, accept, readers=stack.readers(), key_moved=key_moved(stack.store.all())
+    )
     if not plan.changes:
         raise SelectionError(_nothing_to_rotate(stack.config, files))
     if stack.config.engine == "swarm":  # the stack files say which services there are: check before any change
         _swarm(stack).resolve(plan.services, "restart_services")
     return _with_swarm_versions(stack, plan, files)
+
+
+def key_sets(stack: Stack) -> list[KeyPhase]:
+    """The stack's signing key sets that stand between phases, for `due`; none where its files cannot
+    be read (`due` reads the run history, and a stack's files are `rotate`'s to judge)."""
+    try:
+        files = check_stack(stack.config, stack.root)
+    except RotationError:
+        return []
+    return key_phases(stack.config, files, key_moved(stack.store.all()))
 
 
 def _refuse_unfinished(stack: Stack, own: str | None) -> None:
@@ -461,5 +480,5 @@ def _pulled(
             values[name] = Secret(value)
         sources.append({"store": vault.spec.to_json(), "label": vault.label, "version": stored.version})
     reason = "from " + ", ".join(f"{s['label']} v{s['version']}" for s in sources)
-    plan = plan_from_values(stack.config, files, values, reason, accept_data_loss)
+    plan = plan_from_values(stack.config, files, values, reason, accept_data_loss, stack.readers())
     return tuple(sources), _with_swarm_versions(stack, plan, files)

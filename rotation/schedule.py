@@ -6,10 +6,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .backup import Run
+from .backup import Run, restarts
 from .config import Config
 
-__all__ = ["Due", "due", "last_rotated"]
+__all__ = ["Due", "due", "key_moved", "last_rotated"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,20 @@ def last_rotated(backups: Sequence[Run]) -> dict[str, float]:
         if backup.kind == "rotation" and backup.status.succeeded:
             for name in backup.rotated_secrets:
                 found[name] = max(found.get(name, 0.0), backup.created)
+    return found
+
+
+def key_moved(backups: Sequence[Run]) -> dict[str, float]:
+    """When each signing key set's rotate phase last recreated its readers (for the revoke's wait), as
+    a Unix time: from the restarts of runs that moved it to `rotate` and were not undone."""
+    found: dict[str, float] = {}
+    for backup in backups:
+        if backup.kind != "rotation" or not backup.status.succeeded:
+            continue
+        moments = [entry["at"] for entry in restarts(backup.metadata)]
+        for name, phase in backup.phases.items():
+            if phase == "rotate" and moments:
+                found[name] = max(found.get(name, 0.0), *moments)
     return found
 
 

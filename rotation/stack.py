@@ -5,22 +5,21 @@ The edge where the tool meets one stack on disk; the use cases (`runs`, `pipelin
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import envfile
+from . import composefiles, envfile
 from .backup import BackupStore, Run, RunStatus
 from .config import Config, check_stack, find_config, load
 from .engines import Engine, engine_for
-from .errors import DatabaseError, EngineError, RecoveryError, SelectionError, StoreError
-from .fsio import locked, write_atomic
+from .errors import DatabaseError, EngineError, RecoveryError, RotationError, SelectionError, StoreError
+from .fsio import locked, read_bounded, write_atomic
 from .health import Snapshot
 from .journal import pending, recover, stale
 from .targets import LiveTarget, target_from_json
@@ -43,11 +42,41 @@ class Stack:
     lock_timeout: float = 60.0
     task: str = "rotation"
     waiting: Callable[[str], None] | None = None
+    _made: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def engine(self) -> Callable[[], Engine]:
-        """This stack's engine, made on first use (most commands never need one)."""
-        return functools.cache(lambda: engine_for(self.root, self.config))
+        """This stack's engine, made on first use (most commands never need one) and then kept: one
+        engine per stack, so that what it learnt of the project (`compose config`, the containers'
+        labels) is learnt once."""
+        return self._engine
+
+    def _engine(self) -> Engine:
+        if "engine" not in self._made:
+            self._made["engine"] = engine_for(self.root, self.config)
+        engine: Engine = self._made["engine"]
+        return engine
+
+    def readers(self) -> composefiles.Readers:
+        """Which service of the stack's compose files reads which variable, read from the files
+        (no compose command, no engine), once."""
+        if "readers" not in self._made:
+            self._made["readers"] = composefiles.read(self.root, self.compose_files())
+        readers: composefiles.Readers = self._made["readers"]
+        return readers
+
+    def compose_files(self) -> tuple[str, ...]:
+        """The compose files named for this stack (Swarm's stack files first); empty: compose's defaults."""
+        named = composefiles.named_files(self.root, self.config.compose.files, merged_env(self._dotenv()))
+        if self.config.swarm is not None and self.config.swarm.files:
+            return self.config.swarm.files
+        return named
+
+    def _dotenv(self) -> dict[str, envfile.EnvFile]:
+        try:
+            return {".env": envfile.from_bytes(read_bounded(self.root / ".env", composefiles.MAX_COMPOSE_BYTES))}
+        except (FileNotFoundError, RotationError):
+            return {}
 
     @property
     def databases(self) -> Opener:
@@ -118,7 +147,7 @@ class Stack:
 
     def has_service(self, name: str) -> bool:
         """Whether the compose project has a service (or container_name) `name`."""
-        services = engine_for(self.root, self.config).services()
+        services = self.engine().services()
         return name in services or any(s.container_name == name for s in services.values())
 
     def open_run(self, snapshot: Snapshot) -> Run:

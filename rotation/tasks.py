@@ -41,6 +41,7 @@ from .health import Snapshot, regressions
 from .journal import pending as pending_journal
 from .rollback import Command
 from .rollout import DEFAULT_PARALLEL, DEFAULT_TIMEOUT
+from .runs import key_sets
 from .runs import pull as pull_values
 from .runs import restore as restore_backup
 from .runs import rotate as rotate_secrets
@@ -626,7 +627,7 @@ def due(c: Context, config: str | None = None, json: bool = False) -> None:
         stack = _stack(c, record, config, read_only=True)
         found = due_secrets(stack.config, stack.store.all())
         record.secrets = [d.name for d in found]
-        print(report.dumps(report.due_json(found)) if json else report.due_table(found))
+        print(report.dumps(report.due_json(found)) if json else report.due_table(found, key_sets(stack)))
         if found:
             record.verdict = f"due: {', '.join(record.secrets)}"
             raise Exit(code=1)

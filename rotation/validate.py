@@ -16,6 +16,7 @@ from .envfile import EnvFile
 from .errors import UnsafeValue
 from .generate import Secret, verify_jwt
 from .jwks import keys_of, oct_k, opaque_problem, verify_with_jwks
+from .signingkeys import key_state, signing_kid
 
 __all__ = ["check_changes", "check_restored", "unsafe_password"]
 
@@ -26,8 +27,9 @@ def unsafe_password(value: str) -> str | None:
     return envfile.unfit(value)
 
 
-def _spec_problem(spec: SecretSpec, value: str, signer: str | None) -> str | None:
-    """Why `value` does not fit `spec` as configured (length, alphabet, signature), or None."""
+def _spec_problem(spec: SecretSpec, value: str, signer: str | None, by_set: bool = False) -> str | None:
+    """Why `value` does not fit `spec` as configured (length, alphabet, signature), or None. `by_set`:
+    the signer is a key set, whose signing EC key must have signed the token (ES256, its kid)."""
     if spec.type == "random":
         if len(value) != spec.length:
             return f"is {len(value)} characters long, and the configuration says {spec.length}"
@@ -42,18 +44,33 @@ def _spec_problem(spec: SecretSpec, value: str, signer: str | None) -> str | Non
             return "is not a JSON key set"
         if signer is None or not octs or any(k != oct_k(signer) for k in octs):
             return f"does not carry {spec.depends_on} as its oct key"
+        if spec.public is not None:
+            try:
+                key_state(value)
+            except ValueError as exc:
+                return str(exc)
     if spec.type == "jwt-token":
         import jwt  # deferred with its cryptography backend
 
         if signer is None:
             return f"cannot be checked: {spec.depends_on} has no value"
         try:
-            claims = verify_jwt(Secret(value), Secret(signer))
-        except jwt.InvalidTokenError:
+            if by_set:
+                if jwt.get_unverified_header(value).get("kid") != signing_kid(signer):
+                    return f"is not signed by the signing key of {spec.depends_on} (its kid differs)"
+                claims = verify_with_jwks(value, signer)
+            else:
+                claims = verify_jwt(Secret(value), Secret(signer))
+        except (jwt.InvalidTokenError, ValueError):
             return f"is not a JWT signed by {spec.depends_on}"
         if claims.get("role") != spec.role:
             return f"carries role {str(claims.get('role'))[:40]!r}, and the configuration says {spec.role!r}"
     return None
+
+
+def _by_set(config: Config, spec: SecretSpec) -> bool:
+    signer = config.secrets.get(spec.depends_on or "")
+    return spec.type == "jwt-token" and signer is not None and signer.type == "jwks"
 
 
 def _quoting_problem(name: str, value: str, files: Mapping[str, EnvFile], names: Iterable[str]) -> str | None:
@@ -81,14 +98,14 @@ def check_changes(
         if problem is None:
             signer = spec.depends_on or ""
             signed = new[signer][0].reveal() if signer in new else current.get(signer)
-            problem = _spec_problem(spec, raw, signed)
+            problem = _spec_problem(spec, raw, signed, _by_set(config, spec))
         if problem is not None:
             raise UnsafeValue(f"{name} {source} {problem}; nothing was changed", key=name)
     for spec in config.secrets.values():  # a token that stays must verify with a signer that changes
         signer = spec.depends_on or ""
-        if spec.type in ("jwt-token", "jwks") and signer in new and spec.name not in new and spec.name in current:
+        if spec.type in ("jwt-token", "jwks") and signer in new and spec.name not in new and current.get(spec.name):
             key, source = new[signer]
-            problem = _spec_problem(spec, current[spec.name], key.reveal())
+            problem = _spec_problem(spec, current[spec.name], key.reveal(), _by_set(config, spec))
             if problem is not None:
                 raise UnsafeValue(
                     f"{spec.name} (unchanged) {problem} with the new {signer} {source}; nothing was changed",
@@ -104,7 +121,7 @@ def _check_tokens_against_sets(
     each as PostgREST checks it once the plan is applied: its kid's key, or any key without one."""
     final = {**current, **{name: value.reveal() for name, (value, _) in new.items()}}
     kinds = {name: config.secrets[name].type for name in final if name in config.secrets}
-    sets = [name for name, kind in kinds.items() if kind == "jwks"]
+    sets = [name for name, kind in kinds.items() if kind == "jwks" and final[name]]  # empty: not opted in
     signers = {s.depends_on for s in config.secrets.values() if s.depends_on}
     if not sets or not any(kinds.get(name) in ("jwks", "jwt-token") or name in signers for name in new):
         return

@@ -13,6 +13,21 @@ from typing import Any
 
 import yaml
 
+
+class _Loader(yaml.SafeLoader):
+    """compose's `!override` and `!reset` tags (docker-compose.kong.yml uses `!override`)."""
+
+
+def _override(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    assert isinstance(node, yaml.SequenceNode)
+    return loader.construct_sequence(node, deep=True)
+
+
+_Loader.add_constructor("!override", _override)
+_Loader.add_constructor("!reset", lambda loader, node: None)
+
 _REF = re.compile(r"(?<!\$)\$(?:\{([A-Za-z_][A-Za-z0-9_]*)|([A-Za-z_][A-Za-z0-9_]*))")
 
 
@@ -37,9 +52,11 @@ def services(files: list[Path]) -> dict[str, dict[str, Any]]:
     """Every service of the compose files, later files overriding earlier ones, includes first."""
     found: dict[str, dict[str, Any]] = {}
     for path in files:
-        model = yaml.safe_load(path.read_text()) or {}
+        model = yaml.load(path.read_text(), Loader=_Loader) or {}
         for included in model.get("include") or []:
-            found.update(services([path.parent / (included if isinstance(included, str) else included["path"])]))
+            listed = included if isinstance(included, str) else included["path"]
+            for name in [listed] if isinstance(listed, str) else listed:
+                found.update(services([path.parent / name]))
         for name, body in (model.get("services") or {}).items():
             found[name] = {**found.get(name, {}), **(body or {})}
     return found

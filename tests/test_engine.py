@@ -146,12 +146,12 @@ def test_container_names_resolve_and_unknown_services_are_named(
     ran = cli("rotate", "--secrets", "API_KEY", "restart", "verify", cwd=root)  # names the gateway by container
     assert ran.code == 0, ran.text
     assert "recreated gateway" in ran.out
-    with edited_config(root) as raw:
+    with edited_config(root) as raw:  # a name the stack lacks is said in the plan, and skipped
         raw["secrets"]["API_KEY"]["restart_services"].append("supabase-nonexistent")
-    assert cli("rotate", "--secrets", "API_KEY", cwd=root).code == 0
+    ran = cli("rotate", "--secrets", "API_KEY", cwd=root)
+    assert ran.code == 0 and "'supabase-nonexistent' is not a service or container_name" in ran.out, ran.text
     ran = cli("restart", cwd=root)
-    assert ran.code == 2
-    assert "supabase-nonexistent is neither a service nor a container_name" in ran.err
+    assert ran.code == 0 and "recreated gateway" in ran.out, ran.text
 
 
 def test_unreachable_engine_is_one_clear_line(stack: Path, cli: CLI) -> None:

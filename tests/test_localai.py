@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,9 @@ import psycopg
 import pytest
 import yaml
 
-from rotation import envfile
+from rotation import composefiles, envfile
+from rotation.config import check_stack, load
+from rotation.plan import make_plan
 
 from . import composeref, pgserver
 from .conftest import CLI, REPO, edited_config, stack_password, tree
@@ -49,22 +53,94 @@ def test_every_upstream_secret_is_configured_and_encrypting_keys_are_marked() ->
         assert spec.get("description"), name
 
 
-def test_restart_services_are_exactly_the_compose_services_that_read_each_secret() -> None:
-    """Recomputed from the real compose files, so the bundled configuration cannot drift from them."""
-    readers = composeref.readers(COMPOSE)
-    by_container = composeref.container_names(COMPOSE)
-    shipped = envfile.read(FIXTURE / ".env")
-    for name, spec in bundled().items():
-        configured = {by_container.get(s, s) for s in spec.get("restart_services") or []}
-        reading = readers.get(name, set())
-        if not reading and shipped.count(name) == 0:
-            continue  # newer than these files (REALTIME_DB_ENC_KEY): nothing here to compare with
-        assert configured == reading, f"{name}: configured {sorted(configured)}, compose reads it in {sorted(reading)}"
+UPSTREAM_V08 = REPO / "tests" / "fixtures" / "supabase-v0.8.2"
+LAYOUTS = ("pre-v0.8", "v0.8.2", "v0.8.2-kong", "v0.8.2-opted-in")
 
 
-def test_langfuse_shares_the_database_password_and_is_restarted_with_it() -> None:
+def layout(root: Path, name: str) -> tuple[Path, list[Path]]:
+    """local-ai-packaged around the Supabase `name` ships, as start_services.py leaves it (the root
+    .env copied over Supabase's), without a configuration of its own; and the compose files compose
+    reads for it, with which tests/composeref.py recomputes who reads what."""
+    shutil.copytree(FIXTURE, root)
+    (root / "README.md").unlink()
+    if name.startswith("v0.8.2"):
+        shutil.rmtree(root / "supabase/docker")
+        shutil.copytree(UPSTREAM_V08 / "docker", root / "supabase/docker")
+        shutil.copy(root / ".env", root / "supabase/docker/.env")
+    compose = root / "docker-compose.yml"
+    if name == "v0.8.2-kong":  # the Kong override, included with the file it overrides
+        text = compose.read_text().replace(
+            "  - ./supabase/docker/docker-compose.yml",
+            "  - path: [./supabase/docker/docker-compose.yml, ./supabase/docker/docker-compose.kong.yml]",
+        )
+        assert text != compose.read_text()
+        compose.write_text(text)
+    if name == "v0.8.2-opted-in":  # the sed of utils/add-new-auth-keys.sh, and the keys it appends
+        upstream = root / "supabase/docker/docker-compose.yml"
+        upstream.write_text(
+            re.sub(r"(?m)^( *)#(GOTRUE_JWT_KEYS|API_JWT_JWKS|JWT_JWKS|SUPABASE_JWKS):", r"\1\2:", upstream.read_text())
+        )
+        from .test_supabase_v08 import add_new_auth_keys
+
+        add_new_auth_keys(root)
+    return root, [compose, root / "docker-compose.override.private.yml"]
+
+
+def test_the_upstream_fixtures_are_the_release_byte_for_byte() -> None:
+    inventory = {}
+    for line in (UPSTREAM_V08 / "v0.8.2-inventory.tsv").read_text().splitlines():
+        path, _size, _blob, sha256 = line.split("\t")[:4]
+        inventory[path] = sha256
+    copied = [p for p in (UPSTREAM_V08 / "docker").rglob("*") if p.is_file()]
+    assert len(copied) == 9
+    for copy in copied:
+        name = str(copy.relative_to(UPSTREAM_V08))
+        assert hashlib.sha256(copy.read_bytes()).hexdigest() == inventory[name], name
+
+
+@pytest.mark.parametrize("name", LAYOUTS)
+def test_services_are_derived_from_the_files_compose_reads(name: str, tmp_path: Path) -> None:
+    """Every layout's readers, recomputed by an independent reading of the same files."""
+    root, compose = layout(tmp_path / "localai", name)
+    derived = composefiles.read(root, [p.name for p in compose])
+    expected = composeref.readers(compose)
+    for variable in {*expected, *bundled()}:
+        assert set(derived.of(variable)) == expected.get(variable, set()), (name, variable)
+    assert derived.warnings == ()
+
+
+@pytest.mark.parametrize("name", LAYOUTS)
+def test_every_plan_names_only_services_the_stack_has_and_says_why(name: str, tmp_path: Path, inproc: CLI) -> None:
+    root, compose = layout(tmp_path / "localai", name)
+    services = set(composeref.services(compose))
+    readers = composeref.readers(compose)
+    everything = json.loads(inproc("rotate", "--dry-run", "--json", cwd=root).out)
+    jwt = json.loads(inproc("rotate", "--dry-run", "--json", "--secrets", "JWT_SECRET", cwd=root).out)
+    for plan in (everything, jwt):
+        assert plan["affected_services"] and set(plan["affected_services"]) <= services, name
+        assert set(plan["affected_by"]) == set(plan["affected_services"])
+        for service, variables in plan["affected_by"].items():  # each service is named with what it reads
+            assert variables and all(service in readers[v] for v in variables), (service, variables)
+    gateway = "kong" if name == "pre-v0.8" else "api-gw"
+    assert gateway in jwt["affected_services"] and "db" not in jwt["affected_services"], jwt["affected_services"]
+    assert jwt["affected_by"][gateway] == ["ANON_KEY", "SERVICE_ROLE_KEY"]
+    rotated = set(jwt["rotated_secrets"])
+    wanted = {s for v in rotated for s in readers.get(v, set())} - {"db"}
+    assert set(jwt["affected_services"]) == wanted
+    if name == "v0.8.2-opted-in":  # the key sets follow JWT_SECRET, and so do their readers
+        assert {"JWT_KEYS", "JWT_JWKS"} <= rotated
+        assert jwt["affected_by"]["auth"] == ["JWT_KEYS", "JWT_SECRET"]
+        assert {"realtime", "storage", "functions"} <= {s for s, v in jwt["affected_by"].items() if "JWT_JWKS" in v}
+    text = inproc("rotate", "--dry-run", "--secrets", "JWT_SECRET", cwd=root).out
+    assert re.search(rf"(?m)^(services:)? +{re.escape(gateway)} +reads ANON_KEY, SERVICE_ROLE_KEY$", text), text
+
+
+def test_langfuse_shares_the_database_password_and_is_restarted_with_it(tmp_path: Path) -> None:
+    root, _ = layout(tmp_path / "localai", "pre-v0.8")
+    config = load(BUNDLED)
+    plan = make_plan(config, check_stack(config, root), ["POSTGRES_PASSWORD"], readers=composefiles.read(root, ()))
+    assert {"postgres", "langfuse-web", "langfuse-worker", "n8n", "db"} <= set(plan.services)
     spec = bundled()["POSTGRES_PASSWORD"]
-    assert {"postgres", "langfuse-web", "langfuse-worker", "n8n"} <= set(spec["restart_services"])
     targets = [t["postgres"] for t in spec["apply"]]
     assert [t.get("container") for t in targets] == ["db", "postgres"]
     supabase = targets[0]
@@ -72,6 +148,19 @@ def test_langfuse_shares_the_database_password_and_is_restarted_with_it() -> Non
     assert (
         set(supabase["roles"]) == set(pgserver.DB_PASSWD_ROLES) and "supabase_read_only_user" not in supabase["roles"]
     )
+
+
+def test_a_stack_whose_key_sets_are_still_empty_rotates_jwt_secret_and_leaves_them(tmp_path: Path, inproc: CLI) -> None:
+    """Supabase's .env.example ships `JWT_KEYS=` and `JWT_JWKS=` empty until add-new-auth-keys.sh runs."""
+    root, _ = layout(tmp_path / "localai", "v0.8.2")
+    for name in FILES:
+        with (root / name).open("a") as env:
+            env.write("JWT_KEYS=\nJWT_JWKS=\n")
+    ran = inproc("rotate", "--secrets", "JWT_SECRET", cwd=root)
+    assert ran.code == 0, ran.text
+    after = envfile.read(root / ".env")
+    assert after.get("JWT_KEYS") == "" and after.get("JWT_JWKS") == ""
+    assert "JWT_KEYS" not in ran.out.split("files:")[0]
 
 
 @pytest.fixture

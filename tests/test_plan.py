@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rotation import envfile
+from rotation import composefiles, envfile
 from rotation.config import check_stack, load
 from rotation.errors import DataLossRefused, SelectionError
 from rotation.generate import Secret, random_value, verify_jwt
@@ -18,7 +18,7 @@ from rotation.plan import make_plan, render_files
 @pytest.fixture
 def loaded(stack: Path):  # type: ignore[no-untyped-def]
     config = load(stack / "secrets-config.yaml")
-    return config, check_stack(config, stack)
+    return config, check_stack(config, stack), composefiles.read(stack, ())
 
 
 @pytest.mark.parametrize("alphabet", ["alnum", "hex", "base64url"])
@@ -37,7 +37,7 @@ def test_secret_never_shows_its_value() -> None:
 
 
 def test_default_rotation_skips_static_encrypting_and_manual_secrets(loaded) -> None:  # type: ignore[no-untyped-def]
-    config, files = loaded
+    config, files, _ = loaded
     plan = make_plan(config, files)
     assert "OPENAI_API_KEY" not in plan.names and "DASHBOARD_USERNAME" not in plan.names
     assert "N8N_ENCRYPTION_KEY" not in plan.names and "VAULT_ENC_KEY" not in plan.names
@@ -46,9 +46,9 @@ def test_default_rotation_skips_static_encrypting_and_manual_secrets(loaded) -> 
 
 
 def test_jwt_secret_re_signs_its_tokens_with_fresh_claims(loaded) -> None:  # type: ignore[no-untyped-def]
-    config, files = loaded
+    config, files, readers = loaded
     now = time.time()
-    plan = make_plan(config, files, ["JWT_SECRET"], now=now)
+    plan = make_plan(config, files, ["JWT_SECRET"], now=now, readers=readers)
     assert plan.names == ("ANON_KEY", "JWT_SECRET", "SERVICE_ROLE_KEY")
     key = plan.change("JWT_SECRET").new  # type: ignore[union-attr]
     for name, role in (("ANON_KEY", "anon"), ("SERVICE_ROLE_KEY", "service_role")):
@@ -56,11 +56,12 @@ def test_jwt_secret_re_signs_its_tokens_with_fresh_claims(loaded) -> None:  # ty
         assert claims["role"] == role and claims["iss"] == "supabase"
         assert claims["iat"] == int(now)
         assert claims["exp"] - claims["iat"] >= 5 * 365 * 86400
-    assert "supabase-auth" in plan.services and "supabase-kong" in plan.services
+    assert "auth" in plan.services and "kong" in plan.services and "db" not in plan.services
+    assert plan.because["kong"] == ("ANON_KEY", "SERVICE_ROLE_KEY") and plan.because["auth"] == ("JWT_SECRET",)
 
 
 def test_naming_only_anon_key_re_signs_it_with_the_current_jwt_secret(loaded) -> None:  # type: ignore[no-untyped-def]
-    config, files = loaded
+    config, files, _ = loaded
     plan = make_plan(config, files, ["ANON_KEY"])
     assert plan.names == ("ANON_KEY",)
     current = Secret(files[".env"].get("JWT_SECRET"))
@@ -68,7 +69,7 @@ def test_naming_only_anon_key_re_signs_it_with_the_current_jwt_secret(loaded) ->
 
 
 def test_static_and_unknown_names_are_refused(loaded) -> None:  # type: ignore[no-untyped-def]
-    config, files = loaded
+    config, files, _ = loaded
     with pytest.raises(SelectionError, match="OPENAI_API_KEY is static"):
         make_plan(config, files, ["OPENAI_API_KEY"])
     with pytest.raises(SelectionError, match="unknown secret 'NOPE'"):
@@ -77,7 +78,7 @@ def test_static_and_unknown_names_are_refused(loaded) -> None:  # type: ignore[n
 
 @pytest.mark.parametrize("name", ["N8N_ENCRYPTION_KEY", "VAULT_ENC_KEY"])
 def test_encrypting_keys_need_accept_data_loss(loaded, name: str) -> None:  # type: ignore[no-untyped-def]
-    config, files = loaded
+    config, files, _ = loaded
     with pytest.raises(DataLossRefused, match=name):
         make_plan(config, files, [name])
     plan = make_plan(config, files, [name], accept_data_loss=True)
@@ -86,7 +87,7 @@ def test_encrypting_keys_need_accept_data_loss(loaded, name: str) -> None:  # ty
 
 
 def test_auto_rotate_of_an_encrypting_key_is_refused_too(loaded) -> None:  # type: ignore[no-untyped-def]
-    config, files = loaded
+    config, files, _ = loaded
     spec = config.secrets["N8N_ENCRYPTION_KEY"]
     secrets = dict(config.secrets)
     secrets["N8N_ENCRYPTION_KEY"] = type(spec)(**{**{f: getattr(spec, f) for f in spec.__slots__}, "auto_rotate": True})
@@ -97,7 +98,7 @@ def test_auto_rotate_of_an_encrypting_key_is_refused_too(loaded) -> None:  # typ
 
 
 def test_rendered_files_change_only_the_rotated_values(loaded, stack: Path) -> None:  # type: ignore[no-untyped-def]
-    config, files = loaded
+    config, files, _ = loaded
     plan = make_plan(config, files, ["DASHBOARD_PASSWORD"])
     new = render_files(plan, files)
     for name, data in new.items():

@@ -120,9 +120,14 @@ def test_a_client_that_cannot_resolve_a_replaced_name_yet_is_given_the_timeout_n
 
 @pytest.fixture
 def fake_stack(stack: Path) -> Path:
-    """The example stack whose JWT secrets are read by the fake engine's services."""
+    """The example stack whose JWT secrets are read by the fake engine's services, which its compose file defines."""
+    (stack / "compose.fake.yml").write_text(
+        "services:\n  db: {image: x}\n  api: {image: x, depends_on: [db]}\n"
+        "  gateway: {image: x, container_name: fake-gateway, depends_on: [api]}\n  worker: {image: x}\n"
+    )
     with edited_config(stack) as raw:
         raw["verify"] = [{"jwt": {}}]  # the other probes reach for real containers and databases
+        raw["compose"] = {**raw.get("compose", {}), "files": ["compose.fake.yml"]}
         for name in ("JWT_SECRET", "ANON_KEY", "SERVICE_ROLE_KEY"):
             raw["secrets"][name]["restart_services"] = ["db", "api"] if name == "JWT_SECRET" else ["fake-gateway"]
     return stack
@@ -170,14 +175,12 @@ def test_a_rollback_whose_restore_fails_keeps_every_backup(fake_stack: Path) -> 
     assert result.backup.path.is_dir()
 
 
-def test_services_a_configuration_declares_optional_are_skipped_where_absent_and_typos_are_not() -> None:
-    from rotation.errors import SelectionError
-
+def test_a_run_naming_services_the_engine_lacks_skips_them_and_names_all_but_the_optional() -> None:
+    """The plan warned about them before any change: a restart never fails on them half-way."""
     engine = FakeEngine(shaped())
-    known, absent = rollout.present(engine, ["db", "fake-gateway", "langfuse-web"], optional={"langfuse-web"})
-    assert known == ["db", "gateway"] and absent == ["langfuse-web"]
-    with pytest.raises(SelectionError, match="langfuse-wbe"):
-        rollout.present(engine, ["db", "langfuse-wbe"], optional={"langfuse-web"})
+    names = ["db", "fake-gateway", "langfuse-web", "langfuse-wbe"]
+    known, absent = rollout.present(engine, names, optional={"langfuse-web"})
+    assert known == ["db", "gateway"] and absent == ["langfuse-wbe"]
 
 
 def test_a_failed_verify_rolls_back_and_marks_the_run_without_invoke(fake_stack: Path) -> None:

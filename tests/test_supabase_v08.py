@@ -134,12 +134,6 @@ def test_jwt_secret_carries_its_key_sets_and_every_token_still_verifies(
     assert {name: (root / name).read_bytes() for name in FILES} == before
 
 
-def test_the_plan_lists_the_readers_of_the_key_sets(v08: tuple[Path, dict[str, str]], inproc: CLI) -> None:
-    plan = json.loads(inproc("rotate", "--secrets", "JWT_SECRET", "--dry-run", "--json").out)
-    assert {s["name"] for s in plan["secrets"]} >= {"JWT_KEYS", "JWT_JWKS", "ANON_KEY", "SERVICE_ROLE_KEY"}
-    assert {"supabase-auth", "supabase-rest"} <= set(plan["affected_services"])
-
-
 def test_a_key_set_that_does_not_carry_the_current_secret_stops_the_rotation(
     v08: tuple[Path, dict[str, str]], inproc: CLI
 ) -> None:
@@ -154,11 +148,14 @@ def test_a_key_set_that_does_not_carry_the_current_secret_stops_the_rotation(
     assert tree(root) == before
 
 
-def test_the_key_sets_follow_their_secret_and_are_not_rotated_alone(
+def test_the_public_set_follows_its_secret_and_its_signing_set_and_is_not_rotated_alone(
     v08: tuple[Path, dict[str, str]], inproc: CLI
 ) -> None:
-    ran = inproc("rotate", "--secrets", "JWT_KEYS")
-    assert ran.code == 2 and "follows JWT_SECRET" in one_line_error(ran), ran.text
+    ran = inproc("rotate", "--secrets", "JWT_JWKS")
+    error = one_line_error(ran)
+    assert ran.code == 2 and "follows JWT_SECRET" in error and "rotate JWT_KEYS" in error, ran.text
+    ran = inproc("rotate", "--secrets", "JWT_KEYS,JWT_SECRET")
+    assert ran.code == 2 and "in a run of its own" in one_line_error(ran), ran.text
 
 
 def test_opaque_api_keys_rotate_in_upstreams_format(v08: tuple[Path, dict[str, str]], inproc: CLI) -> None:
@@ -189,3 +186,91 @@ def test_a_pulled_opaque_key_with_a_broken_checksum_is_refused(
     bao.write(path, {"SUPABASE_SECRET_KEY": good})
     assert inproc("pull", env=env_for(bao.address)).code == 0
     assert values(root)["SUPABASE_SECRET_KEY"] == good != added["SUPABASE_SECRET_KEY"]
+
+
+def ec_keys(value: str) -> list[dict[str, Any]]:
+    keys = json.loads(value)
+    return [k for k in (keys["keys"] if isinstance(keys, dict) else keys) if k["kty"] == "EC"]
+
+
+def moved_back(root: Path, seconds: float) -> None:
+    """Mark the newest run verified, its readers recreated `seconds` ago (as `restart verify` records)."""
+    from rotation.backup import BackupStore, RunStatus
+
+    store = BackupStore.for_stack(root, "backups/secrets")
+    run = store.latest_rotation()
+    assert run is not None
+    store.update(run, status=RunStatus.VERIFIED, restarts=[{"at": time.time() - seconds, "services": ["auth"]}])
+
+
+def test_the_signing_key_moves_through_standby_rotate_and_revoke_and_no_session_fails(
+    v08: tuple[Path, dict[str, str]], inproc: CLI
+) -> None:
+    """A session token GoTrue signed with the old key before the rotation verifies after every phase up
+    to revoke; revoke waits for JWT_EXPIRY after the rotate phase, and then removes the old key."""
+    root, added = v08
+    first = ec_keys(added["JWT_KEYS"])[0]
+    session = jwt.encode(
+        {"role": "authenticated", "iss": "supabase", "iat": int(time.time()), "exp": int(time.time()) + 3600},
+        jwt.PyJWK({**first, "key_ops": ["sign"]}).key,
+        algorithm="ES256",
+        headers={"kid": first["kid"]},
+    )
+
+    ran = inproc("rotate", "--secrets", "JWT_KEYS", "--json")
+    assert ran.code == 0, ran.text
+    result = json.loads(ran.out)
+    assert sorted(result["rotated_secrets"]) == ["JWT_JWKS", "JWT_KEYS"] and result["phases"] == {"JWT_KEYS": "standby"}
+    standby = values(root)
+    private, public = ec_keys(standby["JWT_KEYS"]), ec_keys(standby["JWT_JWKS"])
+    assert [k["kid"] for k in private] == [k["kid"] for k in public] and private[0] == first
+    assert private[1]["key_ops"] == ["verify"] and "d" not in public[1] and public[1]["x"] == private[1]["x"]
+    assert standby["ANON_KEY_ASYMMETRIC"] == added["ANON_KEY_ASYMMETRIC"]  # the old key still signs
+    assert postgrest_claims(session, standby["JWT_JWKS"])["role"] == "authenticated"
+    assert values(root, FILES[1]) == standby
+    moved_back(root, 0)
+    listing = inproc("restore", "--list")
+    assert "JWT_KEYS (standby)" in listing.out, listing.text
+
+    assert inproc("rotate", "--secrets", "JWT_KEYS").code == 0
+    rotated = values(root)
+    private = ec_keys(rotated["JWT_KEYS"])
+    assert [k["key_ops"] for k in private] == [["verify"], ["sign", "verify"]]
+    assert rotated["JWT_JWKS"] == standby["JWT_JWKS"]  # both keys verify already
+    for token in ("ANON_KEY_ASYMMETRIC", "SERVICE_ROLE_KEY_ASYMMETRIC"):
+        assert jwt.get_unverified_header(rotated[token])["kid"] == private[1]["kid"]
+        assert postgrest_claims(rotated[token], rotated["JWT_JWKS"])["role"] in ("anon", "service_role")
+    assert postgrest_claims(session, rotated["JWT_JWKS"])["role"] == "authenticated"
+    for token in ("ANON_KEY", "SERVICE_ROLE_KEY"):  # the HS256 family is untouched
+        assert rotated[token] == standby[token]
+    moved_back(root, 600)  # its readers were recreated ten minutes ago; JWT_EXPIRY is 3600
+
+    before = {k: v for k, v in tree(root).items() if not k.endswith("audit.log")}
+    refused = inproc("rotate", "--secrets", "JWT_KEYS", "--json")
+    error = json.loads(refused.out)
+    assert refused.code == 2 and error["key"] == "--secrets" and "JWT_EXPIRY=3600s" in error["error"]
+    assert "51 min" in error["error"] or "50 min" in error["error"]
+    assert {k: v for k, v in tree(root).items() if not k.endswith("audit.log")} == before
+    due = inproc("due")
+    assert "JWT_KEYS" in due.out and "revoke" in due.out, due.text
+
+    moved_back(root, 3700)
+    ran = inproc("rotate", "--secrets", "JWT_KEYS")
+    assert ran.code == 0, ran.text
+    revoked = values(root)
+    assert [k["kid"] for k in ec_keys(revoked["JWT_KEYS"])] == [private[1]["kid"]]
+    assert [k["kid"] for k in ec_keys(revoked["JWT_JWKS"])] == [private[1]["kid"]]
+    assert json.loads(revoked["JWT_KEYS"])[-1]["kty"] == "oct"  # the oct key stays where it was
+    with pytest.raises(AssertionError):
+        postgrest_claims(session, revoked["JWT_JWKS"])  # expired by now in real time; its key is gone
+    shown = "".join(p.read_text() for p in (root / "backups/secrets").rglob("*.json"))
+    shown += (root / "backups/secrets/audit.log").read_text()
+    assert first["d"] not in shown and private[1]["d"] not in shown
+
+    assert inproc("restore", "--latest").code == 0  # back to the rotated phase, both keys
+    assert values(root) == rotated
+
+
+def test_a_stack_without_a_signing_key_set_says_so_in_one_line(stack: Path, inproc: CLI) -> None:
+    ran = inproc("rotate", "--secrets", "JWT_KEYS")
+    assert ran.code == 2 and ran.err.count("\n") == 1 and "JWT_KEYS" in ran.err, ran.text

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from .. import envfile
+from ..composefiles import DEFAULT_FILES, named_files
 from ..config import ComposeSpec
 from ..errors import EngineError, RotationError
 from .docker import DockerEngine
@@ -38,7 +39,6 @@ __all__ = [
 
 CONFIG_FILES = "com.docker.compose.project.config_files"
 WORKING_DIR = "com.docker.compose.project.working_dir"
-DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")  # what compose looks for
 
 Runner = Callable[[Sequence[str], Path], str]
 
@@ -235,11 +235,7 @@ class ComposeEngine(DockerEngine):
 
     def _default_files(self) -> tuple[str, ...]:
         """compose.files, else COMPOSE_FILE (environment, then the stack's .env), else compose's own defaults."""
-        if self.spec.files:
-            return self.spec.files
-        listed = os.environ.get("COMPOSE_FILE") or self._dotenv.get("COMPOSE_FILE") or ""
-        separator = os.environ.get("COMPOSE_PATH_SEPARATOR") or self._dotenv.get("COMPOSE_PATH_SEPARATOR") or ":"
-        return tuple(name for name in listed.split(separator) if name)
+        return named_files(self.root, self.spec.files, self._dotenv)
 
     def _default_project(self) -> str:
         for name in self.files_or_defaults():

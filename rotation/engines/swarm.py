@@ -30,12 +30,12 @@ import yaml
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_exponential
 
 from .. import envfile
+from ..composefiles import DEFAULT_FILES
 from ..config import Config, SwarmSpec
 from ..errors import ConfigError, EngineError, SelectionError, did_you_mean
 from ..fsio import inside, remove_file
 from ..generate import Secret
 from ..interpolation import REFERENCE
-from .compose import DEFAULT_FILES
 from .docker import DockerEngine
 from .protocol import Service, ServiceState, instant
 
