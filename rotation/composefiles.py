@@ -129,11 +129,20 @@ def read(root: Path, named: Sequence[str]) -> Readers:
     """The readers of every variable in the files `named` (or compose's defaults) and what they include.
 
     A file that cannot be read or parsed, or that lies outside the stack, is a warning, not an
-    error: the derivation then knows less, and the plan says so.
+    error: the derivation then knows less, and the plan says so. A file the configuration names
+    outside the stack (`compose.files: [/srv/app/compose.yaml]`) is the user's choice, as it is
+    compose's: its folder is read too. A link inside the stack that leads out of it is not followed.
     """
     reader = _Reader(root.resolve())
-    for name in named or _defaults(root):
-        reader.file(root / name, root)
+    names = list(named or _defaults(root))
+    # compose without --project-directory: relative paths of every named file resolve against the
+    # folder of the first one (includes against their own)
+    project = Path(os.path.normpath(root / names[0])).parent if names else root
+    for name in names:
+        path = Path(os.path.normpath(root / name))
+        if not path.is_relative_to(root):
+            reader.roots.append(path.resolve().parent)
+        reader.file(root / name, project)
     if not reader.read and not reader.warnings:
         reader.warnings.append(f"no compose file found in {root} ({', '.join(named or DEFAULT_FILES)})")
     reads = {name: reader.reads_of(body) for name, body in reader.services.items()}
@@ -146,11 +155,15 @@ class _Reader:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.roots = [root]  # the stack, and the folders of files named outside it
         self.services: dict[str, dict[str, Any]] = {}
         self.secrets: dict[str, Any] = {}
         self.read: list[str] = []
         self.warnings: list[str] = []
         self.seen: set[Path] = set()
+
+    def _inside(self, real: Path) -> bool:
+        return any(real.is_relative_to(root) for root in self.roots)
 
     def _shown(self, path: Path) -> str:
         return str(path.relative_to(self.root)) if path.is_relative_to(self.root) else str(path)
@@ -170,7 +183,7 @@ class _Reader:
     def file(self, path: Path, directory: Path) -> None:
         """Read one compose file whose relative paths resolve against `directory`, includes first."""
         real = path.resolve()
-        if not real.is_relative_to(self.root):
+        if not self._inside(real):
             self.warnings.append(f"{path}: outside the stack root; not read")
             return
         if real in self.seen or len(self.seen) >= MAX_INCLUDES:
@@ -218,7 +231,7 @@ class _Reader:
     def _env_file(self, path: Path) -> set[str]:
         """The keys an env_file sets and the variables its values reference."""
         real = path.resolve()
-        if not real.is_relative_to(self.root):
+        if not self._inside(real):
             self.warnings.append(f"{path}: env_file outside the stack root; not read")
             return set()
         try:

@@ -83,3 +83,11 @@ def test_a_rotation_whose_compose_files_cannot_be_read_is_refused_and_changes_no
     assert ran.code == 2 and ran.err.count("\n") == 1
     assert "compose.prod.yml: no such compose file" in ran.err and "secrets.JWT_SECRET.restart_services" in ran.err
     assert tree(stack) == before
+
+
+def test_a_compose_file_the_configuration_names_outside_the_stack_is_read_with_its_folder(tmp_path: Path) -> None:
+    root, project = tmp_path / "stack", tmp_path / "project"
+    write(project, "docker-compose.yml", "services:\n  db: {image: x, env_file: [db.env]}\n")
+    write(project, "db.env", "POSTGRES_PASSWORD=x\n")
+    found = read(root, [str(project / "docker-compose.yml")])
+    assert found.reads["db"] == {"POSTGRES_PASSWORD"} and not found.warnings
