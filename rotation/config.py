@@ -84,6 +84,7 @@ _SECRET_KEYS = {
     "prefix",
     "public",
     "session_expiry",
+    "copied_into",
 }
 _POSTGRES_KEYS = {
     "host",
@@ -235,6 +236,7 @@ class SecretSpec:
     prefix: str | None = None  # opaque-key: sb_publishable_ or sb_secret_
     public: str | None = None  # jwks: the public set whose EC keys follow this set's (JWT_KEYS -> JWT_JWKS)
     session_expiry: str = "JWT_EXPIRY"  # jwks with `public`: the variable holding the session lifetime (s)
+    copied_into: tuple[str, ...] = ()  # applications that keep a copy of the value (an n8n credential), for the plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -524,6 +526,9 @@ def _secret(name: str, body: Any, fail: Fail) -> SecretSpec:
         raise fail("role", "a jwt-token needs the JWT 'role' claim")
     if kind == "jwks" and not body.get("depends_on"):
         raise fail("depends_on", "a jwks needs the HS256 secret whose oct key it carries")
+    copied = body.get("copied_into") or []
+    if not isinstance(copied, list) or not all(isinstance(c, str) and c.strip() and "\n" not in c for c in copied):
+        raise fail("copied_into", "expected a list of one-line descriptions (where a copy of the value is kept)")
     for key in ("public", "session_expiry"):
         if key in body and (kind != "jwks" or not isinstance(body[key], str) or not re.fullmatch(NAME, body[key])):
             raise fail(key, "only a jwks takes it, and it names a variable of the stack's env files")
@@ -567,6 +572,7 @@ def _secret(name: str, body: Any, fail: Fail) -> SecretSpec:
         prefix=prefix,
         public=body.get("public"),
         session_expiry=body.get("session_expiry", "JWT_EXPIRY"),
+        copied_into=tuple(copied),
     )
 
 

@@ -49,7 +49,8 @@ class RotationError(Exception):
 
     Besides the message, an error is data for scripts (`--json`): its `kind`, the `key` at fault (a
     configuration key such as `secrets.JWT_SECRET.length`, a flag such as `--secrets`, or a secret's
-    name), the `file` at fault, and the `steps` to run next (tasks, such as `recover`). `unchanged`
+    name), the `file` at fault, a `hint` (what would be accepted), and the `steps` to run next (tasks,
+    such as `recover`). `unchanged`
     is true when the live system it came from is known to be as it was (the failure came before
     anything was asked to change), so nothing there needs undoing or checking.
     """
@@ -59,11 +60,20 @@ class RotationError(Exception):
     unchanged = False
     _context: tuple[str, ...] = ()
 
-    def __init__(self, message: str, *, key: str | None = None, file: object = None, steps: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str | None = None,
+        file: object = None,
+        steps: Iterable[str] = (),
+        hint: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.key = key
         self.file = file
         self.steps = tuple(steps)
+        self.hint = hint
 
     def add_context(self, text: str) -> None:
         """Say more about this error (what was done about it) without rebuilding it from its text."""
@@ -80,6 +90,7 @@ class RotationError(Exception):
             "exit_code": self.exit_code,
             "key": self.key,
             "file": None if self.file is None else str(self.file),
+            "hint": self.hint,
             "steps": list(self.steps),
         }
 
@@ -108,9 +119,11 @@ class SelectionError(RotationError):
     exit_code = 2
     kind = "selection"
 
-    def __init__(self, message: str, *, key: str | None = None, steps: Iterable[str] = ()) -> None:
+    def __init__(
+        self, message: str, *, key: str | None = None, steps: Iterable[str] = (), hint: str | None = None
+    ) -> None:
         named = _LEADING_KEY.match(message)
-        super().__init__(message, key=key or (named[1] if named else None), steps=steps)
+        super().__init__(message, key=key or (named[1] if named else None), steps=steps, hint=hint)
 
 
 class UnsafeValue(RotationError):

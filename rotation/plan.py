@@ -99,7 +99,9 @@ def _select(
             if spec is None:
                 known = ", ".join(config.secrets)
                 hint = did_you_mean(name, config.secrets)
-                raise SelectionError(f"--secrets: unknown secret '{name}'{hint} (known: {known})")
+                raise SelectionError(
+                    f"--secrets: unknown secret '{name}'{hint} (known: {known})", hint=f"known: {known}"
+                )
             if spec.type == "static":
                 raise SelectionError(
                     f"--secrets: {name} is static (user-managed) and is never generated; "
@@ -425,6 +427,8 @@ def _check(config: Config, changes: Iterable[Change], files: Mapping[str, EnvFil
 def _warnings(changes: Iterable[Change], files: Mapping[str, EnvFile]) -> list[str]:
     found = []
     for change in changes:
+        for place in change.spec.copied_into:  # verify sees the stack, not what an application keeps
+            found.append(f"{change.name} is also copied into {place}: update it there, or what uses it fails")
         values = set()
         for name in change.spec.files:
             count = files[name].count(change.name)

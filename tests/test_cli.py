@@ -324,7 +324,7 @@ def test_json_errors_say_what_failed_which_key_or_file_and_what_to_run_next(stac
     ran = inproc("rotate", "--secrets", "JWT_SECRT", "--json")
     error = json.loads(ran.out)
     assert ran.code == 2 and error["kind"] == "selection" and error["key"] == "--secrets"
-    assert "did you mean 'JWT_SECRET'" in error["error"]
+    assert "did you mean 'JWT_SECRET'" in error["error"] and "JWT_SECRET" in error["hint"].removeprefix("known: ")
     with edited_config(stack) as raw:
         raw["secrets"]["JWT_SECRET"]["length"] = 8
     error = json.loads(inproc("rotate", "--json").out)

@@ -271,3 +271,11 @@ def test_postgres_password_follows_db_passwd_sh_in_the_supabase_database(
     assert _analytics_url(pg_server) == pgserver.ANALYTICS_URL.format(old)
     assert pg_server.logs_in("supabase_admin", old)
     assert json.loads(cli("restore", "--list", "--json").out)[0]["kind"] == "pre-restore"
+
+
+def test_a_plan_says_which_applications_keep_a_copy_of_what_it_changes(stack: Path, inproc: CLI) -> None:
+    """n8n keeps the database password and the service role key in its own credentials: verify cannot see them."""
+    ran = inproc("rotate", "--dry-run", "--secrets", "JWT_SECRET", "--json")
+    warnings = json.loads(ran.out)["warnings"]
+    assert any("SERVICE_ROLE_KEY is also copied into n8n credentials of type Supabase API" in w for w in warnings)
+    assert not any("POSTGRES_PASSWORD" in w for w in warnings)
