@@ -30,7 +30,6 @@ from invoke.tasks import Task, task
 
 from . import audit, pipeline, report
 from .backup import Run
-from .engines import Engine, engine_for
 from .errors import Interrupted, RotationError, SelectionError
 from .escape import printable
 from .fsio import write_atomic
@@ -391,10 +390,6 @@ def pull(
     print(report.pull_text(result, _command(c, config)))
 
 
-def _engine(stack: Stack) -> Engine:
-    return engine_for(stack.root, stack.config)
-
-
 @_task_options(
     help={
         "save": "Write the state to FILE as JSON.",
@@ -416,7 +411,7 @@ def check(
     with _task("check", json) as record:
         record.announce = False
         stack = _stack(c, record, config, read_only=not save or _dry(c))
-        engine = _engine(stack)
+        engine = stack.engine()
         snapshot = pipeline.snapshot(engine)
         found = []
         if compare:
@@ -447,7 +442,7 @@ def precheck(c: Context, config: str | None = None) -> None:
     with _task("precheck") as record:
         record.announce, record.dry_run = False, _dry(c)
         stack = _stack(c, record, config)
-        result = pipeline.precheck(stack, _engine(stack), dry_run=record.dry_run)
+        result = pipeline.precheck(stack, stack.engine(), dry_run=record.dry_run)
         if not result.ok:
             print(report.states_table(result.snapshot))
             names = ", ".join(s.service for s in result.snapshot.unhealthy)
@@ -539,7 +534,7 @@ def restart(
         record.dry_run = _dry(c)
         seconds, workers = _number(timeout, "--timeout"), int(_number(parallel, "--parallel", int))
         stack = _stack(c, record, config)
-        engine = _engine(stack)
+        engine = stack.engine()
         run = _pipeline_run(c, stack, record)
         outcome = pipeline.restart(
             stack,
@@ -597,7 +592,7 @@ def verify(
         stack = _stack(c, record, config)
         outcome = pipeline.verify(
             stack,
-            _engine(stack),
+            stack.engine(),
             _pipeline_run(c, stack, record),
             rollback=not no_rollback,
             timeout=seconds,
@@ -705,7 +700,7 @@ def recover(c: Context, timeout: str = str(DEFAULTS["timeout"]), config: str | N
         seconds = _number(timeout, "--timeout")
         stack = _stack(c, record, config, recover=False)
         outcome = pipeline.recover(
-            stack, lambda: _engine(stack), timeout=seconds, progress=_progress, command=_command(c, config)
+            stack, stack.engine, timeout=seconds, progress=_progress, command=_command(c, config)
         )
     if outcome.journal:
         print(outcome.journal)

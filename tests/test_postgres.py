@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from docker import DockerClient
@@ -185,6 +186,32 @@ def in_container(stack: Path, server: pgserver.Server, client: DockerClient, tmp
             del target["host"]  # the port stays: psql finds the server's socket by it
             target["container"] = f"{project}-db"  # by container_name, as Supabase configs do
         yield project
+
+
+@pytest.mark.engine
+def test_a_container_mode_dry_run_builds_one_engine(
+    pg_stack: Path,
+    pg_server: pgserver.Server,
+    docker_client: DockerClient,
+    inproc: CLI,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each engine runs `compose config` and inspects every container: a task builds one and shares it."""
+    from rotation.engines.compose import ComposeEngine
+
+    built: list[object] = []
+    original = ComposeEngine.__init__
+
+    def counted(self: ComposeEngine, *args: Any, **kwargs: Any) -> None:
+        built.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ComposeEngine, "__init__", counted)
+    with in_container(pg_stack, pg_server, docker_client, tmp_path):
+        ran = inproc("rotate", "--secrets", "POSTGRES_PASSWORD", "--dry-run")
+        assert ran.code == 0 and "can alter" in ran.out, ran.text
+    assert len(built) == 1
 
 
 @pytest.mark.engine
