@@ -20,10 +20,10 @@ import pytest
 
 from rotation import envfile
 from rotation.config import load
-from rotation.errors import StoreError
+from rotation.errors import RecoveryError, StoreError
 from rotation.runs import rotate
 from rotation.stack import Stack
-from rotation.targets import postgres, vault
+from rotation.targets import postgres, target_from_json, vault
 
 from . import baoserver, pgserver
 from .conftest import CLI, edited_config, one_line_error, stack_password, tree
@@ -569,3 +569,11 @@ def test_the_engine_script_deletes_no_bridge_it_did_not_make(tmp_path: Path) -> 
     script = f"PATH={bin_dir}:$PATH; ENGINE_DIR={tmp_path}/engine; . {REPO}/.ci/engine.sh; engine_stop"
     subprocess.run(["bash", "-c", script], check=True)
     assert "ip link del" not in (calls.read_text() if calls.exists() else "")
+
+
+@pytest.mark.parametrize("kind", ["../../etc/passwd", ["postgres"], "__init__", "x" * 500])
+def test_a_journal_naming_an_unknown_target_kind_is_one_line_and_imports_nothing(kind: object) -> None:
+    """The kind picks a module by registry, never by building a module path from what was read."""
+    with pytest.raises(RecoveryError) as caught:
+        target_from_json({"kind": kind, "endpoint": {}}, None, lambda: None)  # type: ignore[arg-type,return-value]
+    assert "which this version does not know" in str(caught.value) and len(str(caught.value)) < 160

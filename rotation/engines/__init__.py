@@ -8,20 +8,26 @@ in the tool picks an engine.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from ..config import Config
 from .protocol import CLIENT_GRACE, Engine, ExecResult, Service, ServiceState, instant
 
-__all__ = ["CLIENT_GRACE", "Engine", "ExecResult", "Service", "ServiceState", "engine_for", "instant"]
+__all__ = ["CLIENT_GRACE", "ENGINES", "Engine", "ExecResult", "Service", "ServiceState", "engine_for", "instant"]
+
+# `engine:` of the configuration -> the module and class that implement it, imported on first use
+# (as pip's commands_dict): commands that never touch an engine start without docker's SDK. Each
+# class builds itself for a stack with `for_stack(root, config)`.
+ENGINES: dict[str, tuple[str, str]] = {
+    "compose": ("compose", "ComposeEngine"),
+    "swarm": ("swarm", "SwarmEngine"),
+}
 
 
 def engine_for(root: Path, config: Config) -> Engine:
     """The engine the configuration describes for the stack at `root`."""
-    if config.engine == "swarm":
-        from .swarm import SwarmEngine  # deferred: commands that never touch an engine start faster
-
-        return SwarmEngine(root, config)
-    from .compose import ComposeEngine
-
-    return ComposeEngine(root, config.compose)
+    module, name = ENGINES[config.engine]
+    kind = getattr(importlib.import_module(f".{module}", __name__), name)
+    engine: Engine = kind.for_stack(root, config)
+    return engine

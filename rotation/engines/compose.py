@@ -19,7 +19,7 @@ import yaml
 
 from .. import envfile
 from ..composefiles import DEFAULT_FILES, named_files
-from ..config import ComposeSpec
+from ..config import ComposeSpec, Config
 from ..errors import EngineError, RotationError
 from .docker import DockerEngine
 from .protocol import Service
@@ -232,6 +232,11 @@ class ComposeEngine(DockerEngine):
             or self._dotenv.get("COMPOSE_PROJECT_NAME")
             or self._default_project()
         )
+
+    @classmethod
+    def for_stack(cls, root: Path, config: Config) -> ComposeEngine:
+        """The engine of the compose project the configuration's `compose:` describes."""
+        return cls(root, config.compose)
 
     def _default_files(self) -> tuple[str, ...]:
         """compose.files, else COMPOSE_FILE (environment, then the stack's .env), else compose's own defaults."""

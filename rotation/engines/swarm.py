@@ -97,6 +97,11 @@ class SwarmEngine(DockerEngine):
         self._managed = False
         self._updating: dict[str, str | None] = {}  # services a deploy changed: when their last update had begun
 
+    @classmethod
+    def for_stack(cls, root: Path, config: Config) -> SwarmEngine:
+        """The engine of the Swarm stack the configuration's `swarm:` describes."""
+        return cls(root, config)
+
     # The stack files -------------------------------------------------------------------------
 
     def model(self) -> dict[str, Any]:

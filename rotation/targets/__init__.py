@@ -9,6 +9,7 @@ keys in one versioned write, so `vault` has a change type of its own beside them
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -18,7 +19,7 @@ from ..generate import Secret
 if TYPE_CHECKING:
     from ..engines import Engine
 
-__all__ = ["LiveTarget", "target_from_json"]
+__all__ = ["TARGETS", "LiveTarget", "target_from_json"]
 
 
 class LiveTarget(Protocol):
@@ -52,16 +53,20 @@ class LiveTarget(Protocol):
         ...
 
 
+# A target's `kind`, as the journal records it -> the module and class that implement it, imported
+# on first use. Each class rebuilds itself from its entry with `from_json(raw, opener, engine)`.
+TARGETS: dict[str, tuple[str, str]] = {
+    "postgres": ("postgres", "PostgresLive"),
+    "swarm-secret": ("swarmsecret", "SwarmSecretLive"),
+}
+
+
 def target_from_json(raw: Mapping[str, Any], opener: Any, engine: Callable[[], Engine]) -> LiveTarget:
     """The target a journal or metadata entry describes (`kind` absent: PostgreSQL, as old runs wrote)."""
     kind = raw.get("kind", "postgres")
-    if kind == "swarm-secret":
-        from .swarmsecret import SwarmSecretLive, SwarmSecretPoint
-
-        return SwarmSecretLive(SwarmSecretPoint.from_json(raw.get("endpoint") or {}), engine)
-    if kind == "postgres":
-        from ..config import PostgresTarget
-        from .postgres import PostgresLive
-
-        return PostgresLive(PostgresTarget.from_json(raw["endpoint"]), opener)
-    raise RecoveryError(f"a run names a live target of kind '{kind}', which this version does not know")
+    if not isinstance(kind, str) or kind not in TARGETS:
+        shown = str(kind)[:40]
+        raise RecoveryError(f"a run names a live target of kind '{shown}', which this version does not know")
+    module, name = TARGETS[kind]
+    made: LiveTarget = getattr(importlib.import_module(f".{module}", __name__), name).from_json(raw, opener, engine)
+    return made

@@ -412,6 +412,11 @@ class PostgresLive:
         self.point = point
         self._open = opener
 
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any], opener: Opener, engine: object) -> PostgresLive:
+        """The target a journal entry describes; it reaches its database through `opener`, not an engine."""
+        return cls(PostgresTarget.from_json(raw["endpoint"]), opener)
+
     @property
     def label(self) -> str:
         return self.point.label

@@ -75,6 +75,11 @@ class SwarmSecretLive:
         self.point = point
         self._engine = engine
 
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any], opener: object, engine: Callable[[], Engine]) -> SwarmSecretLive:
+        """The target a journal entry describes; it reaches Swarm through `engine`."""
+        return cls(SwarmSecretPoint.from_json(raw.get("endpoint") or {}), engine)
+
     @property
     def label(self) -> str:
         return self.point.label
