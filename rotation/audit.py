@@ -1,7 +1,9 @@
-"""The audit log and webhook notifications: who ran what, on which secrets, and how it went.
+"""The audit log and notifications: who ran what, on which secrets, and how it went.
 
-Both carry names only, never values. A notification that fails is reported to the caller and
-never fails or undoes anything.
+Both carry names only, never values. A notification goes to a webhook (`https://`, a Slack-compatible
+JSON POST) or through Apprise (`mailto://`, `ntfy://`, `discord://`, `json://` and the rest, about 150
+services behind one URL syntax), which is imported only when one is sent. A notification that fails
+is reported to the caller and never fails or undoes anything.
 """
 
 from __future__ import annotations
@@ -21,10 +23,22 @@ from pathlib import Path
 from typing import Any
 
 from .backup import local_time
-from .errors import StorageError
+from .config import interpolate
+from .errors import RotationError, StorageError
 from .fsio import read_bounded
 
-__all__ = ["AUDIT_LOG", "TaskRun", "announcement", "append", "entry", "notify", "read"]
+__all__ = [
+    "AUDIT_LOG",
+    "TaskRun",
+    "announcement",
+    "append",
+    "due_announcement",
+    "entry",
+    "is_webhook",
+    "notify",
+    "read",
+    "shown",
+]
 
 AUDIT_LOG = "audit.log"
 
@@ -154,27 +168,70 @@ def announcement(run: TaskRun, logged: Mapping[str, Any]) -> dict[str, Any]:
     return {"text": text, "ok": not run.failed, **logged}
 
 
-def _host(url: str) -> str:
-    """Only the host of a webhook: its path often holds a token (Slack's does)."""
+def due_announcement(stack: str, names: Sequence[str]) -> dict[str, Any]:
+    """`due --notify`'s message: which secrets of which stack are past their rotation period."""
+    text = f"rotation due on {socket.gethostname()}:{stack}: {', '.join(names)} past their rotation_period"
+    return {"text": text, "ok": True, "task": "due", "stack": stack, "secrets": list(names)}
+
+
+def is_webhook(url: str) -> bool:
+    """Whether `url` is a plain webhook (http or https), POSTed as today, rather than an Apprise URL."""
+    return url.lower().startswith(("http://", "https://"))
+
+
+def shown(url: str) -> str:
+    """A notification URL as messages show it: its scheme and host only, since the rest often holds a
+    token or a password (Slack's path, mailto's user:password@)."""
     parts = urllib.parse.urlsplit(url)
     try:
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
         port = ""
-    return f"{parts.hostname}{port}" if parts.hostname else "webhook"  # never user:password@
+    where = f"{parts.hostname}{port}" if parts.hostname else "(no host)"
+    return where if is_webhook(url) else f"{parts.scheme}://{where}"
 
 
-def notify(urls: Sequence[str], payload: Mapping[str, Any], timeout: float = 5.0) -> list[str]:
-    """POST `payload` as JSON to every webhook; returns one problem line per webhook that failed."""
+def notify(
+    urls: Sequence[str], payload: Mapping[str, Any], env: Mapping[str, str | None] | None = None, timeout: float = 5.0
+) -> list[str]:
+    """Send `payload` to every URL (its `${VAR}` from `env`, then the environment); one problem line
+    per URL that failed, naming only its scheme and host."""
     problems = []
     body = json.dumps(payload).encode()
-    for url in urls:
+    for template in urls:
+        try:
+            url = interpolate(template, env or {})
+        except RotationError as exc:
+            problems.append(f"notification to {shown(template)} skipped: {exc}")
+            continue
+        if not is_webhook(url):
+            problem = _apprise(url, payload)
+            if problem:
+                problems.append(f"notification to {shown(template)} failed: {problem}")
+            continue
         request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 response.read()
         except urllib.error.HTTPError as exc:
-            problems.append(f"notification to {_host(url)} failed: HTTP {exc.code}")
+            problems.append(f"notification to {shown(template)} failed: HTTP {exc.code}")
         except (urllib.error.URLError, OSError) as exc:
-            problems.append(f"notification to {_host(url)} failed: {getattr(exc, 'reason', exc)}")
+            problems.append(f"notification to {shown(template)} failed: {getattr(exc, 'reason', exc)}")
     return problems
+
+
+def _apprise(url: str, payload: Mapping[str, Any]) -> str | None:
+    """Send through Apprise; why it failed, or None. Apprise's own log stays quiet: it may name the
+    URL's user and host, and what failed is said here in one line."""
+    import logging
+
+    import apprise  # deferred: about 150 service plugins, needed only when a message is sent
+
+    logging.getLogger("apprise").disabled = True
+    sender = apprise.Apprise()
+    if not sender.add(url):
+        return "not a URL Apprise knows (see its wiki for the services and their syntax)"
+    ok = "succeeded" if payload.get("ok", True) else "failed"
+    if not sender.notify(title=f"rotation: {payload.get('task', 'run')} {ok}", body=str(payload.get("text", ""))):
+        return "the service did not accept the message"
+    return None

@@ -842,8 +842,11 @@ def _notify(raw: Any, fail: Fail) -> tuple[str, ...]:
     urls = []
     for index, item in enumerate(items):
         url = item.get("url") if isinstance(item, dict) else item
-        if not isinstance(url, str) or not re.match(r"^https?://", url):
-            raise fail(f"notify[{index}]", "expected a webhook URL (http:// or https://)")
+        if not isinstance(url, str) or not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$", url):
+            raise fail(
+                f"notify[{index}]",
+                "expected a webhook URL (https://...) or an Apprise URL (mailto://, ntfy://, discord://, json://, ...)",
+            )
         urls.append(url)
     return tuple(urls)
 

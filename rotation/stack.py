@@ -72,6 +72,14 @@ class Stack:
             return self.config.swarm.files
         return named
 
+    def env(self) -> dict[str, str | None]:
+        """The stack's env files merged, for `${VAR}` in what is not a secret (notification URLs);
+        empty where they cannot be read."""
+        try:
+            return merged_env(check_stack(self.config, self.root))
+        except RotationError:
+            return {}
+
     def _dotenv(self) -> dict[str, envfile.EnvFile]:
         try:
             return {".env": envfile.from_bytes(read_bounded(self.root / ".env", composefiles.MAX_COMPOSE_BYTES))}

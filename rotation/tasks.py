@@ -220,7 +220,7 @@ def _record(record: _Record, outcome: str, seconds: float) -> None:
     if problem:
         _err(f"warning: {problem}")
     if stack.config.notify and (record.announce or done.failed):
-        for warning in audit.notify(stack.config.notify, audit.announcement(done, logged)):
+        for warning in audit.notify(stack.config.notify, audit.announcement(done, logged), stack.env()):
             _err(f"warning: {warning}")
 
 
@@ -614,8 +614,14 @@ def verify(
     print(report.paint("verify: every service healthy, every probe passed", "green"))
 
 
-@_task_options(help={"config": "Configuration file (see rotate).", "json": "Print machine-readable JSON only."})
-def due(c: Context, config: str | None = None, json: bool = False) -> None:
+@_task_options(
+    help={
+        "config": "Configuration file (see rotate).",
+        "json": "Print machine-readable JSON only.",
+        "notify": "Also send one message listing what is due to every notify: URL (for a cron job or timer).",
+    }
+)
+def due(c: Context, config: str | None = None, json: bool = False, notify: bool = False) -> None:
     """List the secrets past their rotation_period; exit 1 when some are due, 0 when none are."""
     with _task("due", json) as record:
         record.announce = False
@@ -623,6 +629,10 @@ def due(c: Context, config: str | None = None, json: bool = False) -> None:
         found = due_secrets(stack.config, stack.store.all())
         record.secrets = [d.name for d in found]
         print(report.dumps(report.due_json(found)) if json else report.due_table(found, key_sets(stack)))
+        if notify and found:
+            message = audit.due_announcement(str(stack.root), record.secrets)
+            for warning in audit.notify(stack.config.notify, message, stack.env()):
+                _err(f"warning: {warning}")
         if found:
             record.verdict = f"due: {', '.join(record.secrets)}"
             raise Exit(code=1)
