@@ -35,8 +35,8 @@ def unavailable(reason: str) -> None:
 
 
 def documented_keys(section: str) -> set[str]:
-    """The JSON keys documented in the README's table under the heading `section`."""
-    readme = (REPO / "README.md").read_text()
+    """The JSON keys documented in docs/json.md's table under the heading `section`."""
+    readme = (REPO / "docs" / "json.md").read_text()
     start = readme.index(section)
     end = readme.find("\n#", start + len(section))
     return set(re.findall(r"^\| `([a-z_]+)` \|", readme[start:end], re.M))

@@ -221,20 +221,20 @@ def test_every_json_flag_prints_only_json_with_the_documenteddocumented_keys(sta
         return json.loads(ran.stdout)  # only JSON on stdout, whatever the exit code
 
     plan = parsed("rotate", "--dry-run")
-    assert isinstance(plan, dict) and set(plan) == documented_keys("#### `rotate --json`")
-    assert set(plan["secrets"][0]) == documented_keys("#### `rotate --json`: each of `secrets`")
+    assert isinstance(plan, dict) and set(plan) == documented_keys("### `rotate --json`")
+    assert set(plan["secrets"][0]) == documented_keys("### `rotate --json`: each of `secrets`")
     due = parsed("rotate", "--due")
     assert isinstance(due, dict) and due["rotated_secrets"] == [] and set(due) == set(plan)
     error = parsed("restore", "--latest")
-    assert isinstance(error, dict) and set(error) == documented_keys("#### errors with `--json`")
+    assert isinstance(error, dict) and set(error) == documented_keys("### errors with `--json`")
     assert error["exit_code"] == 2
     assert program(*ROTATION, "rotate", cwd=stack).returncode == 0
     restored = parsed("restore", "--latest", "--dry-run")
-    assert isinstance(restored, dict) and set(restored) == documented_keys("#### `restore --json`")
+    assert isinstance(restored, dict) and set(restored) == documented_keys("### `restore --json`")
     listed = parsed("restore", "--list")
-    assert isinstance(listed, list) and set(listed[0]) == documented_keys("#### `restore --list --json`")
+    assert isinstance(listed, list) and set(listed[0]) == documented_keys("### `restore --list --json`")
     logged = parsed("log")
-    assert isinstance(logged, list) and set(logged[0]) == documented_keys("#### `log --json`")
+    assert isinstance(logged, list) and set(logged[0]) == documented_keys("### `log --json`")
     assert parsed("due") == []
 
 
@@ -314,6 +314,16 @@ def test_unknown_names_suggest_the_closest(stack: Path) -> None:
 
 def test_readme_never_points_outside_the_repository() -> None:
     assert "../shared" not in README and "shared/" not in README
+    pages = sorted((REPO / "docs").glob("*.md"))
+    assert pages, "docs/ holds the reference the README links to"
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        assert "../shared" not in text and "shared/" not in text, page
+        for target in re.findall(r"\]\(([^)#\s]+)", text):  # every relative link lands on a file
+            if "://" not in target:
+                assert (page.parent / target).exists(), (page.name, target)
+    for target in re.findall(r"\]\((docs/[^)#\s]+)", README):
+        assert (REPO / target).exists(), target
     for path in (REPO / ".ci").iterdir():
         assert "../shared" not in path.read_text(), path
     assert shutil.which("git")

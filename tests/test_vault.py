@@ -191,7 +191,7 @@ def test_pull_on_a_second_host_takes_the_changed_values_and_keeps_its_own_bytes(
     assert listed["pulled"] == [{"label": f"vault secret/{path}", "version": 1}]
     assert "already hold" in cli("pull", cwd=second, env=env_for(bao)).out
     again = json.loads(cli("pull", "--json", cwd=second, env=env_for(bao)).out)
-    assert set(again) == documented_keys("#### `pull --json`") and again["backup"] is None
+    assert set(again) == documented_keys("### `pull --json`") and again["backup"] is None
     assert bao.read(path)[0] == 1  # a pull only reads the store
 
 
