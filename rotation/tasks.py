@@ -21,31 +21,30 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from invoke.collection import Collection
 from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import Task, task
 
-from . import audit, pipeline, report
-from .backup import Run
 from .errors import Interrupted, RotationError, SelectionError
 from .escape import printable
-from .fsio import write_atomic
-from .guard import MIN_LENGTH, staged
-from .guard import scan as scan_files
-from .guard import values_of as guard_values
-from .health import Snapshot, regressions
-from .journal import pending as pending_journal
-from .rollback import Command
+from .lazy import lazy
 from .rollout import DEFAULT_PARALLEL, DEFAULT_TIMEOUT
-from .runs import key_sets
-from .runs import pull as pull_values
-from .runs import restore as restore_backup
-from .runs import rotate as rotate_secrets
-from .schedule import due as due_secrets
-from .stack import Stack, locate
+
+if TYPE_CHECKING:
+    from . import audit, fsio, health, journal, pipeline, report, runs, schedule
+    from . import guard as guardscan
+    from . import stack as stacks
+    from .backup import Run
+    from .rollback import Command
+    from .stack import Stack
+else:  # loaded on first use: --help, --list and completion import no use case (as pip's commands_dict)
+    audit, fsio, guardscan, health, journal, pipeline, report, runs, schedule, stacks = (
+        lazy(f"{__package__}.{name}")
+        for name in ("audit", "fsio", "guard", "health", "journal", "pipeline", "report", "runs", "schedule", "stack")
+    )
 
 __all__ = ["BUNDLED_CONFIG", "DEFAULTS", "SHORT_FLAGS", "namespace", "quiet_stdout"]
 
@@ -127,11 +126,11 @@ def _stack(
     """The stack this task works on, found (not assumed), with any interrupted run dealt with first."""
     root = _root(c)
     explicit = config or _setting(c, "config")
-    settings, bundled = locate(root, str(explicit) if explicit else None, BUNDLED_CONFIG)
+    settings, bundled = stacks.locate(root, str(explicit) if explicit else None, BUNDLED_CONFIG)
     if bundled:
         _err(f"no secrets-config.yaml in {root}: using the bundled configuration for the local AI stack")
     timeout = _number(_setting(c, "lock_timeout") or DEFAULTS["lock_timeout"], "rotation.lock_timeout")
-    stack = Stack(root, settings, lock_timeout=timeout, task=record.task, waiting=_err)
+    stack = stacks.Stack(root, settings, lock_timeout=timeout, task=record.task, waiting=_err)
     record.stack, record.recover = stack, _command(c, config)("recover")
     if recover:
         recovered, pending_reason = stack.recover_first(read_only=read_only, finish=record.recover)
@@ -190,7 +189,7 @@ def _interrupted(record: _Record) -> Interrupted:
     finishes, or nothing half-done."""
     stack = record.stack
     try:
-        left = stack is not None and (pending_journal(stack.store) is not None or pipeline.interrupted(stack))
+        left = stack is not None and (journal.pending(stack.store) is not None or pipeline.interrupted(stack))
     except RotationError:
         left = True  # a journal it cannot even read: recover says what is wrong with it
     if left:
@@ -273,12 +272,12 @@ def rotate(
         if due:
             if selection:
                 raise SelectionError("rotate takes --due or --secrets, not both")
-            selection = [d.name for d in due_secrets(stack.config, stack.store.all())]
+            selection = [d.name for d in schedule.due(stack.config, stack.store.all())]
             if not selection:
                 record.announce = False
                 print(report.dumps(report.nothing_due_json(dry)) if json else "rotate: no secret is due")
                 return
-        result = rotate_secrets(
+        result = runs.rotate(
             stack,
             selection,
             accept_data_loss=accept_data_loss,
@@ -333,7 +332,7 @@ def restore(
                 _err(f"warning: backup {ident} is damaged and skipped: {printable(why)}")
             print(report.dumps(report.backups_json(backups)) if json else report.backups_table(backups))
             return
-        result = restore_backup(stack, backup, dry_run=dry)
+        result = runs.restore(stack, backup, dry_run=dry)
         record.run = result.restored.id
         record.secrets = [*result.restored.rotated_secrets]
         record.services = [*result.restored.affected_services]
@@ -368,7 +367,7 @@ def pull(
         record.announce, record.dry_run, record.accept_data_loss = not dry, dry, accept_data_loss
         number = int(_number(version, "--version", int)) if version is not None else None
         stack = _stack(c, record, config, read_only=dry)
-        result = pull_values(
+        result = runs.pull(
             stack,
             number,
             accept_data_loss=accept_data_loss,
@@ -415,13 +414,13 @@ def check(
         snapshot = pipeline.snapshot(engine)
         found = []
         if compare:
-            saved = Snapshot.load(Path(compare))
+            saved = health.Snapshot.load(Path(compare))
             # What a rotation recreated on purpose after the state was saved is not a regression.
-            found = regressions(saved, snapshot, stack.store.recreated_since(saved.taken_at))
+            found = health.regressions(saved, snapshot, stack.store.recreated_since(saved.taken_at))
         if save and _dry(c):
             _err(f"dry run: the state was not saved to {save}")
         elif save:
-            write_atomic(Path(save), report.dumps(snapshot.to_json()).encode(), mode=0o644)
+            fsio.write_atomic(Path(save), report.dumps(snapshot.to_json()).encode(), mode=0o644)
         if json:
             print(report.dumps({**snapshot.to_json(), "regressions": [r.describe() for r in found]}))
         else:
@@ -626,9 +625,9 @@ def due(c: Context, config: str | None = None, json: bool = False, notify: bool 
     with _task("due", json) as record:
         record.announce = False
         stack = _stack(c, record, config, read_only=True)
-        found = due_secrets(stack.config, stack.store.all())
+        found = schedule.due(stack.config, stack.store.all())
         record.secrets = [d.name for d in found]
-        print(report.dumps(report.due_json(found)) if json else report.due_table(found, key_sets(stack)))
+        print(report.dumps(report.due_json(found)) if json else report.due_table(found, runs.key_sets(stack)))
         if notify and found:
             message = audit.due_announcement(str(stack.root), record.secrets)
             for warning in audit.notify(stack.config.notify, message, stack.env()):
@@ -676,12 +675,12 @@ def guard(c: Context, file: list[str] | None = None, config: str | None = None) 
         cwd = Path.cwd()
         stack = _stack(c, record, config, read_only=True)
         record.stack = None  # a pre-commit hook runs at every commit: not worth a line in the audit log
-        values = guard_values(stack.config, stack.root, stack.store)
-        paths = list(file or []) or staged(cwd)
+        values = guardscan.values_of(stack.config, stack.root, stack.store)
+        paths = list(file or []) or guardscan.staged(cwd)
         listed = sorted({name for spec in stack.config.secrets.values() for name in spec.files})
-        result = scan_files(paths, cwd, values, root=stack.root, backups=stack.store.directory, listed=listed)
+        result = guardscan.scan(paths, cwd, values, root=stack.root, backups=stack.store.directory, listed=listed)
         if values.short:
-            _err(f"note: not looked for, shorter than {MIN_LENGTH} characters: {', '.join(values.short)}")
+            _err(f"note: not looked for, shorter than {guardscan.MIN_LENGTH} characters: {', '.join(values.short)}")
         for finding in result.findings:
             print(finding.describe())
         if result.findings:

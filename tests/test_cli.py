@@ -349,3 +349,16 @@ def test_json_errors_say_what_failed_which_key_or_file_and_what_to_run_next(stac
     assert inproc("restore", "--latest").code == 0
     refused = json.loads(inproc("rotate", "--secrets", "N8N_ENCRYPTION_KEY", "--json").out)
     assert refused["kind"] == "data-loss-refused" and refused["key"] == "N8N_ENCRYPTION_KEY"
+
+
+@pytest.mark.parametrize("words", [("--help",), ("--list",), ("--complete", "--", "rotation", "ro")])
+def test_help_list_and_completion_import_no_use_case(stack: Path, words: tuple[str, ...]) -> None:
+    """They answer in a fraction of a second: the use cases, the configuration and the engines'
+    SDKs load only when a task runs (benchmarks/startup.py measures the time)."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "rotation", *words], cwd=stack, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+    heavy = {"rotation.runs", "rotation.pipeline", "rotation.report", "rotation.config", "docker", "psycopg"}
+    assert not loaded & heavy, sorted(loaded & heavy)

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..config import Config
 from .protocol import CLIENT_GRACE, Engine, ExecResult, Service, ServiceState, instant
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 __all__ = ["CLIENT_GRACE", "ENGINES", "Engine", "ExecResult", "Service", "ServiceState", "engine_for", "instant"]
 
