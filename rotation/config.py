@@ -11,13 +11,16 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from . import envfile
 from .errors import ConfigError, did_you_mean
 from .interpolation import NAME, REFERENCE, references
+
+if TYPE_CHECKING:
+    from .certificates import CertificateSpec
 
 __all__ = [
     "ALPHABETS",
@@ -310,6 +313,7 @@ class Config:
     stores: tuple[VaultSpec, ...] = ()
     engine: str = "compose"
     swarm: SwarmSpec | None = None
+    certificates: Mapping[str, CertificateSpec] = field(default_factory=dict)  # `type: tls-certificate` entries
 
     def store(self, raw: Mapping[str, Any]) -> VaultSpec:
         """The configured store a journal or metadata entry names; one it does not name is refused,
@@ -414,8 +418,17 @@ def _build(path: Path, raw: Any) -> Config:
     secrets_raw = raw.get("secrets")
     if not isinstance(secrets_raw, dict) or not secrets_raw:
         raise fail("secrets", "expected a non-empty mapping of secret names")
+    from .certificates import parse as certificate  # deferred: only a stack with certificates needs it
+
     secrets = {
-        str(name): _secret(str(name), body, _within(fail, f"secrets.{name}")) for name, body in secrets_raw.items()
+        str(name): _secret(str(name), body, _within(fail, f"secrets.{name}"))
+        for name, body in secrets_raw.items()
+        if not (isinstance(body, dict) and body.get("type") == "tls-certificate")
+    }
+    certificates = {
+        str(name): certificate(str(name), body, _within(fail, f"secrets.{name}"), parse_duration)
+        for name, body in secrets_raw.items()
+        if isinstance(body, dict) and body.get("type") == "tls-certificate"
     }
     for spec in secrets.values():
         if spec.type in ("jwt-token", "jwks") and spec.depends_on not in secrets:
@@ -434,9 +447,14 @@ def _build(path: Path, raw: Any) -> Config:
                 or PurePosixPath(backup.directory) in PurePosixPath(name).parents
             ):
                 raise fail("backup.directory", f"'{backup.directory}' would hold {name}, a file of secrets.{spec.name}")
+    for pair in certificates.values():
+        for name in pair.files:
+            if any(name in other.files for other in secrets.values()):
+                raise fail(f"secrets.{pair.name}", f"'{name}' is also an env file of another secret")
     return Config(
         path=path,
         secrets={name: secrets[name] for name in ordered},
+        certificates=certificates,
         backup=backup,
         compose=_compose(raw.get("compose") or {}, fail),
         verify=tuple(_probe(index, item, fail) for index, item in enumerate(raw.get("verify") or [])),
@@ -502,7 +520,7 @@ def _secret(name: str, body: Any, fail: Fail) -> SecretSpec:
         raise fail(unknown[0], "unknown setting")
     kind = body.get("type")
     if kind not in TYPES:
-        raise fail("type", f"unknown type '{kind}' (expected {', '.join(TYPES)})")
+        raise fail("type", f"unknown type '{kind}' (expected {', '.join(TYPES)} or tls-certificate)")
     files = body.get("files")
     if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files):
         raise fail("files", "expected a non-empty list of paths relative to the stack root")

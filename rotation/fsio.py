@@ -114,8 +114,10 @@ def write_stack_file(root: Path, name: str, data: bytes) -> Path:
     A symbolic link (`supabase/docker/.env -> ../../.env`) is written through, atomically in its
     target's directory, so the link stays a link. Owner and group are kept, and the mode too,
     unless it lets anyone but the owner read a secret: then it is tightened to 600, and the log
-    says so. A file with several hard links is rewritten in place, which keeps every link; the
-    journal around every write makes that crash-safe as well.
+    says so. A PEM file (a certificate, a key) keeps its mode as it is: PostgreSQL accepts a key
+    of mode 640 owned by root, and decides itself what it refuses. A file with several hard links
+    is rewritten in place, which keeps every link; the journal around every write makes that
+    crash-safe as well.
     """
     real = inside(root, name, "stack file").resolve()
     try:
@@ -124,7 +126,7 @@ def write_stack_file(root: Path, name: str, data: bytes) -> Path:
         write_atomic(real, data)
         return real
     mode = stat.S_IMODE(before.st_mode)
-    if mode & 0o077:
+    if mode & 0o077 and not data.startswith(b"-----BEGIN "):
         log.warning("%s: mode %o lets others read secrets; tightened to 600", name, mode)
         mode = 0o600
     if before.st_nlink > 1:

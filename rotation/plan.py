@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from .certificates import CertificateSpec, Described, Issued
 from .composefiles import Readers
 from .config import Config, SecretSpec, unavailable
 from .envfile import EnvFile
@@ -58,15 +59,50 @@ class Plan:
     warnings: tuple[str, ...]
     because: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     phases: Mapping[str, str] = field(default_factory=dict)  # a signing key set -> the phase this run moves it to
+    certificates: tuple[CertificateChange, ...] = ()
 
     @property
     def names(self) -> tuple[str, ...]:
-        """The rotated secrets' names, sorted, dependents included."""
-        return tuple(sorted(c.name for c in self.changes))
+        """The rotated secrets' names, sorted, dependents and certificates included."""
+        return tuple(sorted([c.name for c in self.changes] + [c.spec.name for c in self.certificates]))
+
+    def written(self) -> dict[str, bytes]:
+        """The certificate and key files the plan writes, with their new bytes (env files are rendered)."""
+        return {name: data for c in self.certificates for name, data in c.files().items()}
 
     def change(self, name: str) -> Change | None:
         """The change for secret `name`, if it is part of this plan."""
         return next((c for c in self.changes if c.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateChange:
+    """A certificate and key replaced by a newly issued pair; described, never shown."""
+
+    spec: CertificateSpec
+    old: Described | None
+    new: Issued
+    reason: str
+
+    def files(self) -> dict[str, bytes]:
+        return {self.spec.cert: self.new.cert_pem, self.spec.key: self.new.key_pem}
+
+
+def with_certificates(plan: Plan, changes: Sequence[CertificateChange]) -> Plan:
+    """`plan` with certificate changes: their files written, their restart_services recreated."""
+    if not changes:
+        return plan
+    because = {s: set(names) for s, names in plan.because.items()}
+    for change in changes:
+        for service in change.spec.restart_services:
+            because.setdefault(service, set()).add(change.spec.name)
+    return replace(
+        plan,
+        certificates=tuple(changes),
+        files=tuple(sorted({*plan.files, *(f for c in changes for f in c.spec.files)})),
+        services=tuple(sorted(because)),
+        because={s: tuple(sorted(names)) for s, names in sorted(because.items())},
+    )
 
 
 def current_value(spec: SecretSpec, files: Mapping[str, EnvFile]) -> Secret | None:
@@ -447,8 +483,10 @@ def render_files(plan: Plan, files: Mapping[str, EnvFile], same: Mapping[str, st
     target): such names get one rendering with every change meant for any of them.
     """
     canonical = same or {}
-    out = {}
+    out = plan.written()
     for name in plan.files:
+        if name in out:
+            continue  # a certificate or key: written whole
         real = canonical.get(name, name)
         values = {c.name: c.new.reveal() for c in plan.changes if real in {canonical.get(f, f) for f in c.spec.files}}
         out[name] = files[name].rendered(values)

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .backup import Run, age, local_time
+from .config import Config
 from .engines import ServiceState
 from .errors import RotationError
 from .escape import printable
@@ -135,6 +136,11 @@ def rotation_json(result: RotationResult) -> dict[str, Any]:
         "affected_services": list(plan.services),
         "affected_by": {service: list(names) for service, names in plan.because.items()},
         "phases": dict(plan.phases),
+        "certificates": [
+            {"name": c.spec.name, "old": c.old.to_json() if c.old else None, "new": c.new.described.to_json()}
+            for c in plan.certificates
+        ],
+        "reloaded": list(result.reloaded),
         "database": list(result.database),
         "stores": list(result.stores),
         "backup": result.backup.id if result.backup else None,
@@ -154,6 +160,10 @@ def rotation_text(result: RotationResult, command: Command = plain_command) -> s
     lines += _services(plan)
     for name, phase in plan.phases.items():
         lines.append(f"phase:    {name} {phase}: {PHASE_TEXT[phase]}")
+    for cert in plan.certificates:
+        lines.append(f"cert:     {cert.spec.name} {printable(cert.new.described.line())}")
+    for label in result.reloaded:
+        lines.append(f"reloaded: {label}")
     for label in result.database:
         lines.append(f"database: {label}")
     for label in result.stores:
@@ -202,6 +212,8 @@ def nothing_due_json(dry_run: bool) -> dict[str, Any]:
         "affected_services": empty,
         "affected_by": {},
         "phases": {},
+        "certificates": [],
+        "reloaded": [],
         "database": empty,
         "stores": empty,
         "backup": None,
@@ -219,6 +231,7 @@ def restore_json(result: RestoreResult) -> dict[str, Any]:
         "files_changed": list(result.changed),
         "database": list(result.database),
         "stores": list(result.stores),
+        "reloaded": list(result.reloaded),
         "undo": result.undo.id if result.undo else None,
         "affected_services": list(result.restored.affected_services),
     }
@@ -233,6 +246,8 @@ def restore_text(result: RestoreResult, command: Command = plain_command) -> str
         lines.append(f"database:      {label} back on the backed-up password")
     for label in result.stores:
         lines.append(f"store:         {label} (the backed-up values, as a new version)")
+    for label in result.reloaded:
+        lines.append(f"reloaded:      {label}")
     if result.undo:
         lines.append(f"undo:          {command(f'restore --backup {result.undo.id}')}")
     services = result.restored.affected_services
@@ -411,6 +426,33 @@ def details(state: ServiceState, logs: str) -> str:
     return "\n".join(lines)
 
 
+def certificates_json(expires: Mapping[str, float | None], now: float | None = None) -> list[dict[str, Any]]:
+    """Each configured certificate's expiry and whole days left (null: the stack has none yet)."""
+    moment = time.time() if now is None else now
+    return [
+        {
+            "name": name,
+            "expires": local_time(at) if at else None,
+            "days_left": int((at - moment) // 86400) if at else None,
+        }
+        for name, at in expires.items()
+    ]
+
+
+def certificate_lines(expires: Mapping[str, float | None], config: Config, now: float | None = None) -> list[str]:
+    """`check`'s line per certificate: days left, in yellow once it is due and red once expired."""
+    lines = []
+    for row in certificates_json(expires, now):
+        spec = config.certificates[row["name"]]
+        if row["days_left"] is None:
+            lines.append(paint(f"certificate {row['name']}: no certificate at {spec.cert}", "yellow"))
+            continue
+        colour = "red" if row["days_left"] < 0 else "yellow" if row["days_left"] * 86400 < spec.renew_before else None
+        text = f"certificate {row['name']}: {row['days_left']} days left (expires {row['expires']})"
+        lines.append(paint(text, colour) if colour else text)
+    return lines
+
+
 def due_json(found: Sequence[Due], now: float | None = None) -> list[dict[str, Any]]:
     """Due secrets for scripts."""
     moment = time.time() if now is None else now
@@ -420,6 +462,7 @@ def due_json(found: Sequence[Due], now: float | None = None) -> list[dict[str, A
             "period": age(d.period),
             "last_rotated": local_time(d.last) if d.last else None,
             "age": age(moment - d.last) if d.last else None,
+            "expires": local_time(d.expires) if d.expires else None,
         }
         for d in found
     ]
@@ -428,7 +471,10 @@ def due_json(found: Sequence[Due], now: float | None = None) -> list[dict[str, A
 def due_table(found: Sequence[Due], phases: Sequence[KeyPhase] = (), now: float | None = None) -> str:
     """Due secrets for people, and the signing key sets between phases with when the next may run."""
     moment = time.time() if now is None else now
-    rows = [[r["name"], r["period"], r["age"] or "never rotated"] for r in due_json(found, moment)]
+    rows = [
+        [r["name"], r["period"], f"certificate expires {r['expires']}" if r["expires"] else r["age"] or "never rotated"]
+        for r in due_json(found, moment)
+    ]
     lines = [table(["secret", "period", "last rotated"], rows) if found else "no secret is due"]
     for phase in phases:
         if phase.ready_at is None and phase.next == "revoke":

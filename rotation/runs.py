@@ -11,12 +11,23 @@ from typing import TYPE_CHECKING, Any
 
 from . import envfile
 from .backup import BackupStore, Run, RunStatus
+from .certificates import CertificateSpec, described, inspect, issue
 from .config import Config, SecretSpec, check_stack, unavailable
-from .errors import BackupError, ConfigError, LockedError, RotationError, SelectionError, StoreError
+from .errors import BackupError, ConfigError, LockedError, RotationError, SelectionError, StoreError, UnsafeValue
 from .fsio import remove_tree
 from .generate import Secret
 from .journal import LiveChange, commit
-from .plan import Change, KeyPhase, Plan, key_phases, make_plan, plan_from_values, render_files
+from .plan import (
+    CertificateChange,
+    Change,
+    KeyPhase,
+    Plan,
+    key_phases,
+    make_plan,
+    plan_from_values,
+    render_files,
+    with_certificates,
+)
 from .schedule import key_moved
 from .stack import Stack, merged_env
 from .targets.postgres import PostgresLive, resolved
@@ -45,6 +56,7 @@ class RotationResult:
     recovered: str | None
     dry_run: bool
     stores: tuple[str, ...] = ()  # each store's new version (a dry run: what its check found)
+    reloaded: tuple[str, ...] = ()  # each server reloaded onto a new certificate, and what it presents
 
     @property
     def accepted_data_loss(self) -> tuple[str, ...]:
@@ -63,6 +75,7 @@ class RestoreResult:
     recovered: str | None
     dry_run: bool
     stores: tuple[str, ...] = ()
+    reloaded: tuple[str, ...] = ()  # each server reloaded onto the restored certificate
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +226,7 @@ def rotate(
         files = check_stack(stack.config, stack.root)
         plan = _plan(stack, files, selection, accept_data_loss)
         backup, databases, written = _commit_plan(stack, plan, files, run, to_stores=True)
+        reloaded = _reload_or_restore(stack, plan, backup)
         if skip_backup:
             remove_tree(backup.path)
         pruned = stack.store.prune(stack.config.backup.retention_days, keep=[] if skip_backup else [backup.id])
@@ -224,7 +238,51 @@ def rotate(
             recovered,
             False,
             tuple(f"{label}: version {version}" for label, version in written.items()),
+            reloaded,
         )
+
+
+def _reload_or_restore(stack: Stack, plan: Plan, backup: Run) -> tuple[str, ...]:
+    """Reload every server that presents a rotated certificate and prove it presents the new one;
+    if one does not, the run's backup goes back (files, databases, servers reloaded again) and the
+    rotation fails saying what the server presented."""
+    if not plan.certificates:
+        return ()
+    try:
+        return tuple(
+            line
+            for change in plan.certificates
+            for line in _reloaded(stack, change.spec, change.new.described.fingerprint)
+        )
+    except RotationError as exc:
+        try:
+            restore(stack, backup.id)
+        except RotationError as undo:
+            exc.add_context(f"putting backup {backup.id} back failed too: {undo}")
+        else:
+            exc.add_context(f"the old certificate and key are back (backup {backup.id}), and the servers reloaded them")
+        raise
+
+
+def _reloaded(stack: Stack, spec: CertificateSpec, fingerprint: str) -> list[str]:
+    from .targets.tls import reload_and_prove  # deferred: sockets and ssl only for certificates
+
+    return reload_and_prove(
+        spec.reload, fingerprint, stack.env(), lambda service, sig: stack.engine().signal(service, sig)
+    )
+
+
+def _issued(stack: Stack, spec: CertificateSpec, reason: str) -> CertificateChange:
+    """A new certificate for `spec`, its CA checked first; the stack must hold a certificate and key to replace."""
+    old = described(stack.root, spec)
+    missing = [name for name in spec.files if not (stack.root / name).is_file()]
+    if old is None or missing:
+        raise SelectionError(
+            f"--secrets: {spec.name}: {', '.join(missing) or spec.cert} does not exist yet; a rotation replaces a "
+            "certificate and key the stack already has (their mode and owner are kept)",
+            key=f"secrets.{spec.name}",
+        )
+    return CertificateChange(spec, old, issue(stack.root, spec), reason)
 
 
 def _commit_plan(
@@ -234,7 +292,8 @@ def _commit_plan(
     run as applied: the run, the database changes, and each store's new version."""
     databases = _database_changes(stack, plan, files)
     rendered = render_files(plan, files, same_files(stack.root, plan.files))
-    stores = _store_changes(stack, files, rendered) if to_stores else []  # versions read now: the check-and-set
+    env = {name: data for name, data in rendered.items() if name in files}
+    stores = _store_changes(stack, files, env) if to_stores else []  # versions read now: the check-and-set
     store = stack.store
     backup = _open_run(store, run, plan)
     try:
@@ -256,14 +315,29 @@ def _commit_plan(
 
 
 def _plan(stack: Stack, files: dict[str, envfile.EnvFile], selection: Sequence[str] | None, accept: bool) -> Plan:
-    plan = make_plan(
-        stack.config, files, selection, accept, readers=stack.readers(), key_moved=key_moved(stack.store.all())
-    )
-    if not plan.changes:
+    certificates = stack.config.certificates
+    rest = None if selection is None else [name for name in selection if name not in certificates]
+    plan = make_plan(stack.config, files, rest, accept, readers=stack.readers(), key_moved=key_moved(stack.store.all()))
+    if selection is None:
+        chosen = [(spec, "auto") for spec in certificates.values() if spec.auto_rotate]
+    else:
+        chosen = [(certificates[name], "selected") for name in dict.fromkeys(selection) if name in certificates]
+    plan = with_certificates(plan, [_issued(stack, spec, reason) for spec, reason in chosen])
+    if not plan.changes and not plan.certificates:
         raise SelectionError(_nothing_to_rotate(stack.config, files))
     if stack.config.engine == "swarm":  # the stack files say which services there are: check before any change
         _swarm(stack).resolve(plan.services, "restart_services")
     return _with_swarm_versions(stack, plan, files)
+
+
+def expiries(stack: Stack) -> dict[str, float | None]:
+    """Each configured certificate's notAfter as a Unix time (None: the stack has none yet), for `due`
+    and `check`."""
+    found: dict[str, float | None] = {}
+    for spec in stack.config.certificates.values():
+        now = described(stack.root, spec)
+        found[spec.name] = None if now is None else now.not_after.timestamp()
+    return found
 
 
 def key_sets(stack: Stack) -> list[KeyPhase]:
@@ -334,19 +408,21 @@ def restore(stack: Stack, ident: str | None = None, *, dry_run: bool = False, cl
     for name in wanted:
         if not (stack.root / name).resolve().is_relative_to(stack.root.resolve()):
             raise BackupError(f"backup {backup.id}: '{name}' lies outside the stack root; refusing to write it")
+    pairs = _restored_certificates(stack, backup, wanted)
+    env = {name: data for name, data in wanted.items() if not any(name in spec.files for spec, _ in pairs)}
     if dry_run:
-        check_restored(stack.config, wanted, _current(stack.root, wanted), f"backup {backup.id}")
+        check_restored(stack.config, env, _current(stack.root, env), f"backup {backup.id}")
         return RestoreResult(backup, None, tuple(_differs(stack.root, wanted)), (), None, True)
     with stack.session() as recovered:
         changed = _differs(stack.root, wanted)
-        current = _current(stack.root, wanted)
-        check_restored(stack.config, wanted, current, f"backup {backup.id}")
+        current = _current(stack.root, env)
+        check_restored(stack.config, env, current, f"backup {backup.id}")
         databases = _restored_databases(stack, backup, current)
         # A pull changed no store, so putting it back changes none: the store is the other host's.
-        stores = [] if backup.pulled else _store_changes(stack, current, wanted)
+        stores = [] if backup.pulled else _store_changes(stack, current, env)
         undo = store.create(
             "pre-restore",
-            list(current),
+            [*current, *(name for spec, _ in pairs for name in spec.files if (stack.root / name).is_file())],
             restored_from=backup.id,
             rotated_secrets=list(backup.rotated_secrets),
             affected_services=list(backup.affected_services),
@@ -360,6 +436,7 @@ def restore(stack: Stack, ident: str | None = None, *, dry_run: bool = False, cl
         undo = store.update(undo, status=RunStatus.APPLIED, stores=_versions(stores, written))
         if closes_run and backup.status.live:  # its values are gone: it no longer holds the next rotation back
             store.update(backup, status=RunStatus.ROLLED_BACK, rollback_reason="restored")
+        reloaded = tuple(line for spec, fingerprint in pairs for line in _reloaded(stack, spec, fingerprint))
         return RestoreResult(
             backup,
             undo,
@@ -368,7 +445,27 @@ def restore(stack: Stack, ident: str | None = None, *, dry_run: bool = False, cl
             recovered,
             False,
             tuple(f"{label}: version {version}" for label, version in written.items()),
+            reloaded,
         )
+
+
+def _restored_certificates(stack: Stack, backup: Run, wanted: Mapping[str, bytes]) -> list[tuple[CertificateSpec, str]]:
+    """The configured certificates the backup holds, each with the fingerprint it puts back. A
+    backup is input like any other: its certificate must be one, and its key a private key."""
+    found = []
+    for spec in stack.config.certificates.values():
+        if spec.cert not in wanted:
+            continue
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key  # only for certificates
+
+        source = f"backup {backup.id}: {spec.cert}"
+        fingerprint = inspect(wanted[spec.cert], source).fingerprint
+        try:
+            load_pem_private_key(wanted.get(spec.key, b""), password=None)
+        except (ValueError, TypeError):
+            raise UnsafeValue(f"backup {backup.id}: {spec.key} is not an unencrypted PEM private key") from None
+        found.append((spec, fingerprint))
+    return found
 
 
 def _chosen(store: BackupStore, ident: str | None) -> Run:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .backup import Run, restarts
@@ -19,6 +19,7 @@ class Due:
     name: str
     period: int
     last: float | None
+    expires: float | None = None  # a certificate: its notAfter (it is due `period` before)
 
 
 def last_rotated(backups: Sequence[Run]) -> dict[str, float]:
@@ -45,8 +46,11 @@ def key_moved(backups: Sequence[Run]) -> dict[str, float]:
     return found
 
 
-def due(config: Config, backups: Sequence[Run], now: float | None = None) -> list[Due]:
-    """Every secret with a `rotation_period` whose last rotation is older than that period."""
+def due(
+    config: Config, backups: Sequence[Run], now: float | None = None, expiries: Mapping[str, float | None] = {}
+) -> list[Due]:
+    """Every secret with a `rotation_period` whose last rotation is older than that period, and every
+    certificate within `renew_before` of its expiry (`expiries`: notAfter by name, None: no file yet)."""
     moment = time.time() if now is None else now
     history = last_rotated(backups)
     found = []
@@ -56,4 +60,8 @@ def due(config: Config, backups: Sequence[Run], now: float | None = None) -> lis
         last = history.get(spec.name)
         if last is None or moment - last >= spec.rotation_period:
             found.append(Due(spec.name, spec.rotation_period, last))
+    for cert in config.certificates.values():
+        expires = expiries.get(cert.name)
+        if expires is not None and moment >= expires - cert.renew_before:
+            found.append(Due(cert.name, cert.renew_before, history.get(cert.name), expires))
     return found

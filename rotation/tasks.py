@@ -272,7 +272,7 @@ def rotate(
         if due:
             if selection:
                 raise SelectionError("rotate takes --due or --secrets, not both")
-            selection = [d.name for d in schedule.due(stack.config, stack.store.all())]
+            selection = [d.name for d in schedule.due(stack.config, stack.store.all(), expiries=runs.expiries(stack))]
             if not selection:
                 record.announce = False
                 print(report.dumps(report.nothing_due_json(dry)) if json else "rotate: no secret is due")
@@ -421,10 +421,14 @@ def check(
             _err(f"dry run: the state was not saved to {save}")
         elif save:
             fsio.write_atomic(Path(save), report.dumps(snapshot.to_json()).encode(), mode=0o644)
+        expires = runs.expiries(stack)
         if json:
-            print(report.dumps({**snapshot.to_json(), "regressions": [r.describe() for r in found]}))
+            shown = {"regressions": [r.describe() for r in found], "certificates": report.certificates_json(expires)}
+            print(report.dumps({**snapshot.to_json(), **shown}))
         else:
             print(report.states_table(snapshot))
+            for line in report.certificate_lines(expires, stack.config):
+                print(line)
             if verbose:
                 for state in snapshot.unhealthy:
                     print(report.details(state, engine.logs(state.service, 20)))
@@ -625,7 +629,7 @@ def due(c: Context, config: str | None = None, json: bool = False, notify: bool 
     with _task("due", json) as record:
         record.announce = False
         stack = _stack(c, record, config, read_only=True)
-        found = schedule.due(stack.config, stack.store.all())
+        found = schedule.due(stack.config, stack.store.all(), expiries=runs.expiries(stack))
         record.secrets = [d.name for d in found]
         print(report.dumps(report.due_json(found)) if json else report.due_table(found, runs.key_sets(stack)))
         if notify and found:

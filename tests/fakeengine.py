@@ -144,6 +144,9 @@ class FakeEngine:
     def execute(self, service: str, argv: Sequence[str], stdin: bytes, env: Mapping[str, str]) -> ExecResult:
         return ExecResult(0, "")
 
+    def signal(self, service: str, name: str) -> None:
+        self.log.append(("signal", (service, name)))
+
     def container(self, service: str) -> str:
         """The id of the service's current container."""
         return self._containers[service].id

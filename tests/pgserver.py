@@ -9,7 +9,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,8 +136,9 @@ def _as_postgres() -> dict[str, Any]:
 
 
 @contextmanager
-def running() -> Iterator[Server]:
-    """Start a throwaway cluster on a free loopback port; stop and delete it afterwards."""
+def running(settings: Mapping[str, str] | None = None) -> Iterator[Server]:
+    """Start a throwaway cluster on a free loopback port, with `settings` (ssl, ssl_cert_file...)
+    given on its command line; stop and delete it afterwards."""
     bindir = binaries()
     assert bindir is not None
     base = Path(tempfile.mkdtemp(prefix="rotation-pg-"))
@@ -170,7 +171,8 @@ def running() -> Iterator[Server]:
                 "-l",
                 str(base / "log"),
                 "-o",
-                f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off",
+                f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
+                + "".join(f" -c {name}={value}" for name, value in (settings or {}).items()),
                 "start",
             ],
             check=True,

@@ -264,3 +264,31 @@ def test_a_dependent_keeps_its_old_container_until_its_dependency_is_healthy(
     assert any(healthy for healthy, _ in samples[: first_gone + 1]), "api's old container stopped before db was healthy"
     assert samples[0][1], "api's old container was not even running when the restart began"
     assert re.search(r"without a healthy container: api \d+\.\ds, db \d+\.\ds", out), out
+
+
+def test_a_reload_signal_reaches_the_service_and_leaves_it_running(
+    compose_stack: tuple[Path, str], docker_client: DockerClient
+) -> None:
+    """A certificate's `signal:` reload, sent through the engine: busybox httpd (db) rereads its
+    configuration on SIGHUP and keeps running; `sleep` (gateway) dies of SIGUSR1, which proves the
+    signal arrives; a service that is not running is one line."""
+    from rotation.config import load
+    from rotation.engines import engine_for
+    from rotation.errors import EngineError
+
+    root, project = compose_stack
+    engine = engine_for(root, load(root / "secrets-config.yaml"))
+    before = enginestack.containers(docker_client, project)
+    engine.signal("db", "HUP")
+    engine.signal("gateway", "USR1")
+    deadline = time.monotonic() + 20
+    gateway = before["gateway"]
+    while gateway.status == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        gateway.reload()
+    assert gateway.status == "exited", gateway.status
+    db = enginestack.containers(docker_client, project)["db"]
+    db.reload()
+    assert db.id == before["db"].id and db.status == "running"
+    with pytest.raises(EngineError, match=r"gateway .* is not running"):
+        engine.signal("gateway", "HUP")

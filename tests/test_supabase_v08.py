@@ -245,12 +245,12 @@ def test_the_signing_key_moves_through_standby_rotate_and_revoke_and_no_session_
         assert rotated[token] == standby[token]
     moved_back(root, 600)  # its readers were recreated ten minutes ago; JWT_EXPIRY is 3600
 
-    before = {k: v for k, v in tree(root).items() if not k.endswith("audit.log")}
+    before = {k: v for k, v in tree(root).items() if not k.endswith(("audit.log", ".lock"))}
     refused = inproc("rotate", "--secrets", "JWT_KEYS", "--json")
     error = json.loads(refused.out)
     assert refused.code == 2 and error["key"] == "--secrets" and "JWT_EXPIRY=3600s" in error["error"]
     assert "51 min" in error["error"] or "50 min" in error["error"]
-    assert {k: v for k, v in tree(root).items() if not k.endswith("audit.log")} == before
+    assert {k: v for k, v in tree(root).items() if not k.endswith(("audit.log", ".lock"))} == before
     due = inproc("due")
     assert "JWT_KEYS" in due.out and "revoke" in due.out, due.text
 

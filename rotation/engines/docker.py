@@ -280,6 +280,18 @@ class DockerEngine:
             return ""
         return bytes(container.logs(tail=lines)).decode("utf-8", "replace")
 
+    def signal(self, service: str, name: str) -> None:
+        """Send SIG`name` to the service's running container (its main process, as `docker kill -s`)."""
+        import docker
+
+        container = self._containers(service).get(service)
+        if container is None or container.status != "running":
+            raise EngineError(f"service {service} of project '{self.project}' is not running; cannot send it SIG{name}")
+        try:
+            container.kill(signal=f"SIG{name}")
+        except docker.errors.DockerException as exc:
+            raise EngineError(f"SIG{name} to {service}: {str(exc)[:200]}") from None
+
     def execute(self, service: str, argv: Sequence[str], stdin: bytes, env: Mapping[str, str]) -> ExecResult:
         """Run `argv` in the service's container, feeding `stdin` through the attach socket, never argv."""
         from docker.utils.socket import frames_iter

@@ -192,3 +192,7 @@ class Engine(Protocol):
     def execute(self, service: str, argv: Sequence[str], stdin: bytes, env: Mapping[str, str]) -> ExecResult:
         """Run `argv` in the service's container with `stdin` on its standard input and `env` set."""
         ...
+
+    def signal(self, service: str, name: str) -> None:
+        """Send signal `name` (HUP, USR1...) to the service's running container: a reload that keeps it."""
+        ...
