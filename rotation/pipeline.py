@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
-from . import health, rollout
+from . import health, rollout, targets
 from .backup import Run, RunStatus, local_time
 from .engines import Engine
 from .errors import Interrupted, RecoveryError, SelectionError
@@ -21,7 +21,6 @@ from .probes import ProbeResult, run_probes
 from .rollback import Command, RollbackResult, plain_command, roll_back
 from .rollout import DEFAULT_PARALLEL, DEFAULT_TIMEOUT, Progress, RestartResult
 from .stack import Stack
-from .targets.swarmsecret import retire
 
 __all__ = [
     "Failure",
@@ -281,7 +280,7 @@ def verify(
         live = run is not None and run.status.live
         failure = _conclude(stack, engine, run, "verify", problems, RunStatus.VERIFIED, ending)
         if run is not None and live and failure is None and not dry_run:
-            for note in retire(engine, run.database, "previous"):  # kept for a rollback until now
+            for note in targets.settled(engine, run.database, "verified"):  # kept for a rollback until now
                 say(note)
     return VerifyOutcome(state, before, tuple(found), probes, failure)
 

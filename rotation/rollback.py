@@ -7,14 +7,13 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import rollout
+from . import rollout, targets
 from .backup import Run, RunStatus
 from .engines import Engine
 from .errors import RecoveryError, RotationError
 from .rollout import Progress, RestartResult, present
 from .runs import RestoreResult, restore
 from .stack import Stack
-from .targets.swarmsecret import retire
 
 __all__ = ["Command", "RollbackResult", "manual_recovery", "plain_command", "roll_back"]
 
@@ -81,7 +80,7 @@ def roll_back(
         )
         raise _loud(stack, engine, run, services, "; ".join(result.failures()), command)
     run = stack.store.update(run, status=RunStatus.ROLLED_BACK, rollback_reason=reason)
-    for note in retire(engine, run.database, "name"):  # the run's new Swarm secret versions, unused again
+    for note in targets.settled(engine, run.database, "rolled-back"):  # what the run made, unused again
         log.warning("%s", note)
     return RollbackResult(run, restored, result)
 

@@ -5,21 +5,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import envfile
+from . import envfile, targets
 from .backup import BackupStore, Run, RunStatus
 from .certificates import CertificateSpec, described, inspect, issue
-from .config import Config, SecretSpec, check_stack, unavailable
-from .errors import BackupError, ConfigError, LockedError, RotationError, SelectionError, StoreError, UnsafeValue
+from .config import Config, check_stack, unavailable
+from .errors import BackupError, LockedError, RotationError, SelectionError, StoreError, UnsafeValue
 from .fsio import remove_tree
 from .generate import Secret
 from .journal import LiveChange, commit
 from .plan import (
     CertificateChange,
-    Change,
     KeyPhase,
     Plan,
     key_phases,
@@ -30,13 +29,8 @@ from .plan import (
 )
 from .schedule import key_moved
 from .stack import Stack, merged_env
-from .targets.postgres import PostgresLive, resolved
-from .targets.swarmsecret import SwarmSecretLive, SwarmSecretPoint
 from .targets.vault import StoreChange
 from .validate import check_restored
-
-if TYPE_CHECKING:
-    from .engines.swarm import SwarmEngine
 
 __all__ = ["PullResult", "RestoreResult", "RotationResult", "pull", "restore", "rotate"]
 
@@ -97,80 +91,6 @@ def same_files(root: Path, names: Sequence[str]) -> dict[str, str]:
     return {name: first.setdefault((root / name).resolve(), name) for name in names}
 
 
-def _database_changes(stack: Stack, plan: Plan, files: dict[str, envfile.EnvFile]) -> list[LiveChange]:
-    env = merged_env(files)
-    changes = []
-    for change in plan.changes:
-        for target in change.spec.apply:
-            if change.old is None:
-                raise SelectionError(f"{change.name}: no current value in {change.spec.files[0]} to log in with")
-            if target.optional and target.container and not stack.has_service(target.container):
-                log.warning("%s: no service %s in this stack; that database is skipped", change.name, target.container)
-                continue
-            live = PostgresLive(resolved(target, env), stack.databases)
-            changes.append(LiveChange(change.name, change.spec.files[0], live, change.old, change.new))
-        if change.spec.swarm_secret:
-            changes.append(_swarm_change(stack, plan, change))
-    return changes
-
-
-def _swarm(stack: Stack) -> SwarmEngine:
-    from .engines.swarm import SwarmEngine  # deferred: only Swarm stacks need it
-
-    engine = stack.engine()
-    if not isinstance(engine, SwarmEngine):  # the configuration allows swarm_secret only with engine: swarm
-        raise SelectionError("swarm_secret needs engine: swarm")
-    return engine
-
-
-def _swarm_change(stack: Stack, plan: Plan, change: Change) -> LiveChange:
-    """The new Swarm secret version that carries `change`'s new value, named as the plan says."""
-    engine = _swarm(stack)
-    key = change.spec.swarm_secret or ""
-    version = plan.change(engine.secret_variable(key, change.name))
-    assert version is not None and version.old is not None, "the plan names every Swarm secret version"
-    point = SwarmSecretPoint(engine.project, key, version.new.reveal(), version.old.reveal(), version.name)
-    return LiveChange(
-        change.name, change.spec.files[0], SwarmSecretLive(point, stack.engine), change.old or Secret(""), change.new
-    )
-
-
-def _with_swarm_versions(stack: Stack, plan: Plan, files: dict[str, envfile.EnvFile]) -> Plan:
-    """The plan with, for each changed secret a Swarm secret carries, the change of the `${VAR}` that
-    names the stack secret's version: Swarm secrets are immutable, so a new value is a new secret."""
-    carried = [c for c in plan.changes if c.spec.swarm_secret]
-    if not carried:
-        return plan
-    engine = _swarm(stack)
-    env = merged_env(files)
-    extra = []
-    for change in carried:
-        key = change.spec.swarm_secret or ""
-        variable = engine.secret_variable(key, change.name)
-        holders = tuple(name for name, parsed in files.items() if parsed.count(variable))
-        current = env.get(variable)
-        if not holders or not current:
-            raise ConfigError(
-                f"{stack.config.path}: secrets.{change.name}.swarm_secret: ${{{variable}}}, which names the "
-                f"version of the stack's secret '{key}', is not set in {', '.join(files)}"
-            )
-        users = tuple(engine.secret_users(key))
-        spec = SecretSpec(name=variable, type="static", files=holders, restart_services=users)
-        reason = f"names {change.name}'s new Swarm secret"
-        extra.append(Change(spec, Secret(current), Secret(engine.next_version(current)), reason))
-    because = {s: set(names) for s, names in plan.because.items()}
-    for change in extra:
-        for service in change.spec.restart_services or ():
-            because.setdefault(service, set()).add(change.name)
-    return replace(
-        plan,
-        changes=plan.changes + tuple(extra),
-        files=tuple(sorted({*plan.files, *(f for c in extra for f in c.spec.files)})),
-        services=tuple(sorted(because)),
-        because={s: tuple(sorted(names)) for s, names in sorted(because.items())},
-    )
-
-
 def _store_changes(stack: Stack, files: dict[str, envfile.EnvFile], rendered: dict[str, bytes]) -> list[StoreChange]:
     """A new version for each configured store whose secret would not agree with the files afterwards:
     its current values with every listed secret as the files will hold it, check-and-set on the
@@ -216,7 +136,7 @@ def rotate(
     files = check_stack(stack.config, stack.root)
     plan = _plan(stack, files, selection, accept_data_loss)
     if dry_run:
-        probes = tuple(c.target.check(c.current, c.secret) for c in _database_changes(stack, plan, files))
+        probes = tuple(c.target.check(c.current, c.secret) for c in targets.planned(stack, plan, files))
         env = merged_env(files)
         checks = tuple(vault.check(env) for vault in stack.vaults(env))
         return RotationResult(plan, None, probes, (), None, True, checks)
@@ -290,7 +210,7 @@ def _commit_plan(
 ) -> tuple[Run, list[LiveChange], dict[str, int]]:
     """Back up, then change databases, stores (`to_stores`) and files all or nothing, and record the
     run as applied: the run, the database changes, and each store's new version."""
-    databases = _database_changes(stack, plan, files)
+    databases = targets.planned(stack, plan, files)
     rendered = render_files(plan, files, same_files(stack.root, plan.files))
     env = {name: data for name, data in rendered.items() if name in files}
     stores = _store_changes(stack, files, env) if to_stores else []  # versions read now: the check-and-set
@@ -326,8 +246,8 @@ def _plan(stack: Stack, files: dict[str, envfile.EnvFile], selection: Sequence[s
     if not plan.changes and not plan.certificates:
         raise SelectionError(_nothing_to_rotate(stack.config, files))
     if stack.config.engine == "swarm":  # the stack files say which services there are: check before any change
-        _swarm(stack).resolve(plan.services, "restart_services")
-    return _with_swarm_versions(stack, plan, files)
+        stack.engine().resolve(plan.services, "restart_services")
+    return targets.prepared(stack, plan, files)
 
 
 def expiries(stack: Stack) -> dict[str, float | None]:
@@ -499,27 +419,10 @@ def _restored_databases(stack: Stack, backup: Run, current: dict[str, envfile.En
         now = current[name].get(secret) if name in current else None
         if old is None or now is None or old == now:
             continue
-        target = (
-            _restored_version(stack, backup, entry)
-            if entry.get("kind") == SwarmSecretLive.kind
-            else stack.target(entry)
-        )
+        target = targets.restored(stack, backup, entry)
         if target is not None:
             changes.append(LiveChange(secret, name, target, Secret(now), Secret(old)))
     return changes
-
-
-def _restored_version(stack: Stack, backup: Run, entry: Mapping[str, Any]) -> SwarmSecretLive | None:
-    """The Swarm secret version the backup's files name, to be created again if verify had retired it;
-    None when it still exists (the usual case before verify)."""
-    point = SwarmSecretPoint.from_json(entry.get("endpoint") or {})
-    wanted = stack.values_in(backup).get(point.variable)
-    if not wanted:
-        return None
-    restored = SwarmSecretPoint.from_json({**point.to_json(), "name": wanted, "previous": point.name})
-    if restored.name in _swarm(stack).secret_names():
-        return None
-    return SwarmSecretLive(restored, stack.engine)
 
 
 def pull(
@@ -540,7 +443,7 @@ def pull(
     files = check_stack(stack.config, stack.root)
     source, plan = _pulled(stack, files, version, accept_data_loss)
     if dry_run:
-        probes = tuple(c.target.check(c.current, c.secret) for c in _database_changes(stack, plan, files))
+        probes = tuple(c.target.check(c.current, c.secret) for c in targets.planned(stack, plan, files))
         return PullResult(source, plan, None, probes, None, True)
     with stack.session() as recovered:
         files = check_stack(stack.config, stack.root)
@@ -578,4 +481,4 @@ def _pulled(
         sources.append({"store": vault.spec.to_json(), "label": vault.label, "version": stored.version})
     reason = "from " + ", ".join(f"{s['label']} v{s['version']}" for s in sources)
     plan = plan_from_values(stack.config, files, values, reason, accept_data_loss, stack.readers())
-    return tuple(sources), _with_swarm_versions(stack, plan, files)
+    return tuple(sources), targets.prepared(stack, plan, files)

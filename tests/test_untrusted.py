@@ -578,3 +578,19 @@ def test_a_journal_naming_an_unknown_target_kind_is_one_line_and_imports_nothing
     with pytest.raises(RecoveryError) as caught:
         target_from_json({"kind": kind, "endpoint": {}}, None, lambda: None)  # type: ignore[arg-type,return-value]
     assert "which this version does not know" in str(caught.value) and len(str(caught.value)) < 160
+
+
+def test_the_use_cases_reach_engines_and_target_kinds_only_through_their_registries() -> None:
+    """runs, pipeline, rollback and tasks import no engine implementation and no target kind's
+    module: a new backend registers in its package and plans through its hooks."""
+    import ast
+
+    from rotation.engines import ENGINES
+    from rotation.targets import TARGETS
+
+    package = Path(__file__).resolve().parent.parent / "rotation"
+    forbidden = {f"engines.{module}" for module, _ in ENGINES.values()} | {f"targets.{m}" for m, _ in TARGETS.values()}
+    for name in ("runs", "pipeline", "rollback", "tasks"):
+        tree = ast.parse((package / f"{name}.py").read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        assert not {module.lstrip(".") for module in imported} & forbidden, name

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import PASSWORD_PLACEHOLDER, AfterStatement, PostgresTarget, interpolate
 from ..engines import Engine
-from ..errors import DatabaseError, RecoveryError, RotationError
+from ..errors import DatabaseError, RecoveryError, RotationError, SelectionError
 from ..generate import Secret
 from ..validate import unsafe_password
 from . import scram
@@ -24,6 +24,13 @@ from . import scram
 if TYPE_CHECKING:  # psycopg is imported where it is used: commands that never connect start faster
     import psycopg
     from psycopg import sql
+
+    from ..backup import Run
+    from ..envfile import EnvFile
+    from ..journal import LiveChange
+    from ..plan import Plan
+    from ..stack import Stack
+    from . import LiveTarget
 
 __all__ = [
     "ContainerDatabase",
@@ -33,9 +40,13 @@ __all__ = [
     "PostgresLive",
     "apply_password",
     "opener",
+    "planned",
+    "prepared",
     "probe",
     "resolved",
+    "restored",
     "revert_password",
+    "settled",
 ]
 
 log = logging.getLogger(__name__)
@@ -435,3 +446,42 @@ class PostgresLive:
 
     def which(self, candidates: Mapping[str, Secret]) -> str | None:
         return self._open(self.point).which(candidates)
+
+
+# The planning hooks every target kind provides (see `targets.planned`): what a rotation's plan
+# asks of PostgreSQL, and what a backup puts back.
+
+
+def prepared(stack: Stack, plan: Plan, files: Mapping[str, EnvFile]) -> Plan:
+    """A database asks nothing more of the plan."""
+    return plan
+
+
+def planned(stack: Stack, plan: Plan, files: Mapping[str, EnvFile]) -> list[LiveChange]:
+    """For each changed secret with `apply:`, the change of every database that must follow it; an
+    optional database whose container the stack lacks is skipped with a warning."""
+    from ..journal import LiveChange
+    from ..stack import merged_env
+
+    env = merged_env(files)
+    changes = []
+    for change in plan.changes:
+        for target in change.spec.apply:
+            if change.old is None:
+                raise SelectionError(f"{change.name}: no current value in {change.spec.files[0]} to log in with")
+            if target.optional and target.container and not stack.has_service(target.container):
+                log.warning("%s: no service %s in this stack; that database is skipped", change.name, target.container)
+                continue
+            live = PostgresLive(resolved(target, env), stack.databases)
+            changes.append(LiveChange(change.name, change.spec.files[0], live, change.old, change.new))
+    return changes
+
+
+def restored(stack: Stack, backup: Run, entry: Mapping[str, Any]) -> LiveTarget | None:
+    """The database a backup's entry names, to be put back on the backed-up password."""
+    return stack.target(entry)
+
+
+def settled(engine: Engine, entries: Sequence[Mapping[str, Any]], outcome: str) -> list[str]:
+    """A database keeps nothing for a run once it is verified or rolled back."""
+    return []

@@ -11,15 +11,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from ..engines import Engine
-from ..errors import RecoveryError
+from ..errors import ConfigError, RecoveryError
 from ..generate import Secret
 from ..interpolation import NAME
 
-__all__ = ["SwarmSecretLive", "SwarmSecretPoint", "retire"]
+if TYPE_CHECKING:
+    from ..backup import Run
+    from ..engines.swarm import SwarmEngine
+    from ..envfile import EnvFile
+    from ..journal import LiveChange
+    from ..plan import Plan
+    from ..stack import Stack
+
+__all__ = ["SwarmSecretLive", "SwarmSecretPoint", "planned", "prepared", "restored", "settled"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _VARIABLE = re.compile(rf"^{NAME}$")
@@ -58,11 +66,13 @@ class SwarmSecretPoint:
         return point
 
 
-def _swarm(engine: Engine) -> Any:
-    from ..engines.swarm import SwarmEngine
+def _swarm(engine: Engine) -> SwarmEngine:
+    """The stack's engine as the Swarm engine a Swarm secret needs (the configuration allows
+    swarm_secret only with engine: swarm; a journal or backup may still name one)."""
+    from ..engines.swarm import SwarmEngine  # deferred: only Swarm stacks need it
 
     if not isinstance(engine, SwarmEngine):
-        raise RecoveryError("a run names a Swarm secret, and this stack's configuration is not engine: swarm")
+        raise RecoveryError("a Swarm secret needs engine: swarm, and this stack's configuration has another")
     return engine
 
 
@@ -110,16 +120,92 @@ class SwarmSecretLive:
         return "new" if self.point.name in _swarm(self._engine()).secret_names() else "old"
 
 
-def retire(engine: Engine, entries: Sequence[Mapping[str, Any]], version: str) -> list[str]:
-    """Remove the Swarm secret versions a run no longer needs: `previous` once verify passed, the new
-    `name` after a rollback. Returns a note for each one kept (still in use, say)."""
+def settled(engine: Engine, entries: Sequence[Mapping[str, Any]], outcome: str) -> list[str]:
+    """Remove the Swarm secret versions a run no longer needs: the previous ones once it is
+    `verified`, its new ones once it is `rolled-back`. Returns a note for each one kept (still in
+    use, say)."""
     notes = []
     for entry in entries:
         if entry.get("kind") != SwarmSecretLive.kind:
             continue
         point = SwarmSecretPoint.from_json(entry.get("endpoint") or {})
-        name = point.previous if version == "previous" else point.name
+        name = point.previous if outcome == "verified" else point.name
         reason = _swarm(engine).remove_secret(name)
         if reason:
             notes.append(f"Swarm secret {name} kept: {reason}")
     return notes
+
+
+# The planning hooks every target kind provides (see `targets.planned`). Swarm secrets are immutable:
+# a new value is a new secret, named by a `${VAR}` in the env files that the plan changes too.
+
+
+def prepared(stack: Stack, plan: Plan, files: Mapping[str, EnvFile]) -> Plan:
+    """The plan with, for each changed secret a Swarm secret carries, the change of the `${VAR}` that
+    names the stack secret's version."""
+    from ..config import SecretSpec
+    from ..plan import Change
+    from ..stack import merged_env
+
+    carried = [c for c in plan.changes if c.spec.swarm_secret]
+    if not carried:
+        return plan
+    engine = _swarm(stack.engine())
+    env = merged_env(files)
+    extra = []
+    for change in carried:
+        key = change.spec.swarm_secret or ""
+        variable = engine.secret_variable(key, change.name)
+        holders = tuple(name for name, parsed in files.items() if parsed.count(variable))
+        current = env.get(variable)
+        if not holders or not current:
+            raise ConfigError(
+                f"{stack.config.path}: secrets.{change.name}.swarm_secret: ${{{variable}}}, which names the "
+                f"version of the stack's secret '{key}', is not set in {', '.join(files)}"
+            )
+        users = tuple(engine.secret_users(key))
+        spec = SecretSpec(name=variable, type="static", files=holders, restart_services=users)
+        reason = f"names {change.name}'s new Swarm secret"
+        extra.append(Change(spec, Secret(current), Secret(engine.next_version(current)), reason))
+    because = {s: set(names) for s, names in plan.because.items()}
+    for added in extra:
+        for service in added.spec.restart_services or ():
+            because.setdefault(service, set()).add(added.name)
+    return replace(
+        plan,
+        changes=plan.changes + tuple(extra),
+        files=tuple(sorted({*plan.files, *(f for c in extra for f in c.spec.files)})),
+        services=tuple(sorted(because)),
+        because={s: tuple(sorted(names)) for s, names in sorted(because.items())},
+    )
+
+
+def planned(stack: Stack, plan: Plan, files: Mapping[str, EnvFile]) -> list[LiveChange]:
+    """The new Swarm secret version that carries each changed secret's new value, as the plan names it."""
+    from ..journal import LiveChange
+
+    changes = []
+    for change in plan.changes:
+        if not change.spec.swarm_secret:
+            continue
+        engine = _swarm(stack.engine())
+        key = change.spec.swarm_secret
+        version = plan.change(engine.secret_variable(key, change.name))
+        assert version is not None and version.old is not None, "the plan names every Swarm secret version"
+        point = SwarmSecretPoint(engine.project, key, version.new.reveal(), version.old.reveal(), version.name)
+        live = SwarmSecretLive(point, stack.engine)
+        changes.append(LiveChange(change.name, change.spec.files[0], live, change.old or Secret(""), change.new))
+    return changes
+
+
+def restored(stack: Stack, backup: Run, entry: Mapping[str, Any]) -> SwarmSecretLive | None:
+    """The Swarm secret version the backup's files name, to be created again if verify had retired it;
+    None when it still exists (the usual case before verify)."""
+    point = SwarmSecretPoint.from_json(entry.get("endpoint") or {})
+    wanted = stack.values_in(backup).get(point.variable)
+    if not wanted:
+        return None
+    restored = SwarmSecretPoint.from_json({**point.to_json(), "name": wanted, "previous": point.name})
+    if restored.name in _swarm(stack.engine()).secret_names():
+        return None
+    return SwarmSecretLive(restored, stack.engine)
