@@ -49,7 +49,7 @@ _KEYS = {
     "auto_rotate",
     "description",
 }
-_PG_KEYS = {"host", "port", "dbname", "user", "password", "sslmode"}
+_PG_KEYS = {"host", "port", "dbname", "user", "password"}
 _SIGNALS = ("HUP", "USR1", "USR2", "TERM", "INT", "QUIT")
 Fail = Callable[[str, str], ConfigError]
 
@@ -233,7 +233,9 @@ def _reload(index: int, item: Any, fail: Fail) -> PostgresReload | SignalReload:
         unknown = sorted(str(k) for k in set(body) - _PG_KEYS)
         if unknown:
             raise fail(f"{where}.postgres.{unknown[0]}", "unknown setting")
-        texts = {k: str(v) for k, v in body.items() if k != "sslmode"}
+        texts = {k: str(v) for k, v in body.items()}
+        if "port" in texts and not re.fullmatch(r"\d{1,5}|\$\{[A-Za-z_][A-Za-z0-9_]*\}", texts["port"]):
+            raise fail(f"{where}.postgres.port", f"'{texts['port'][:20]}' is not a port number or a ${{VAR}}")
         return PostgresReload(**texts)
     if kind == "signal" and isinstance(body, dict) and isinstance(body.get("service"), str):
         sig = str(body.get("signal", "HUP")).upper().removeprefix("SIG")

@@ -451,6 +451,12 @@ def _build(path: Path, raw: Any) -> Config:
         for name in pair.files:
             if any(name in other.files for other in secrets.values()):
                 raise fail(f"secrets.{pair.name}", f"'{name}' is also an env file of another secret")
+        for index, target in enumerate(pair.reload):
+            for setting in ("host", "port", "dbname", "user"):
+                for ref in references(getattr(target, setting, "")):
+                    if ref in secrets:  # these are shown in messages; only `password` may carry a secret
+                        key = f"secrets.{pair.name}.reload[{index}].postgres.{setting}"
+                        raise fail(key, f"may not use ${{{ref}}}: a secret's value would be shown wherever this is")
     return Config(
         path=path,
         secrets={name: secrets[name] for name in ordered},

@@ -94,23 +94,52 @@ def values_of(config: Config, root: Path, store: BackupStore) -> Values:
                     value.encode(encoding, "surrogateescape" if encoding == "utf-8" else "replace"), set()
                 ).add(key)
 
+    keys = {spec.key: spec.name for spec in config.certificates.values()}
+
+    def add_key(read: Callable[[], bytes], name: str, what: str) -> None:
+        """A certificate's private key: each of its PEM lines after the first (which every key of
+        one type shares) is looked for, so a copy of the key file is found wherever it is pasted."""
+        body = [line.strip() for line in _held(read, what).splitlines()[1:-1]]
+        for line in body[1:] or body:  # a one-line key (ed25519) is looked for whole
+            if len(line) >= MIN_LENGTH:
+                names.setdefault(line, set()).add(f"{keys[name]} (private key)")
+
     for name in sorted({f for spec in config.secrets.values() for f in spec.files}):
         if (root / name).is_file():
             add(_parsed((root / name).read_bytes, name))
+    for name in sorted(keys):
+        if (root / name).is_file():
+            add_key((root / name).read_bytes, name, name)
     for backup in store.all():
         for name in backup.files:
-            add(_parsed(partial(backup.read, name), f"backup {backup.id}/{name}"))
+            if name in keys:
+                add_key(partial(backup.read, name), name, f"backup {backup.id}/{name}")
+            else:
+                add(_parsed(partial(backup.read, name), f"backup {backup.id}/{name}"))
     return Values({v: tuple(sorted(n)) for v, n in names.items()}, tuple(sorted(short)))
 
 
 def _parsed(read: Callable[[], bytes], what: str) -> envfile.EnvFile:
+    data = _held(read, what)
     try:
-        return envfile.from_bytes(read())
-    except (EnvFileError, BackupError, StorageError, OSError) as exc:
-        raise GuardError(
-            f"guard: cannot read {what}, which holds values to look for ({exc}); refusing to pass what it cannot "
-            "check. Run the guard as a user who can read the stack's .env files and backups"
-        ) from None
+        return envfile.from_bytes(data)
+    except EnvFileError as exc:
+        raise _unreadable(what, exc) from None
+
+
+def _held(read: Callable[[], bytes], what: str) -> bytes:
+    """The bytes of a file that holds values to look for; what cannot be read fails closed."""
+    try:
+        return read()
+    except (BackupError, StorageError, OSError) as exc:
+        raise _unreadable(what, exc) from None
+
+
+def _unreadable(what: str, exc: Exception) -> GuardError:
+    return GuardError(
+        f"guard: cannot read {what}, which holds values to look for ({exc}); refusing to pass what it cannot "
+        "check. Run the guard as a user who can read the stack's .env files and backups"
+    )
 
 
 def staged(cwd: Path) -> dict[str, bytes]:

@@ -235,3 +235,44 @@ def test_a_certificate_is_due_by_its_expiry(tls_stack: TLSStack, inproc: CLI) ->
     ran = inproc("due", "--json", cwd=tls_stack.root)
     assert ran.code == 1 and [d["name"] for d in json.loads(ran.out)] == ["DB_TLS"]
     assert json.loads(ran.out)[0]["expires"]
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"ca": {"cert": "certs/ca.crt"}}, "secrets.DB_TLS.ca"),
+        ({"cert": "../outside.crt"}, "secrets.DB_TLS.cert"),
+        ({"key_type": "dsa-1024"}, "secrets.DB_TLS.key_type"),
+        ({"days": 0}, "secrets.DB_TLS.days"),
+        ({"days": 30, "renew_before": "30d"}, "secrets.DB_TLS.renew_before"),
+        ({"sans": ["ok.example", "not a name"]}, "secrets.DB_TLS.sans"),
+        ({"reload": [{"postgres": {"host": "${POSTGRES_PASSWORD}"}}]}, "secrets.DB_TLS.reload[0].postgres.host"),
+        ({"reload": [{"postgres": {"port": "5432; DROP"}}]}, "secrets.DB_TLS.reload[0].postgres.port"),
+        ({"reload": [{"signal": {"service": "db", "signal": "KILL"}}]}, "secrets.DB_TLS.reload[0].signal.signal"),
+        ({"reload": [{"ssh": {}}]}, "secrets.DB_TLS.reload[0]"),
+        ({"colour": "blue"}, "secrets.DB_TLS.colour"),
+    ],
+)
+def test_a_bad_certificate_setting_is_one_line_naming_its_key(stack: Path, inproc: CLI, change: dict, key: str) -> None:
+    with edited_config(stack) as raw:
+        raw["secrets"]["DB_TLS"] = {
+            "type": "tls-certificate",
+            "cert": "certs/server.crt",
+            "key": "certs/server.key",
+            "common_name": "db",
+            **change,
+        }
+    ran = inproc("rotate", "--dry-run", "--json")
+    error = json.loads(ran.out)
+    assert ran.code == 2 and error["key"] == key and "\n" not in error["error"], error
+
+
+def test_guard_finds_a_certificates_private_key_pasted_anywhere(tls_stack: TLSStack, inproc: CLI) -> None:
+    key = (tls_stack.certs / "server.key").read_bytes().decode()
+    leak = tls_stack.root / "notes.md"
+    leak.write_text("the db key, for later:\n" + key)
+    ran = inproc("guard", "notes.md", "certs/server.crt", cwd=tls_stack.root)
+    assert ran.code == 1 and "DB_TLS (private key)" in ran.out + ran.err, ran.text
+    assert key.splitlines()[1] not in ran.text
+    leak.write_text("nothing here\n")
+    assert inproc("guard", "notes.md", "certs/server.crt", cwd=tls_stack.root).code == 0  # the certificate is public

@@ -44,6 +44,8 @@ def _reload_postgres(target: PostgresReload, env: Mapping[str, str | None]) -> t
     import psycopg
 
     host, port = interpolate(target.host, env), interpolate(target.port, env)
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise DatabaseError(f"{target.label}: the port '{port[:20]}' is not a port number")
     try:
         with psycopg.connect(
             host=host,
