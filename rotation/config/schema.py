@@ -1,71 +1,59 @@
-"""Load and validate `secrets-config.yaml`, the contract with existing users.
-
-`load` checks the file on its own; `check_stack` checks it against a stack's files.
-Both raise `ConfigError` with one line naming the file and the key at fault.
-"""
+"""The rules a `secrets-config.yaml` must follow: every setting checked, every error one line that
+names its key path (`secrets.JWT_SECRET.length`), defaults written once."""
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import yaml
+from ..errors import ConfigError, did_you_mean
+from ..interpolation import NAME, REFERENCE, references
+from .model import (
+    ALPHABETS,
+    DEFAULT_JWT_LIFETIME,
+    MAX_RANDOM_LENGTH,
+    MIN_RANDOM_LENGTH,
+    TYPES,
+    AfterStatement,
+    BackupSpec,
+    ComposeSpec,
+    Config,
+    HttpProbe,
+    JwtProbe,
+    PostgresProbe,
+    PostgresTarget,
+    Probe,
+    SecretSpec,
+    SwarmSpec,
+    VaultAuth,
+    VaultSpec,
+)
 
-from . import envfile
-from .errors import ConfigError, did_you_mean
-from .interpolation import NAME, REFERENCE, references
-
-if TYPE_CHECKING:
-    from .certificates import CertificateSpec
-
-__all__ = [
-    "ALPHABETS",
-    "PASSWORD_PLACEHOLDER",
-    "AfterStatement",
-    "BackupSpec",
-    "ComposeSpec",
-    "Config",
-    "HttpProbe",
-    "JwtProbe",
-    "PostgresProbe",
-    "Probe",
-    "PostgresTarget",
-    "SecretSpec",
-    "SwarmSpec",
-    "VaultAuth",
-    "VaultSpec",
-    "check_stack",
-    "unavailable",
-    "find_config",
-    "interpolate",
-    "load",
-    "parse_duration",
-]
-
-ALPHABETS = {
-    "alnum": "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
-    "hex": "0123456789abcdef",
-    "base64url": "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
-}
-TYPES = ("random", "jwt-token", "jwks", "opaque-key", "static")
 _OPAQUE_PREFIX = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*_$")  # sb_publishable_, sb_secret_
-MIN_RANDOM_LENGTH = 16
-MAX_RANDOM_LENGTH = 4096
-MAX_CONFIG_BYTES = 1 << 20
+
+
 TOP_LEVEL_KEYS = frozenset(
     {"secrets", "backup", "compose", "engine", "swarm", "verify", "notify", "optional_services", "stores"}
 )
+
+
 ENGINES = ("compose", "swarm")
+
+
 _SWARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # a stack or Swarm secret name
-DEFAULT_JWT_LIFETIME = 5 * 366 * 86400
+
+
 Fail = Callable[[str, str], ConfigError]  # (key, message) -> the error naming file and key
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's when the wheel has it
+
+
 _DURATION = re.compile(r"^(\d+)\s*([smhdwy]?)$")
+
+
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 366 * 86400}
+
+
 _SECRET_KEYS = {
     "type",
     "length",
@@ -89,6 +77,8 @@ _SECRET_KEYS = {
     "session_expiry",
     "copied_into",
 }
+
+
 _POSTGRES_KEYS = {
     "host",
     "port",
@@ -102,241 +92,6 @@ _POSTGRES_KEYS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class AfterStatement:
-    """SQL run in the password's transaction, after the ALTERs, on the way there and back.
-
-    `params` are bound, never spliced into the SQL: `%(name)s` in `sql` takes the value of the
-    template `params[name]`, whose `${password}` is the password being set and whose other
-    `${VAR}` come from the stack's env files. With `if_table`, it runs only when that table exists.
-    """
-
-    sql: str
-    params: Mapping[str, str] = field(default_factory=dict)
-    if_table: str | None = None
-
-    def to_json(self) -> str | dict[str, Any]:
-        """A plain string when it is one, as old metadata has it; templates only, never a value."""
-        if not self.params and self.if_table is None:
-            return self.sql
-        return {"sql": self.sql, "params": dict(self.params), "if_table": self.if_table}
-
-    @classmethod
-    def from_json(cls, raw: object) -> AfterStatement:
-        """The inverse of `to_json`."""
-        if isinstance(raw, str):
-            return cls(raw)
-        if not isinstance(raw, dict) or not isinstance(raw.get("sql"), str):
-            raise ConfigError(f"an 'after' statement must be SQL text or {{sql, params, if_table}}, not {raw!r:.60}")
-        params = raw.get("params") or {}
-        table = raw.get("if_table")
-        return cls(raw["sql"], {str(k): str(v) for k, v in params.items()}, str(table) if table else None)
-
-
-PASSWORD_PLACEHOLDER = "${password}"
-
-
-@dataclass(frozen=True, slots=True)
-class PostgresTarget:
-    """A PostgreSQL and the roles that follow a password secret: the one location type, as the
-    configuration writes it (`${VAR}` in its settings) and, resolved, as the journal records it."""
-
-    roles: tuple[str, ...]
-    host: str = "localhost"
-    port: str = "5432"
-    dbname: str = "postgres"
-    user: str = "postgres"
-    after: tuple[AfterStatement, ...] = ()
-    container: str | None = None
-    allow_cleartext_password: bool = False
-    optional: bool = False
-
-    @property
-    def label(self) -> str:
-        """How messages name this database: its container, or host and port."""
-        where = f"container {self.container}" if self.container else f"{self.host}:{self.port}"
-        return f"postgres {where}/{self.dbname}"
-
-    def to_json(self) -> dict[str, Any]:
-        """A plain mapping for metadata and the journal: no secret (`after` keeps its templates)."""
-        return {**asdict(self), "roles": list(self.roles), "after": [s.to_json() for s in self.after]}
-
-    @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> PostgresTarget:
-        """The inverse of `to_json`; metadata from older versions loads too."""
-        return cls(
-            roles=tuple(raw["roles"]),
-            host=str(raw["host"]),
-            port=str(raw["port"]),
-            dbname=str(raw["dbname"]),
-            user=str(raw["user"]),
-            after=tuple(AfterStatement.from_json(item) for item in raw.get("after") or ()),
-            container=raw.get("container"),
-            allow_cleartext_password=raw.get("allow_cleartext_password") is True,
-            optional=raw.get("optional") is True,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class VaultAuth:
-    """How to log in to a Vault or OpenBao: a token from VAULT_TOKEN or BAO_TOKEN, or an AppRole whose
-    role_id and secret_id come from `${VAR}` templates or a file (never written in the config)."""
-
-    method: str = "token"  # or "approle"
-    role_id: str | None = None
-    role_id_file: str | None = None
-    secret_id: str | None = None
-    secret_id_file: str | None = None
-    mount: str = "approle"
-
-
-@dataclass(frozen=True, slots=True)
-class VaultSpec:
-    """One KV version 2 secret in a Vault or OpenBao that holds `secrets`, versioned on every change.
-
-    `address` and `ca_cert` may hold `${VAR}` (from the environment or the stack's env files).
-    """
-
-    address: str
-    path: str
-    secrets: tuple[str, ...]
-    mount: str = "secret"
-    auth: VaultAuth = field(default_factory=VaultAuth)
-    ca_cert: str | None = None
-
-    @property
-    def label(self) -> str:
-        """How messages name it: the KV path, never the token or a value."""
-        return f"vault {self.mount}/{self.path}"
-
-    def to_json(self) -> dict[str, Any]:
-        """Where it is, for the journal and metadata: the templates, no token, no value."""
-        return {"address": self.address, "mount": self.mount, "path": self.path}
-
-
-@dataclass(frozen=True, slots=True)
-class SecretSpec:
-    """One secret as the configuration describes it."""
-
-    name: str
-    type: str
-    files: tuple[str, ...]
-    length: int = 32
-    alphabet: str = "alnum"
-    role: str | None = None
-    depends_on: str | None = None
-    issuer: str = "supabase"
-    expires_in: int = DEFAULT_JWT_LIFETIME
-    auto_rotate: bool = True
-    description: str = ""
-    restart_services: tuple[str, ...] | None = None  # None: every service whose compose definition reads it
-    keep_running: tuple[str, ...] = ()  # derived readers that need no recreate for it
-    encrypts_data: bool = False
-    apply: tuple[PostgresTarget, ...] = ()
-    rotation_period: int | None = None
-    swarm_secret: str | None = None  # the stack file's secret (its top-level `secrets:` key) that carries it
-    secret: bool = True  # false: the value is no secret by itself (a user name, an access key id); guard skips it
-    prefix: str | None = None  # opaque-key: sb_publishable_ or sb_secret_
-    public: str | None = None  # jwks: the public set whose EC keys follow this set's (JWT_KEYS -> JWT_JWKS)
-    session_expiry: str = "JWT_EXPIRY"  # jwks with `public`: the variable holding the session lifetime (s)
-    copied_into: tuple[str, ...] = ()  # applications that keep a copy of the value (an n8n credential), for the plan
-
-
-@dataclass(frozen=True, slots=True)
-class BackupSpec:
-    """Where backups live, relative to the stack root, and how long they are kept."""
-
-    directory: str = "backups/secrets"
-    retention_days: int = 90
-
-
-@dataclass(frozen=True, slots=True)
-class ComposeSpec:
-    """How to reach the stack's compose project."""
-
-    command: str | None = None
-    project: str | None = None
-    files: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class SwarmSpec:
-    """A Docker Swarm stack (`docker stack deploy -c FILE... STACK`): its name and stack files."""
-
-    stack: str
-    files: tuple[str, ...] = ()  # default: the compose files (compose.files, else compose's default names)
-
-
-@dataclass(frozen=True, slots=True)
-class HttpProbe:
-    """An HTTP request whose status proves the new secrets work (or that stale ones are refused)."""
-
-    name: str
-    url: str
-    method: str = "GET"
-    headers: Mapping[str, str] = field(default_factory=dict)
-    expect: int = 200
-    timeout: float = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class PostgresProbe:
-    """A login as `target`'s one role with the current value of `secret` (in a container: checked
-    as `target.user`)."""
-
-    name: str
-    target: PostgresTarget
-    secret: str = "POSTGRES_PASSWORD"
-
-
-@dataclass(frozen=True, slots=True)
-class JwtProbe:
-    """Every jwt-token secret verifies against the secret that signs it, with its role."""
-
-    name: str = "jwt"
-
-
-Probe = HttpProbe | PostgresProbe | JwtProbe
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    """A validated configuration: secrets in dependency order, backups, compose, probes, webhooks."""
-
-    path: Path
-    secrets: Mapping[str, SecretSpec]
-    backup: BackupSpec = field(default_factory=BackupSpec)
-    compose: ComposeSpec = field(default_factory=ComposeSpec)
-    verify: tuple[Probe, ...] = ()
-    notify: tuple[str, ...] = ()
-    optional_services: tuple[str, ...] = ()  # named in restart_services, but a stack may not have them
-    stores: tuple[VaultSpec, ...] = ()
-    engine: str = "compose"
-    swarm: SwarmSpec | None = None
-    certificates: Mapping[str, CertificateSpec] = field(default_factory=dict)  # `type: tls-certificate` entries
-
-    def store(self, raw: Mapping[str, Any]) -> VaultSpec:
-        """The configured store a journal or metadata entry names; one it does not name is refused,
-        since those entries are read from disk and a store is only ever reached as configured."""
-        for spec in self.stores:
-            if spec.to_json() == {k: raw.get(k) for k in ("address", "mount", "path")}:
-                return spec
-        where = f"{raw.get('mount')}/{raw.get('path')}"[:80]
-        raise ConfigError(f"{self.path}: a run names the store {where}, which 'stores' does not configure", self.path)
-
-    def dependents(self, names: Iterable[str]) -> tuple[str, ...]:
-        """Every `jwt-token` signed, directly or not, by one of `names`, and every key set carrying one
-        of them, in signing order (one pass)."""
-        signers = set(names)
-        found: list[str] = []
-        for spec in self.secrets.values():
-            if spec.depends_on in signers and spec.name not in signers:
-                found.append(spec.name)
-                if spec.type != "jwks":  # a set follows its HS256 secret in its oct key; its EC key signs, unchanged
-                    signers.add(spec.name)
-        return tuple(found)
-
-
 def parse_duration(value: object, where: str) -> int:
     """Seconds in `30d`, `12h`, `5y` or a plain number of seconds."""
     match = _DURATION.match(str(value).strip())
@@ -345,68 +100,9 @@ def parse_duration(value: object, where: str) -> int:
     return int(match[1]) * _UNITS[match[2]]
 
 
-def find_config(root: Path, explicit: str | None) -> Path | None:
-    """The configuration to use: `--config`, else the stack's own (root, then `scripts/`), else None."""
-    if explicit:
-        path = Path(explicit).expanduser()
-        if not path.is_absolute():
-            path = Path.cwd() / path
-        if not path.is_file():
-            raise ConfigError(f"{explicit}: no such configuration file (--config)")
-        return path
-    for candidate in (root / "secrets-config.yaml", root / "scripts" / "secrets-config.yaml"):
-        if candidate.is_file():
-            return candidate
-    return None
+def build(path: Path, raw: Any) -> Config:
+    """The validated configuration that the YAML of `path` (already parsed, as `raw`) describes."""
 
-
-def load(path: Path) -> Config:
-    """Read and validate `path`; every problem is a `ConfigError` naming the file and key."""
-    try:
-        data = path.read_bytes()
-        if len(data) > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path}: {len(data)} bytes is too large for a configuration", path)
-        text = data.decode("utf-8")
-        _check_nodes(path, yaml.compose(text, Loader=_LOADER))
-        raw = yaml.load(text, Loader=_LOADER)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})", path) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})", path) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}:{where}: YAML syntax error: {problem}", path) from None
-    return _build(path, raw)
-
-
-def _check_nodes(path: Path, root: yaml.Node | None) -> None:
-    """Refuse what YAML allows but a configuration must not have: aliases (an alias bomb makes a
-    1 KB file expand for minutes) and duplicate keys (silently last-wins: a second JWT_SECRET
-    would replace the first)."""
-    seen: set[int] = set()
-    pending = [root] if root is not None else []
-    while pending:
-        node = pending.pop()
-        if id(node) in seen:
-            line = node.start_mark.line + 1
-            raise ConfigError(f"{path}: line {line}: YAML anchors and aliases are not supported here", path)
-        seen.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            keys: set[str] = set()
-            for key, value in node.value:
-                if isinstance(key, yaml.ScalarNode):
-                    if key.value in keys:
-                        line = key.start_mark.line + 1
-                        raise ConfigError(f"{path}: line {line}: duplicate key '{key.value}'", path, key.value)
-                    keys.add(key.value)
-                pending += [key, value]
-        elif isinstance(node, yaml.SequenceNode):
-            pending += node.value
-
-
-def _build(path: Path, raw: Any) -> Config:
     def fail(key: str, message: str) -> ConfigError:
         return ConfigError(f"{path}: {key}: {message}", path, key)
 
@@ -418,7 +114,7 @@ def _build(path: Path, raw: Any) -> Config:
     secrets_raw = raw.get("secrets")
     if not isinstance(secrets_raw, dict) or not secrets_raw:
         raise fail("secrets", "expected a non-empty mapping of secret names")
-    from .certificates import parse as certificate  # deferred: only a stack with certificates needs it
+    from ..certificates import parse as certificate  # deferred: only a stack with certificates needs it
 
     secrets = {
         str(name): _secret(str(name), body, _within(fail, f"secrets.{name}"))
@@ -763,7 +459,11 @@ def _names(raw: Any, key: str, fail: Fail) -> tuple[str, ...]:
 
 
 _VAULT_KEYS = {"address", "mount", "path", "secrets", "auth", "ca_cert"}
+
+
 _AUTH_KEYS = {"method", "role_id", "role_id_file", "secret_id", "secret_id_file", "mount"}
+
+
 _KV_PATH = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 
 
@@ -895,58 +595,3 @@ def _signing_order(secrets: Mapping[str, SecretSpec], fail: Fail) -> list[str]:
     for name in secrets:
         visit(name, ())
     return ordered
-
-
-def check_stack(config: Config, root: Path) -> dict[str, envfile.EnvFile]:
-    """Parse every listed file that the stack at `root` has, by relative path.
-
-    A path that leads out of the root is a `ConfigError`, and so is a stack that has none of the
-    listed files. A listed file that is missing, or that lacks a secret, is not an error here:
-    `unavailable` says which secrets that leaves out, and only a rotation that names one fails.
-    """
-    parsed: dict[str, envfile.EnvFile] = {}
-    real_root = root.resolve()
-    listed = {name: spec.name for spec in config.secrets.values() for name in spec.files}
-    for name, owner in listed.items():
-        path = root / name
-        try:
-            inside = path.resolve().is_relative_to(real_root)
-        except OSError:
-            inside = False
-        if not inside:
-            raise ConfigError(f"{config.path}: secrets.{owner}.files: '{name}' leaves the stack root {root}")
-        if path.is_file():
-            parsed[name] = envfile.read(path)
-    if not parsed:
-        raise ConfigError(f"{config.path}: none of the listed files ({', '.join(listed)}) exists in {root}")
-    return parsed
-
-
-def unavailable(config: Config, files: Mapping[str, envfile.EnvFile]) -> dict[str, str]:
-    """Each configured secret that this stack's files cannot serve, with the file at fault."""
-    found: dict[str, str] = {}
-    for spec in config.secrets.values():
-        for name in spec.files:
-            if name not in files:
-                found[spec.name] = f"{name} does not exist"
-                break
-            if files[name].count(spec.name) == 0:
-                found[spec.name] = f"{name} does not contain it"
-                break
-            if spec.type == "jwks" and not files[name].get(spec.name):
-                # Supabase's .env.example ships `JWT_KEYS=` empty until utils/add-new-auth-keys.sh fills it
-                found[spec.name] = f"it is empty in {name} (the stack has not opted in to the key set)"
-                break
-    return found
-
-
-def interpolate(value: str, env: Mapping[str, str | None]) -> str:
-    """Expand `${VAR}` from the stack's env files, then the process environment."""
-
-    def lookup(match: re.Match[str]) -> str:
-        found = env.get(match[1]) or os.environ.get(match[1])
-        if found is None:
-            raise ConfigError(f"${{{match[1]}}} is not set in the stack's env files or the environment")
-        return found
-
-    return REFERENCE.sub(lookup, value)
