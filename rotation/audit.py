@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ __all__ = [
     "is_webhook",
     "notify",
     "read",
+    "record",
     "shown",
 ]
 
@@ -153,6 +154,19 @@ def entry(run: TaskRun, now: float | None = None) -> dict[str, Any]:
         "dry_run": run.dry_run,
         "accept_data_loss": run.accept_data_loss,
     }
+
+
+def record(
+    directory: Path, run: TaskRun, urls: Sequence[str], env: Callable[[], Mapping[str, str | None]]
+) -> list[str]:
+    """Log `run` in `directory`'s audit log and send it to every URL (`env`, read only when there is
+    one, expands their `${VAR}`); a warning line for each thing that failed, which fails nothing."""
+    logged = entry(run)
+    problem = append(directory, logged)
+    warnings = [problem] if problem else []
+    if urls:
+        warnings += notify(urls, announcement(run, logged), env())
+    return warnings
 
 
 def announcement(run: TaskRun, logged: Mapping[str, Any]) -> dict[str, Any]:

@@ -214,13 +214,9 @@ def _record(record: _Record, outcome: str, seconds: float) -> None:
         record.dry_run,
         record.accept_data_loss,
     )
-    logged = audit.entry(done)
-    problem = audit.append(stack.store.directory, logged)
-    if problem:
-        _err(f"warning: {problem}")
-    if stack.config.notify and (record.announce or done.failed):
-        for warning in audit.notify(stack.config.notify, audit.announcement(done, logged), stack.env()):
-            _err(f"warning: {warning}")
+    urls = stack.config.notify if record.announce or done.failed else ()
+    for warning in audit.record(stack.store.directory, done, urls, stack.env):
+        _err(f"warning: {warning}")
 
 
 def _number(value: object, flag: str, kind: type[int] | type[float] = float) -> float:
