@@ -27,6 +27,7 @@ __all__ = [
     "PostgresReload",
     "SignalReload",
     "described",
+    "expiries",
     "inspect",
     "issue",
     "parse",
@@ -294,6 +295,15 @@ def described(root: Path, spec: CertificateSpec) -> Described | None:
     except ConfigError:
         return None
     return inspect(data, spec.cert)
+
+
+def expiries(root: Path, specs: Mapping[str, CertificateSpec]) -> dict[str, float | None]:
+    """Each certificate's notAfter as a Unix time (None: the stack has none yet), for `due` and `check`."""
+    found: dict[str, float | None] = {}
+    for spec in specs.values():
+        now = described(root, spec)
+        found[spec.name] = None if now is None else now.not_after.timestamp()
+    return found
 
 
 def _new_key(key_type: str) -> Any:

@@ -8,12 +8,13 @@ flags, print these results and map them to exit codes; a test calls these functi
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 from . import health, rollout, targets
 from .backup import Run, RunStatus, local_time
+from .certificates import expiries
 from .engines import Engine
 from .errors import Interrupted, RecoveryError, SelectionError
 from .health import Snapshot, regressions
@@ -46,6 +47,27 @@ def _quiet(_line: str) -> None:
 def snapshot(engine: Engine) -> Snapshot:
     """Every service's state now."""
     return Snapshot(engine.project, local_time(time.time()), engine.states())
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """The stack's health now, what regressed since a saved state, and each certificate's expiry."""
+
+    snapshot: Snapshot
+    regressions: tuple[health.Regression, ...]
+    certificates: Mapping[str, float | None]
+
+    @property
+    def healthy(self) -> bool:
+        return self.snapshot.healthy and not self.regressions
+
+
+def check(stack: Stack, engine: Engine, compare: Snapshot | None = None) -> CheckResult:
+    """`check`: every service's state, the regressions since `compare` (what a rotation recreated on
+    purpose after it was saved is none), and the certificates' expiries."""
+    now = snapshot(engine)
+    found = regressions(compare, now, stack.store.recreated_since(compare.taken_at)) if compare else []
+    return CheckResult(now, tuple(found), expiries(stack.root, stack.config.certificates))
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from .engines import ServiceState
 from .errors import RotationError
 from .escape import printable
 from .health import Snapshot
+from .pipeline import CheckResult
 from .plan import KeyPhase, Plan
 from .rollback import Command, plain_command
 from .runs import PullResult, RestoreResult, RotationResult
@@ -423,6 +424,19 @@ def details(state: ServiceState, logs: str) -> str:
     if logs.strip():
         lines.append("  last log lines:")
         lines += [f"    {printable(line)}" for line in logs.rstrip().splitlines()]
+    return "\n".join(lines)
+
+
+def check_json(result: CheckResult) -> dict[str, Any]:
+    """`check --json`: the snapshot, the regressions, and each certificate's expiry."""
+    shown = {"regressions": [r.describe() for r in result.regressions]}
+    return {**result.snapshot.to_json(), **shown, "certificates": certificates_json(result.certificates)}
+
+
+def check_text(result: CheckResult, config: Config) -> str:
+    """`check` for people: the states table, the certificates' days left, and each regression in red."""
+    lines = [states_table(result.snapshot), *certificate_lines(result.certificates, config)]
+    lines += [paint(f"regression: {problem.describe()}", "red") for problem in result.regressions]
     return "\n".join(lines)
 
 

@@ -250,16 +250,6 @@ def _plan(stack: Stack, files: dict[str, envfile.EnvFile], selection: Sequence[s
     return targets.prepared(stack, plan, files)
 
 
-def expiries(stack: Stack) -> dict[str, float | None]:
-    """Each configured certificate's notAfter as a Unix time (None: the stack has none yet), for `due`
-    and `check`."""
-    found: dict[str, float | None] = {}
-    for spec in stack.config.certificates.values():
-        now = described(stack.root, spec)
-        found[spec.name] = None if now is None else now.not_after.timestamp()
-    return found
-
-
 def key_sets(stack: Stack) -> list[KeyPhase]:
     """The stack's signing key sets that stand between phases, for `due`; none where its files cannot
     be read (`due` reads the run history, and a stack's files are `rotate`'s to judge)."""

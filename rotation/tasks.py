@@ -34,16 +34,19 @@ from .lazy import lazy
 from .rollout import DEFAULT_PARALLEL, DEFAULT_TIMEOUT
 
 if TYPE_CHECKING:
-    from . import audit, fsio, health, journal, pipeline, report, runs, schedule
+    from . import audit, certificates, fsio, health, journal, pipeline, report, runs, schedule
     from . import guard as guardscan
     from . import stack as stacks
     from .backup import Run
     from .rollback import Command
     from .stack import Stack
 else:  # loaded on first use: --help, --list and completion import no use case (as pip's commands_dict)
-    audit, fsio, guardscan, health, journal, pipeline, report, runs, schedule, stacks = (
+    audit, certificates, fsio, guardscan, health, journal, pipeline, report, runs, schedule, stacks = (
         lazy(f"{__package__}.{name}")
-        for name in ("audit", "fsio", "guard", "health", "journal", "pipeline", "report", "runs", "schedule", "stack")
+        for name in (
+            *("audit", "certificates", "fsio", "guard", "health", "journal"),
+            *("pipeline", "report", "runs", "schedule", "stack"),
+        )
     )
 
 __all__ = ["BUNDLED_CONFIG", "DEFAULTS", "SHORT_FLAGS", "namespace", "quiet_stdout"]
@@ -268,7 +271,14 @@ def rotate(
         if due:
             if selection:
                 raise SelectionError("rotate takes --due or --secrets, not both")
-            selection = [d.name for d in schedule.due(stack.config, stack.store.all(), expiries=runs.expiries(stack))]
+            selection = [
+                d.name
+                for d in schedule.due(
+                    stack.config,
+                    stack.store.all(),
+                    expiries=certificates.expiries(stack.root, stack.config.certificates),
+                )
+            ]
             if not selection:
                 record.announce = False
                 print(report.dumps(report.nothing_due_json(dry)) if json else "rotate: no secret is due")
@@ -407,31 +417,17 @@ def check(
         record.announce = False
         stack = _stack(c, record, config, read_only=not save or _dry(c))
         engine = stack.engine()
-        snapshot = pipeline.snapshot(engine)
-        found = []
-        if compare:
-            saved = health.Snapshot.load(Path(compare))
-            # What a rotation recreated on purpose after the state was saved is not a regression.
-            found = health.regressions(saved, snapshot, stack.store.recreated_since(saved.taken_at))
+        result = pipeline.check(stack, engine, health.Snapshot.load(Path(compare)) if compare else None)
         if save and _dry(c):
             _err(f"dry run: the state was not saved to {save}")
         elif save:
-            fsio.write_atomic(Path(save), report.dumps(snapshot.to_json()).encode(), mode=0o644)
-        expires = runs.expiries(stack)
-        if json:
-            shown = {"regressions": [r.describe() for r in found], "certificates": report.certificates_json(expires)}
-            print(report.dumps({**snapshot.to_json(), **shown}))
-        else:
-            print(report.states_table(snapshot))
-            for line in report.certificate_lines(expires, stack.config):
-                print(line)
-            if verbose:
-                for state in snapshot.unhealthy:
-                    print(report.details(state, engine.logs(state.service, 20)))
-            for problem in found:
-                print(report.paint(f"regression: {problem.describe()}", "red"))
-        if not snapshot.healthy or found:
-            names = ", ".join(s.service for s in snapshot.unhealthy) or f"{len(found)} regressions"
+            fsio.write_atomic(Path(save), report.dumps(result.snapshot.to_json()).encode(), mode=0o644)
+        print(report.dumps(report.check_json(result)) if json else report.check_text(result, stack.config))
+        if verbose and not json:
+            for state in result.snapshot.unhealthy:
+                print(report.details(state, engine.logs(state.service, 20)))
+        if not result.healthy:
+            names = ", ".join(s.service for s in result.snapshot.unhealthy) or f"{len(result.regressions)} regressions"
             raise Exit(report.paint(f"rotation: not healthy: {names}", "red", sys.stderr), 1)
 
 
@@ -625,7 +621,9 @@ def due(c: Context, config: str | None = None, json: bool = False, notify: bool 
     with _task("due", json) as record:
         record.announce = False
         stack = _stack(c, record, config, read_only=True)
-        found = schedule.due(stack.config, stack.store.all(), expiries=runs.expiries(stack))
+        found = schedule.due(
+            stack.config, stack.store.all(), expiries=certificates.expiries(stack.root, stack.config.certificates)
+        )
         record.secrets = [d.name for d in found]
         print(report.dumps(report.due_json(found)) if json else report.due_table(found, runs.key_sets(stack)))
         if notify and found:
