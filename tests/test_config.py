@@ -96,13 +96,13 @@ BAD.append(pytest.param(_cycle, "dependency cycle", id="cycle"))
 
 @pytest.mark.parametrize(("edit", "named"), BAD)
 def test_bad_config_is_one_line_naming_file_and_key_and_changes_nothing(
-    stack: Path, cli: CLI, edit: Edit, named: str
+    stack: Path, inproc: CLI, edit: Edit, named: str
 ) -> None:
     config = stack / "secrets-config.yaml"
     with edited_config(stack) as raw:
         edit(raw)
     before = tree(stack)
-    ran = cli("rotate")
+    ran = inproc("rotate")
     assert ran.code != 0
     message = ran.err.strip()
     assert len(message.splitlines()) == 1, ran.err
@@ -123,33 +123,33 @@ def test_bad_config_is_one_line_naming_file_and_key_and_changes_nothing(
     ],
 )
 def test_a_secret_its_files_cannot_serve_blocks_only_itself(
-    stack: Path, cli: CLI, edit: Edit, secret: str, words: str
+    stack: Path, inproc: CLI, edit: Edit, secret: str, words: str
 ) -> None:
     (stack / "other.env").unlink(missing_ok=True)
     with edited_config(stack) as raw:
         edit(raw)
     before = tree(stack)
-    named = cli("rotate", "--secrets", secret)
+    named = inproc("rotate", "--secrets", secret)
     assert named.code == 2 and secret in named.err and words in named.err and len(named.err.splitlines()) == 1
     assert tree(stack) == before
-    ran = cli("rotate")  # not named: left alone with one warning line, the others rotate
+    ran = inproc("rotate")  # not named: left alone with one warning line, the others rotate
     assert ran.code == 0, ran.err
     assert f"warning: {secret} is left alone: {words}" in ran.out
     rotated = ran.out.split("Rotated", 1)[1].split("files:", 1)[0]
     assert not re.search(rf"^{secret} ", rotated, re.M) and re.search(r"^DASHBOARD_PASSWORD ", rotated, re.M)
 
 
-def test_yaml_syntax_error_names_the_file_and_line(stack: Path, cli: CLI) -> None:
+def test_yaml_syntax_error_names_the_file_and_line(stack: Path, inproc: CLI) -> None:
     config = stack / "secrets-config.yaml"
     config.write_text("secrets:\n  JWT_SECRET: [unclosed\n")
     before = tree(stack)
-    ran = cli("rotate")
+    ran = inproc("rotate")
     assert ran.code == 2
     assert ran.err.strip().count("\n") == 0
     assert str(config) in ran.err and "YAML syntax error" in ran.err and "line" in ran.err
     assert tree(stack) == before
 
 
-def test_missing_config_flag_file_is_named(stack: Path, cli: CLI) -> None:
-    ran = cli("rotate", "--config", "nope.yaml")
+def test_missing_config_flag_file_is_named(stack: Path, inproc: CLI) -> None:
+    ran = inproc("rotate", "--config", "nope.yaml")
     assert ran.code == 2 and "nope.yaml" in ran.err and "--config" in ran.err

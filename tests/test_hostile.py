@@ -51,93 +51,93 @@ def full_tmpfs(directory: Path) -> Iterator[None]:
 
 @pytest.mark.postgres
 def test_a_full_disk_after_the_database_changed_is_undone_by_the_same_command(
-    pg_stack: Path, pg_server: pgserver.Server, cli: CLI
+    pg_stack: Path, pg_server: pgserver.Server, inproc: CLI
 ) -> None:
     old = stack_password(pg_stack)
     before = (pg_stack / ".env").read_bytes()
     with full_tmpfs(pg_stack / "supabase/docker"):
         other = (pg_stack / FILES[1]).read_bytes()
-        ran = cli("rotate", "--secrets", "POSTGRES_PASSWORD")
+        ran = inproc("rotate", "--secrets", "POSTGRES_PASSWORD")
         assert ran.code != 0
         assert "No space left on device" in ran.err and "Put back the password in postgres" in ran.err, ran.err
         assert (pg_stack / ".env").read_bytes() == before and (pg_stack / FILES[1]).read_bytes() == other
         assert pg_server.logs_in("postgres", old) and pg_server.logs_in("authenticator", old)
         assert not (pg_stack / "backups/secrets/journal.json").exists()
-        assert cli("restore", "--list").code == 0
+        assert inproc("restore", "--list").code == 0
 
 
-def test_a_link_between_env_files_stays_a_link_and_both_names_agree(stack: Path, cli: CLI) -> None:
+def test_a_link_between_env_files_stays_a_link_and_both_names_agree(stack: Path, inproc: CLI) -> None:
     (stack / FILES[1]).unlink()
     (stack / FILES[1]).symlink_to("../../.env")
     with edited_config(stack) as raw:  # as the bundled config has it: one secret only in the root file
         raw["secrets"]["N8N_USER_MANAGEMENT_JWT_SECRET"]["files"] = [".env"]
-    assert cli("rotate").code == 0
+    assert inproc("rotate").code == 0
     assert (stack / FILES[1]).is_symlink() and os.readlink(stack / FILES[1]) == "../../.env"
     assert (stack / FILES[1]).read_bytes() == (stack / ".env").read_bytes()
-    ran = cli("restore", "--latest")
+    ran = inproc("restore", "--latest")
     assert ran.code == 0, ran.err
     assert (stack / FILES[1]).is_symlink()
 
 
-def test_owner_and_group_are_kept_and_a_loose_mode_is_tightened(stack: Path, cli: CLI) -> None:
+def test_owner_and_group_are_kept_and_a_loose_mode_is_tightened(stack: Path, inproc: CLI) -> None:
     if os.geteuid() != 0:
         unavailable("changing a file's owner needs root")
     os.chown(stack / ".env", 1000, 1000)
     os.chmod(stack / ".env", 0o640)
-    ran = cli("rotate", "--secrets", "JWT_SECRET")
+    ran = inproc("rotate", "--secrets", "JWT_SECRET")
     assert ran.code == 0, ran.err
     info = (stack / ".env").stat()
     assert (info.st_uid, info.st_gid) == (1000, 1000)
     assert stat.S_IMODE(info.st_mode) == 0o600 and "tightened to 600" in ran.err
 
 
-def test_hard_links_are_kept(stack: Path, cli: CLI, tmp_path: Path) -> None:
+def test_hard_links_are_kept(stack: Path, inproc: CLI, tmp_path: Path) -> None:
     other = stack / "env-hardlink"
     os.link(stack / ".env", other)
-    assert cli("rotate", "--secrets", "JWT_SECRET").code == 0
+    assert inproc("rotate", "--secrets", "JWT_SECRET").code == 0
     assert (stack / ".env").stat().st_nlink == 2
     assert other.read_bytes() == (stack / ".env").read_bytes()
 
 
-def test_a_symlinked_backup_directory_is_refused_in_one_line(stack: Path, cli: CLI, tmp_path: Path) -> None:
+def test_a_symlinked_backup_directory_is_refused_in_one_line(stack: Path, inproc: CLI, tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     (stack / "backups").mkdir()
     (stack / "backups/secrets").symlink_to(outside)
     before = tree(stack)
-    ran = cli("rotate", "--secrets", "JWT_SECRET")
+    ran = inproc("rotate", "--secrets", "JWT_SECRET")
     assert ran.code != 0 and "symbolic link" in ran.err and ran.err.count("\n") == 1, ran.err
     assert list(outside.iterdir()) == [] and tree(stack) == before
 
 
-def test_audit_log_as_a_link_is_never_written_through(stack: Path, cli: CLI, tmp_path: Path) -> None:
+def test_audit_log_as_a_link_is_never_written_through(stack: Path, inproc: CLI, tmp_path: Path) -> None:
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me\n")
     victim.chmod(0o644)
-    assert cli("rotate", "--secrets", "JWT_SECRET").code == 0
+    assert inproc("rotate", "--secrets", "JWT_SECRET").code == 0
     finished(stack)
     log = stack / "backups/secrets/audit.log"
     log.unlink()
     log.symlink_to(victim)
-    ran = cli("rotate", "--secrets", "JWT_SECRET")
+    ran = inproc("rotate", "--secrets", "JWT_SECRET")
     assert ran.code == 0, ran.err
     assert victim.read_text() == "keep me\n" and stat.S_IMODE(victim.stat().st_mode) == 0o644
     assert "cannot write the audit log" in ran.err
 
 
-def test_prune_never_deletes_through_a_link(stack: Path, cli: CLI, tmp_path: Path) -> None:
+def test_prune_never_deletes_through_a_link(stack: Path, inproc: CLI, tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "precious").write_text("x")
     directory = stack / "backups/secrets"
-    assert cli("rotate", "--secrets", "JWT_SECRET").code == 0
+    assert inproc("rotate", "--secrets", "JWT_SECRET").code == 0
     (directory / "secrets-backup-20000101-000000").symlink_to(outside)
     for _ in range(2):  # every later rotation too
         finished(stack)
-        ran = cli("rotate", "--secrets", "JWT_SECRET")
+        ran = inproc("rotate", "--secrets", "JWT_SECRET")
         assert ran.code == 0, ran.err
     assert (outside / "precious").exists()
-    assert "20000101-000000 is damaged" in cli("restore", "--list").err
+    assert "20000101-000000 is damaged" in inproc("restore", "--list").err
 
 
 @pytest.mark.parametrize(
@@ -152,17 +152,17 @@ def test_prune_never_deletes_through_a_link(stack: Path, cli: CLI, tmp_path: Pat
     ],
 )
 def test_a_damaged_backup_is_listed_as_damaged_and_the_others_stay_usable(
-    stack: Path, cli: CLI, metadata: object, tmp_path: Path
+    stack: Path, inproc: CLI, metadata: object, tmp_path: Path
 ) -> None:
-    assert cli("rotate", "--secrets", "JWT_SECRET").code == 0
+    assert inproc("rotate", "--secrets", "JWT_SECRET").code == 0
     damaged = stack / "backups/secrets/secrets-backup-20000101-000000"
     damaged.mkdir()
     (damaged / "metadata.json").write_text(json.dumps(metadata))
     for argv in (["restore", "--list"], ["due"], ["restore", "--latest", "--dry-run"], ["restore", "--latest"]):
-        ran = cli(*argv)
+        ran = inproc(*argv)
         assert ran.code in (0, 1) and "Traceback" not in ran.err, (argv, ran.err)
-    assert "20000101-000000 is damaged" in cli("restore", "--list").err
-    ran = cli("restore", "--backup", "20000101-000000")
+    assert "20000101-000000 is damaged" in inproc("restore", "--list").err
+    ran = inproc("restore", "--backup", "20000101-000000")
     assert ran.code != 0 and "damaged" in ran.err and ran.err.count("\n") == 1
 
 
@@ -238,11 +238,11 @@ def test_crafted_backup_trees_never_touch_anything_outside_the_stack(
     assert sorted(p.name for p in base.iterdir()) == ["outside", "stack", "victim.txt"]
 
 
-def config_error(stack: Path, cli: CLI, text: str) -> str:
+def config_error(stack: Path, inproc: CLI, text: str) -> str:
     (stack / "secrets-config.yaml").write_text(text)
     before = tree(stack)
     started = time.monotonic()
-    ran = cli("rotate", "--dry-run")
+    ran = inproc("rotate", "--dry-run")
     assert time.monotonic() - started < 10
     assert ran.code == 2 and ran.err.count("\n") == 1 and "Traceback" not in ran.err, ran.err
     assert tree(stack) == before
@@ -278,29 +278,31 @@ BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
         ),
     ],
 )
-def test_config_abuse_is_one_clear_line_fast_with_nothing_changed(stack: Path, cli: CLI, text: str, words: str) -> None:
-    assert words in config_error(stack, cli, text)
+def test_config_abuse_is_one_clear_line_fast_with_nothing_changed(
+    stack: Path, inproc: CLI, text: str, words: str
+) -> None:
+    assert words in config_error(stack, inproc, text)
 
 
-def test_invalid_utf8_in_the_config_is_one_line(stack: Path, cli: CLI) -> None:
+def test_invalid_utf8_in_the_config_is_one_line(stack: Path, inproc: CLI) -> None:
     (stack / "secrets-config.yaml").write_bytes(b"secrets:\n  \xff\xfe: {}\n")
-    ran = cli("rotate", "--dry-run")
+    ran = inproc("rotate", "--dry-run")
     assert ran.code == 2 and "not UTF-8" in ran.err and ran.err.count("\n") == 1
 
 
-def test_a_webhook_password_is_never_printed(stack: Path, cli: CLI) -> None:
+def test_a_webhook_password_is_never_printed(stack: Path, inproc: CLI) -> None:
     with edited_config(stack) as raw:
         raw["notify"] = ["http://user:hunter2secret@127.0.0.1:9/hook"]
-    ran = cli("rotate", "--secrets", "JWT_SECRET")
+    ran = inproc("rotate", "--secrets", "JWT_SECRET")
     assert ran.code == 0 and "notification to 127.0.0.1:9 failed" in ran.err
     assert "hunter2secret" not in ran.text and "user:" not in ran.err
 
 
-def test_invalid_utf8_in_a_current_value_is_a_clear_line(stack: Path, cli: CLI) -> None:
+def test_invalid_utf8_in_a_current_value_is_a_clear_line(stack: Path, inproc: CLI) -> None:
     env = stack / ".env"
     env.write_bytes(env.read_bytes().replace(b"JWT_SECRET=", b"JWT_SECRET=\xff", 1))
     before = tree(stack)
-    ran = cli("rotate", "--secrets", "JWT_SECRET")
+    ran = inproc("rotate", "--secrets", "JWT_SECRET")
     assert "Traceback" not in ran.err and ran.err.count("\n") <= 2, ran.err
     if ran.code != 0:
         assert tree(stack) == before
@@ -325,38 +327,38 @@ def cleartext_hba(server: pgserver.Server) -> Iterator[None]:
 
 @pytest.mark.postgres
 def test_a_server_that_would_take_the_password_in_clear_is_refused_before_anything_changes(
-    pg_stack: Path, pg_server: pgserver.Server, cli: CLI
+    pg_stack: Path, pg_server: pgserver.Server, inproc: CLI
 ) -> None:
     old = stack_password(pg_stack)
     before = tree(pg_stack)
     with cleartext_hba(pg_server):
-        ran = cli("rotate", "--secrets", "POSTGRES_PASSWORD")
+        ran = inproc("rotate", "--secrets", "POSTGRES_PASSWORD")
         assert ran.code != 0 and ran.err.count("\n") == 1, ran.err
         assert "does not use SCRAM for supabase_admin" in ran.err and "127.0.0.1" in ran.err
         assert tree(pg_stack) == before or not (pg_stack / "backups/secrets/journal.json").exists()
         assert envfile.read(pg_stack / ".env").get("POSTGRES_PASSWORD") == old
         with edited_config(pg_stack) as raw:
             raw["secrets"]["POSTGRES_PASSWORD"]["apply"][0]["postgres"]["allow_cleartext_password"] = True
-        ran = cli("rotate", "--secrets", "POSTGRES_PASSWORD")
+        ran = inproc("rotate", "--secrets", "POSTGRES_PASSWORD")
         assert ran.code == 0, ran.err
     assert pg_server.logs_in("postgres", stack_password(pg_stack))
 
 
 @pytest.mark.postgres
 def test_invalid_utf8_in_the_current_database_password_is_one_line(
-    pg_stack: Path, pg_server: pgserver.Server, cli: CLI
+    pg_stack: Path, pg_server: pgserver.Server, inproc: CLI
 ) -> None:
     for name in FILES:
         path = pg_stack / name
         path.write_bytes(path.read_bytes().replace(b"POSTGRES_PASSWORD=", b"POSTGRES_PASSWORD=\xff", 1))
-    ran = cli("rotate", "--secrets", "POSTGRES_PASSWORD")
+    ran = inproc("rotate", "--secrets", "POSTGRES_PASSWORD")
     assert ran.code != 0 and "not valid UTF-8" in ran.err and ran.err.count("\n") == 1, ran.err
     assert not (pg_stack / "backups/secrets/journal.json").exists()
 
 
 @pytest.mark.postgres
 def test_recovery_with_the_database_down_says_it_cannot_connect(
-    pg_stack: Path, pg_server: pgserver.Server, cli: CLI
+    pg_stack: Path, pg_server: pgserver.Server, inproc: CLI
 ) -> None:
     from . import crashpoints
 
@@ -366,15 +368,15 @@ def test_recovery_with_the_database_down_says_it_cannot_connect(
     entries = json.loads(journal.read_text())
     entries["database"][0]["endpoint"]["port"] = "1"  # as if the server were down: nothing listens there
     journal.write_text(json.dumps(entries))
-    ran = cli("rotate", "--secrets", "JWT_SECRET")
+    ran = inproc("rotate", "--secrets", "JWT_SECRET")
     assert ran.code != 0 and "cannot connect" in ran.err and "neither the old nor the new" not in ran.err, ran.err
 
 
-def test_a_full_disk_under_the_backups_reports_the_real_error_not_the_audit_log(stack: Path, cli: CLI) -> None:
-    assert cli("rotate", "--secrets", "JWT_SECRET").code == 0
+def test_a_full_disk_under_the_backups_reports_the_real_error_not_the_audit_log(stack: Path, inproc: CLI) -> None:
+    assert inproc("rotate", "--secrets", "JWT_SECRET").code == 0
     before = {name: (stack / name).read_bytes() for name in FILES}
     with full_tmpfs(stack / "backups/secrets"):
-        ran = cli("rotate", "--secrets", "JWT_SECRET")
+        ran = inproc("rotate", "--secrets", "JWT_SECRET")
     assert ran.code != 0 and "Traceback" not in ran.err, ran.err
     assert "No space left on device" in ran.err.splitlines()[-1] and "audit" not in ran.err.splitlines()[-1]
     assert {name: (stack / name).read_bytes() for name in FILES} == before
@@ -382,7 +384,7 @@ def test_a_full_disk_under_the_backups_reports_the_real_error_not_the_audit_log(
 
 @pytest.mark.postgres
 def test_a_recovery_that_cannot_run_yet_blocks_only_what_would_write(
-    pg_stack: Path, pg_server: pgserver.Server, cli: CLI
+    pg_stack: Path, pg_server: pgserver.Server, inproc: CLI
 ) -> None:
     from . import crashpoints
 
@@ -400,15 +402,15 @@ def test_a_recovery_that_cannot_run_yet_blocks_only_what_would_write(
         ["rotate", "--dry-run"],
         ["restore", "--latest", "--dry-run"],
     ):
-        ran = cli(*argv)
+        ran = inproc(*argv)
         assert ran.code in (0, 1) and "an interrupted run is pending" in ran.err, (argv, ran.err)
         assert "rotation recover" in ran.err
-    ran = cli("rotate", "--secrets", "JWT_SECRET")
+    ran = inproc("rotate", "--secrets", "JWT_SECRET")
     assert ran.code == 5 and "must be finished before anything else" in ran.err and "rotation recover" in ran.err
-    assert cli("recover").code != 0  # still down
+    assert inproc("recover").code != 0  # still down
     entries["database"][0]["endpoint"]["port"] = real_port  # the database is back
     journal.write_text(json.dumps(entries))
-    ran = cli("recover")
+    ran = inproc("recover")
     assert ran.code == 0 and "recovered an interrupted run" in ran.out, ran.err
     assert pg_server.logs_in("postgres", old) and stack_password(pg_stack) == old
-    assert "nothing to finish" in cli("recover").out
+    assert "nothing to finish" in inproc("recover").out

@@ -172,9 +172,9 @@ def shipped(tmp_path: Path) -> Path:
     return root
 
 
-def test_the_shipped_env_rotates_jwt_secret_with_a_warning_about_what_it_lacks(shipped: Path, cli: CLI) -> None:
+def test_the_shipped_env_rotates_jwt_secret_with_a_warning_about_what_it_lacks(shipped: Path, inproc: CLI) -> None:
     original = {name: (shipped / name).read_bytes() for name in FILES}
-    ran = cli("rotate", "--secrets", "JWT_SECRET", cwd=shipped)
+    ran = inproc("rotate", "--secrets", "JWT_SECRET", cwd=shipped)
     assert ran.code == 0, ran.err
     assert "using the bundled configuration for the local AI stack" in ran.err
     assert "warning: PG_META_CRYPTO_KEY is left alone: .env does not contain it" in ran.out
@@ -186,20 +186,20 @@ def test_the_shipped_env_rotates_jwt_secret_with_a_warning_about_what_it_lacks(s
             assert new.get(key) != old.get(key)
             changed = changed.replace((new.get(key) or "").encode(), (old.get(key) or "").encode())
         assert changed == original[name], f"{name}: a byte outside the rotated values changed"
-    ran = cli("restore", "--latest", cwd=shipped)
+    ran = inproc("restore", "--latest", cwd=shipped)
     assert ran.code == 0, ran.err
     assert {name: (shipped / name).read_bytes() for name in FILES} == original
 
 
-def test_naming_a_secret_the_shipped_env_lacks_is_an_error(shipped: Path, cli: CLI) -> None:
+def test_naming_a_secret_the_shipped_env_lacks_is_an_error(shipped: Path, inproc: CLI) -> None:
     before = tree(shipped)
-    ran = cli("rotate", "--secrets", "PG_META_CRYPTO_KEY", cwd=shipped)
+    ran = inproc("rotate", "--secrets", "PG_META_CRYPTO_KEY", cwd=shipped)
     assert ran.code == 2 and "PG_META_CRYPTO_KEY cannot be rotated in this stack: .env does not contain it" in ran.err
     assert tree(shipped) == before
 
 
-def test_every_auto_secret_of_the_shipped_env_rotates(shipped: Path, cli: CLI) -> None:
-    ran = cli("rotate", cwd=shipped)
+def test_every_auto_secret_of_the_shipped_env_rotates(shipped: Path, inproc: CLI) -> None:
+    ran = inproc("rotate", cwd=shipped)
     assert ran.code == 0, ran.err
     after = envfile.read(shipped / ".env")
     before = envfile.read(FIXTURE / ".env")
@@ -232,7 +232,7 @@ def _schemas(server: pgserver.Server, dbname: str) -> dict[str, str]:
 
 @pytest.mark.postgres
 def test_postgres_password_follows_db_passwd_sh_in_the_supabase_database(
-    stack: Path, pg_server: pgserver.Server, cli: CLI
+    stack: Path, pg_server: pgserver.Server, inproc: CLI
 ) -> None:
     """The bundled target's roles and statements, run against a database laid out as Supabase's."""
     old = stack_password(stack)
@@ -245,7 +245,7 @@ def test_postgres_password_follows_db_passwd_sh_in_the_supabase_database(
         raw["secrets"]["POSTGRES_PASSWORD"]["apply"] = [
             {"postgres": {**target, "host": pg_server.host, "port": "${TEST_DB_PORT}"}}
         ]
-    ran = cli("rotate", "--secrets", "POSTGRES_PASSWORD")
+    ran = inproc("rotate", "--secrets", "POSTGRES_PASSWORD")
     assert ran.code == 0, ran.text
     new = stack_password(stack)
     assert new != old and new not in ran.text
@@ -266,11 +266,11 @@ def test_postgres_password_follows_db_passwd_sh_in_the_supabase_database(
     assert _analytics_url(pg_server) == pgserver.ANALYTICS_URL.format(new)
     metadata = next((stack / "backups/secrets").glob("*/metadata.json")).read_text()
     assert new not in metadata and "${password}" in metadata
-    ran = cli("restore", "--latest")
+    ran = inproc("restore", "--latest")
     assert ran.code == 0, ran.text
     assert _analytics_url(pg_server) == pgserver.ANALYTICS_URL.format(old)
     assert pg_server.logs_in("supabase_admin", old)
-    assert json.loads(cli("restore", "--list", "--json").out)[0]["kind"] == "pre-restore"
+    assert json.loads(inproc("restore", "--list", "--json").out)[0]["kind"] == "pre-restore"
 
 
 def test_a_plan_says_which_applications_keep_a_copy_of_what_it_changes(stack: Path, inproc: CLI) -> None:

@@ -33,12 +33,12 @@ def assert_not_on(server: pgserver.Server, password: str) -> None:
 
 
 def test_rotation_changes_the_database_first_then_every_file(
-    pg_stack: Path, pg_server: pgserver.Server, cli: CLI
+    pg_stack: Path, pg_server: pgserver.Server, inproc: CLI
 ) -> None:
     old = stack_password(pg_stack)
     with pg_server.connect() as conn:
         conn.execute("INSERT INTO _supavisor.tenants VALUES ('stale')")
-    ran = cli("rotate", "--secrets", "POSTGRES_PASSWORD")
+    ran = inproc("rotate", "--secrets", "POSTGRES_PASSWORD")
     assert ran.code == 0, ran.err
     new = stack_password(pg_stack)
     assert new != old and stack_password(pg_stack, "supabase/docker/.env") == new
@@ -55,26 +55,26 @@ def test_rotation_changes_the_database_first_then_every_file(
 
 
 def test_restore_latest_puts_the_old_password_back_in_database_and_files(
-    pg_stack: Path, pg_server: pgserver.Server, cli: CLI
+    pg_stack: Path, pg_server: pgserver.Server, inproc: CLI
 ) -> None:
     before = {name: (pg_stack / name).read_bytes() for name in FILES}
     old = stack_password(pg_stack)
-    assert cli("rotate", "--secrets", "POSTGRES_PASSWORD").code == 0
+    assert inproc("rotate", "--secrets", "POSTGRES_PASSWORD").code == 0
     new = stack_password(pg_stack)
-    ran = cli("restore", "--latest")
+    ran = inproc("restore", "--latest")
     assert ran.code == 0, ran.err
     assert {name: (pg_stack / name).read_bytes() for name in FILES} == before
     assert_on(pg_server, old)
     assert_not_on(pg_server, new)
     # And the restore itself can be undone, database included.
-    undo = json.loads(cli("restore", "--list", "--json").out)[0]["id"]
-    assert cli("restore", "--backup", undo).code == 0
+    undo = json.loads(inproc("restore", "--list", "--json").out)[0]["id"]
+    assert inproc("restore", "--backup", undo).code == 0
     assert_on(pg_server, new)
 
 
-def _failing(stack: Path, cli: CLI, words: str) -> None:
+def _failing(stack: Path, inproc: CLI, words: str) -> None:
     before = tree(stack)
-    ran = cli("rotate", "--secrets", "POSTGRES_PASSWORD")
+    ran = inproc("rotate", "--secrets", "POSTGRES_PASSWORD")
     assert ran.code != 0
     assert words in ran.err.strip().splitlines()[-1], ran.err
     assert "Traceback" not in ran.text
@@ -83,41 +83,43 @@ def _failing(stack: Path, cli: CLI, words: str) -> None:
         assert after[name] == before[name], f"{name} changed by a failed rotation"
 
 
-def test_unknown_role_changes_nothing_anywhere(pg_stack: Path, pg_server: pgserver.Server, cli: CLI) -> None:
+def test_unknown_role_changes_nothing_anywhere(pg_stack: Path, pg_server: pgserver.Server, inproc: CLI) -> None:
     with edited_config(pg_stack) as raw:
         raw["secrets"]["POSTGRES_PASSWORD"]["apply"][0]["postgres"]["roles"].append("no_such_role")
-    _failing(pg_stack, cli, "no_such_role not found")
+    _failing(pg_stack, inproc, "no_such_role not found")
     assert_on(pg_server, stack_password(pg_stack))
 
 
-def test_database_down_changes_nothing(stack: Path, pg_server: pgserver.Server, cli: CLI) -> None:
+def test_database_down_changes_nothing(stack: Path, pg_server: pgserver.Server, inproc: CLI) -> None:
     pg_server.reset(stack_password(stack))
     configure_postgres(stack, pgserver.Server("127.0.0.1", 1, Path("/nonexistent")))
-    _failing(stack, cli, "Nothing was changed")
+    _failing(stack, inproc, "Nothing was changed")
 
 
-def test_wrong_current_password_changes_nothing(pg_stack: Path, pg_server: pgserver.Server, cli: CLI) -> None:
+def test_wrong_current_password_changes_nothing(pg_stack: Path, pg_server: pgserver.Server, inproc: CLI) -> None:
     pg_server.reset("not-the-password-in-the-files")
-    _failing(pg_stack, cli, "password authentication failed")
+    _failing(pg_stack, inproc, "password authentication failed")
     assert_on(pg_server, "not-the-password-in-the-files")
 
 
-def test_failed_login_check_puts_the_old_password_back(pg_stack: Path, pg_server: pgserver.Server, cli: CLI) -> None:
+def test_failed_login_check_puts_the_old_password_back(pg_stack: Path, pg_server: pgserver.Server, inproc: CLI) -> None:
     with edited_config(pg_stack) as raw:
         raw["secrets"]["POSTGRES_PASSWORD"]["apply"][0]["postgres"]["roles"].append(pgserver.BLOCKED)
-    _failing(pg_stack, cli, f"login as {pgserver.BLOCKED} with the new password failed")
+    _failing(pg_stack, inproc, f"login as {pgserver.BLOCKED} with the new password failed")
     assert_on(pg_server, stack_password(pg_stack))
 
 
-def test_dry_run_checks_the_database_and_changes_nothing(pg_stack: Path, pg_server: pgserver.Server, cli: CLI) -> None:
+def test_dry_run_checks_the_database_and_changes_nothing(
+    pg_stack: Path, pg_server: pgserver.Server, inproc: CLI
+) -> None:
     before = tree(pg_stack)
-    ran = cli("rotate", "--secrets", "POSTGRES_PASSWORD", "--dry-run")
+    ran = inproc("rotate", "--secrets", "POSTGRES_PASSWORD", "--dry-run")
     assert ran.code == 0, ran.err
     assert f"postgres 127.0.0.1:{pg_server.port}/postgres: can alter {len(PG_ROLES)} roles" in ran.out
     assert tree(pg_stack) == before
     assert_on(pg_server, stack_password(pg_stack))
     pg_server.reset("something-else")
-    ran = cli("rotate", "--secrets", "POSTGRES_PASSWORD", "--dry-run")
+    ran = inproc("rotate", "--secrets", "POSTGRES_PASSWORD", "--dry-run")
     assert ran.code != 0 and "cannot log in with the current password as supabase_admin" in ran.err
 
 
@@ -131,20 +133,20 @@ def _two_targets(stack: Path, one: pgserver.Server, two: pgserver.Server, second
 
 
 def test_second_database_failing_reverts_the_first(
-    stack: Path, pg_server: pgserver.Server, pg_server2: pgserver.Server, cli: CLI
+    stack: Path, pg_server: pgserver.Server, pg_server2: pgserver.Server, inproc: CLI
 ) -> None:
     _two_targets(stack, pg_server, pg_server2, ["postgres", "missing_langfuse_role"])
-    _failing(stack, cli, "missing_langfuse_role not found")
+    _failing(stack, inproc, "missing_langfuse_role not found")
     assert_on(pg_server, stack_password(stack))
     assert_on(pg_server2, stack_password(stack), ["postgres"])
 
 
 def test_two_databases_on_one_password_both_follow(
-    stack: Path, pg_server: pgserver.Server, pg_server2: pgserver.Server, cli: CLI
+    stack: Path, pg_server: pgserver.Server, pg_server2: pgserver.Server, inproc: CLI
 ) -> None:
     old = stack_password(stack)
     _two_targets(stack, pg_server, pg_server2, ["postgres"])
-    ran = cli("rotate", "--secrets", "POSTGRES_PASSWORD")
+    ran = inproc("rotate", "--secrets", "POSTGRES_PASSWORD")
     assert ran.code == 0, ran.err
     assert_on(pg_server, stack_password(stack))
     assert_on(pg_server2, stack_password(stack), ["postgres"])
@@ -159,14 +161,14 @@ POINTS = {"before-login-check": 3, "before-files": 4, "between-files": 5}
 
 @pytest.mark.parametrize("point", ["before-login-check", "before-files", "between-files"])
 def test_kill_after_the_commit_is_reverted_by_the_next_command(
-    pg_stack: Path, pg_server: pgserver.Server, cli: CLI, point: str
+    pg_stack: Path, pg_server: pgserver.Server, inproc: CLI, point: str
 ) -> None:
     old = stack_password(pg_stack)
     before = {name: (pg_stack / name).read_bytes() for name in FILES}
     child = crashpoints.run(pg_stack, POINTS[point], "rotate", "POSTGRES_PASSWORD")
     assert child.returncode == -9, child.stderr
     assert not pg_server.logs_in("postgres", old), "the kill came before the commit"
-    ran = cli("restore", "--list")
+    ran = inproc("restore", "--list")
     assert ran.code == 0, ran.err
     assert "recovered an interrupted run" in ran.err and "password in postgres" in ran.err
     assert {name: (pg_stack / name).read_bytes() for name in FILES} == before
@@ -216,24 +218,24 @@ def test_a_container_mode_dry_run_builds_one_engine(
 
 @pytest.mark.engine
 def test_container_mode_runs_psql_in_the_database_container(
-    pg_stack: Path, pg_server: pgserver.Server, docker_client: DockerClient, cli: CLI, tmp_path: Path
+    pg_stack: Path, pg_server: pgserver.Server, docker_client: DockerClient, inproc: CLI, tmp_path: Path
 ) -> None:
     with in_container(pg_stack, pg_server, docker_client, tmp_path) as project:
         old = stack_password(pg_stack)
-        assert "can alter" in cli("rotate", "--secrets", "POSTGRES_PASSWORD", "--dry-run").out
-        ran = cli("rotate", "--secrets", "POSTGRES_PASSWORD")
+        assert "can alter" in inproc("rotate", "--secrets", "POSTGRES_PASSWORD", "--dry-run").out
+        ran = inproc("rotate", "--secrets", "POSTGRES_PASSWORD")
         assert ran.code == 0, ran.text
         new = stack_password(pg_stack)
         assert_on(pg_server, new)
         assert_not_on(pg_server, old)
         assert f"postgres container {project}-db/postgres" in ran.out
-        ran = cli("restore", "--latest")
+        ran = inproc("restore", "--latest")
         assert ran.code == 0, ran.text
         assert_on(pg_server, old)
         assert_not_on(pg_server, new)
         with edited_config(pg_stack) as raw:
             raw["secrets"]["POSTGRES_PASSWORD"]["apply"][0]["postgres"]["roles"].append("ghost")
-        ran = cli("rotate", "--secrets", "POSTGRES_PASSWORD")
+        ran = inproc("rotate", "--secrets", "POSTGRES_PASSWORD")
         assert ran.code != 0 and "ghost not found" in ran.err
         assert_on(pg_server, old)
 
@@ -266,14 +268,14 @@ def test_scram_verifiers_agree_with_postgres(pg_server: pgserver.Server) -> None
 
 @pytest.mark.engine
 def test_container_mode_kill_after_the_commit_is_reverted_by_the_next_command(
-    pg_stack: Path, pg_server: pgserver.Server, docker_client: DockerClient, cli: CLI, tmp_path: Path
+    pg_stack: Path, pg_server: pgserver.Server, docker_client: DockerClient, inproc: CLI, tmp_path: Path
 ) -> None:
     with in_container(pg_stack, pg_server, docker_client, tmp_path):
         old = stack_password(pg_stack)
         child = crashpoints.run(pg_stack, POINTS["before-files"], "rotate", "POSTGRES_PASSWORD")
         assert child.returncode == -9, child.stderr
         assert not pg_server.logs_in("postgres", old), "the kill came before the commit"
-        ran = cli("restore", "--list")  # the socket asks for a password: only the new one works now
+        ran = inproc("restore", "--list")  # the socket asks for a password: only the new one works now
         assert ran.code == 0, ran.text
         assert "recovered an interrupted run" in ran.err
         assert_on(pg_server, old)
@@ -292,15 +294,15 @@ def _consistent(stack: Path, server: pgserver.Server) -> str:
 
 @pytest.mark.parametrize("operation", ["rotate", "restore"])
 def test_a_kill_at_every_step_boundary_recovers_to_one_consistent_state(
-    pg_stack: Path, pg_server: pgserver.Server, cli: CLI, tmp_path: Path, operation: str
+    pg_stack: Path, pg_server: pgserver.Server, inproc: CLI, tmp_path: Path, operation: str
 ) -> None:
     """Killed before each step of the commit and its close, with the database live: the next
     command leaves every file on one password, and that password logs in."""
     original = stack_password(pg_stack)
     argument = "POSTGRES_PASSWORD"
     if operation == "restore":
-        assert cli("rotate", "--secrets", "POSTGRES_PASSWORD").code == 0
-        argument = json.loads(cli("restore", "--list", "--json").out)[0]["id"]
+        assert inproc("rotate", "--secrets", "POSTGRES_PASSWORD").code == 0
+        argument = json.loads(inproc("restore", "--list", "--json").out)[0]["id"]
     pristine = tmp_path / "pristine"
     shutil.copytree(pg_stack, pristine, symlinks=True)
     start = stack_password(pristine)
@@ -318,7 +320,7 @@ def test_a_kill_at_every_step_boundary_recovers_to_one_consistent_state(
         root = fresh(f"kill-{limit}")
         child = crashpoints.run(root, limit, operation, argument)
         assert child.returncode == -9, (limit, child.stderr)
-        ran = cli("restore", "--list", cwd=root)
+        ran = inproc("restore", "--list", cwd=root)
         assert ran.code == 0, (limit, ran.err)
         password = _consistent(root, pg_server)
         outcomes.add("before" if password == start else "after")
@@ -329,7 +331,7 @@ def test_a_kill_at_every_step_boundary_recovers_to_one_consistent_state(
 
 @pytest.mark.engine
 def test_a_compose_failure_during_a_container_mode_rotation_changes_nothing_and_wedges_nothing(
-    pg_stack: Path, pg_server: pgserver.Server, docker_client: DockerClient, cli: CLI, tmp_path: Path
+    pg_stack: Path, pg_server: pgserver.Server, docker_client: DockerClient, inproc: CLI, tmp_path: Path
 ) -> None:
     with in_container(pg_stack, pg_server, docker_client, tmp_path) as project:
         old = stack_password(pg_stack)
@@ -338,12 +340,12 @@ def test_a_compose_failure_during_a_container_mode_rotation_changes_nothing_and_
         working = compose_file.read_text()
         compose_file.write_text("services:\n  db:\n    image: [unclosed\n")  # compose itself now fails
         try:
-            ran = cli("rotate", "--secrets", "POSTGRES_PASSWORD")
+            ran = inproc("rotate", "--secrets", "POSTGRES_PASSWORD")
         finally:
             compose_file.write_text(working)
         assert ran.code != 0 and "docker-compose" in ran.err and "Traceback" not in ran.err, ran.err
         assert {name: (pg_stack / name).read_bytes() for name in FILES} == before
         assert_on(pg_server, old)
         assert not (pg_stack / "backups/secrets/journal.json").exists()
-        listed = cli("restore", "--list")
+        listed = inproc("restore", "--list")
         assert listed.code == 0 and "pending" not in listed.err, listed.err

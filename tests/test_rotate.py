@@ -28,9 +28,9 @@ def every_value(stack: Path) -> set[str]:
     return found
 
 
-def test_dry_run_masks_values_and_writes_nothing(stack: Path, cli: CLI) -> None:
+def test_dry_run_masks_values_and_writes_nothing(stack: Path, inproc: CLI) -> None:
     before = tree(stack)
-    ran = cli("rotate", "--dry-run")
+    ran = inproc("rotate", "--dry-run")
     assert ran.code == 0, ran.err
     assert "JWT_SECRET" in ran.out and "64 chars, alnum" in ran.out
     assert re.search(r"(?m)^ +auth +reads JWT_SECRET$", ran.out)
@@ -40,11 +40,11 @@ def test_dry_run_masks_values_and_writes_nothing(stack: Path, cli: CLI) -> None:
         assert value not in ran.text
 
 
-def test_rotating_jwt_secret_re_signs_keys_and_changes_nothing_else(stack: Path, cli: CLI) -> None:
+def test_rotating_jwt_secret_re_signs_keys_and_changes_nothing_else(stack: Path, inproc: CLI) -> None:
     files = (".env", "supabase/docker/.env")
     old = {name: (stack / name).read_bytes() for name in files}
     old_values = every_value(stack)
-    ran = cli("rotate", "--secrets", "JWT_SECRET")
+    ran = inproc("rotate", "--secrets", "JWT_SECRET")
     assert ran.code == 0, ran.err
     for value in old_values | every_value(stack):
         assert value not in ran.text
@@ -70,35 +70,35 @@ def values_of(data: bytes) -> dict[str, str]:
     return {key: parsed.get(key) or "" for key in parsed.names()}
 
 
-def test_restore_latest_is_byte_exact_and_undoable(stack: Path, cli: CLI) -> None:
+def test_restore_latest_is_byte_exact_and_undoable(stack: Path, inproc: CLI) -> None:
     files = (".env", "supabase/docker/.env")
     original = {name: (stack / name).read_bytes() for name in files}
-    assert cli("rotate").code == 0
+    assert inproc("rotate").code == 0
     rotated = {name: (stack / name).read_bytes() for name in files}
     assert rotated != original
-    ran = cli("restore", "--latest")
+    ran = inproc("restore", "--latest")
     assert ran.code == 0, ran.err
     for name in files:
         assert (stack / name).read_bytes() == original[name]
         assert stat.S_IMODE((stack / name).stat().st_mode) == 0o600
-    listing = json.loads(cli("restore", "--list", "--json").out)
+    listing = json.loads(inproc("restore", "--list", "--json").out)
     undo = next(row for row in listing if row["kind"] == "pre-restore")
-    assert cli("restore", "--backup", undo["id"]).code == 0
+    assert inproc("restore", "--backup", undo["id"]).code == 0
     for name in files:
         assert (stack / name).read_bytes() == rotated[name]
 
 
-def test_restore_list_shows_secrets_services_and_status(stack: Path, cli: CLI) -> None:
-    assert cli("rotate", "--secrets", "DASHBOARD_PASSWORD").code == 0
-    ran = cli("restore", "--list")
+def test_restore_list_shows_secrets_services_and_status(stack: Path, inproc: CLI) -> None:
+    assert inproc("rotate", "--secrets", "DASHBOARD_PASSWORD").code == 0
+    ran = inproc("restore", "--list")
     assert ran.code == 0
     header, row = ran.out.splitlines()[:2]
     assert header.split() == ["ID", "AGE", "KIND", "STATUS", "SECRETS", "SERVICES"]
     assert "rotation" in row and "applied" in row and "DASHBOARD_PASSWORD" in row and "kong" in row
 
 
-def test_backup_metadata_layout_and_permissions(stack: Path, cli: CLI) -> None:
-    assert cli("rotate", "--secrets", "JWT_SECRET").code == 0
+def test_backup_metadata_layout_and_permissions(stack: Path, inproc: CLI) -> None:
+    assert inproc("rotate", "--secrets", "JWT_SECRET").code == 0
     root = stack / "backups" / "secrets"
     [backup] = [p for p in root.iterdir() if p.name.startswith("secrets-backup-")]
     meta = json.loads((backup / "metadata.json").read_text())
@@ -133,15 +133,15 @@ def test_prune_removes_old_backups_but_never_the_newest(stack: Path) -> None:
     assert [b.id for b in store.all()] == [old]
 
 
-def test_skip_backup_keeps_no_backup(stack: Path, cli: CLI) -> None:
-    ran = cli("rotate", "--secrets", "SECRET_KEY_BASE", "--skip-backup")
+def test_skip_backup_keeps_no_backup(stack: Path, inproc: CLI) -> None:
+    ran = inproc("rotate", "--secrets", "SECRET_KEY_BASE", "--skip-backup")
     assert ran.code == 0, ran.err
     assert "none kept" in ran.out
-    assert json.loads(cli("restore", "--list", "--json").out) == []
+    assert json.loads(inproc("restore", "--list", "--json").out) == []
 
 
-def test_rotate_json_lists_names_and_lengths_only(stack: Path, cli: CLI) -> None:
-    ran = cli("rotate", "--secrets", "JWT_SECRET", "--json")
+def test_rotate_json_lists_names_and_lengths_only(stack: Path, inproc: CLI) -> None:
+    ran = inproc("rotate", "--secrets", "JWT_SECRET", "--json")
     assert ran.code == 0
     data = json.loads(ran.out)
     assert data["rotated_secrets"] == ["ANON_KEY", "JWT_SECRET", "SERVICE_ROLE_KEY"]
@@ -150,7 +150,7 @@ def test_rotate_json_lists_names_and_lengths_only(stack: Path, cli: CLI) -> None
         assert value not in ran.out
 
 
-def test_user_errors_are_one_line_and_change_nothing(stack: Path, cli: CLI) -> None:
+def test_user_errors_are_one_line_and_change_nothing(stack: Path, inproc: CLI) -> None:
     before = tree(stack)
     for args, words in [
         (("rotate", "--secrets", "NOPE"), "unknown secret 'NOPE'"),
@@ -162,44 +162,44 @@ def test_user_errors_are_one_line_and_change_nothing(stack: Path, cli: CLI) -> N
         (("restart", "--parallel", "0"), "--parallel must be greater than 0"),
         (("restore", "--latest", "--backup", "x"), "--latest or --backup, not both"),
     ]:
-        ran = cli(*args)
+        ran = inproc(*args)
         assert ran.code != 0 and words in ran.err, (args, ran.err)
         assert len(ran.err.strip().splitlines()) == 1 and "Traceback" not in ran.text
     assert tree(stack) == before
 
 
 @pytest.mark.parametrize("name", ["N8N_ENCRYPTION_KEY", "VAULT_ENC_KEY"])
-def test_encrypting_key_is_refused_unless_the_loss_is_accepted(stack: Path, cli: CLI, name: str) -> None:
+def test_encrypting_key_is_refused_unless_the_loss_is_accepted(stack: Path, inproc: CLI, name: str) -> None:
     old = values(stack / ".env")[name]
-    refused = cli("rotate", "--secrets", name)
+    refused = inproc("rotate", "--secrets", name)
     assert refused.code == 3 and "--accept-data-loss" in refused.err and "encrypts stored data" in refused.err
     assert values(stack / ".env")[name] == old
-    ran = cli("rotate", "--secrets", name, "--accept-data-loss")
+    ran = inproc("rotate", "--secrets", name, "--accept-data-loss")
     assert ran.code == 0, ran.err
     new = values(stack / ".env")[name]
     configured = yaml.safe_load((stack / "secrets-config.yaml").read_text())["secrets"][name]["length"]
     assert new != old and len(new) == len(old) == configured
 
 
-def test_stack_root_from_environment_and_invoke_config(stack: Path, cli: CLI, tmp_path: Path) -> None:
+def test_stack_root_from_environment_and_invoke_config(stack: Path, inproc: CLI, tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    assert cli("rotate", "--dry-run", cwd=elsewhere, env={"ROTATION_ROOT": str(stack)}).code == 0
-    assert cli("rotate", "--dry-run", cwd=elsewhere, env={"INVOKE_ROTATION_ROOT": str(stack)}).code == 0
-    bad = cli("rotate", "--dry-run", env={"INVOKE_ROTATION_LOCK_TIMEOUT": "soon"})
+    assert inproc("rotate", "--dry-run", cwd=elsewhere, env={"ROTATION_ROOT": str(stack)}).code == 0
+    assert inproc("rotate", "--dry-run", cwd=elsewhere, env={"INVOKE_ROTATION_ROOT": str(stack)}).code == 0
+    bad = inproc("rotate", "--dry-run", env={"INVOKE_ROTATION_LOCK_TIMEOUT": "soon"})
     assert bad.code == 2 and "rotation.lock_timeout takes a number, not 'soon'" in bad.err
     prod = tmp_path / "prod.yaml"
     prod.write_text(f"rotation:\n  root: {stack}\n")
-    ran = cli("-f", str(prod), "rotate", "--secrets", "DASHBOARD_PASSWORD", cwd=elsewhere)
+    ran = inproc("-f", str(prod), "rotate", "--secrets", "DASHBOARD_PASSWORD", cwd=elsewhere)
     assert ran.code == 0, ran.err
     assert (stack / "backups" / "secrets").is_dir()
 
 
-def test_a_key_set_twice_is_updated_everywhere_with_a_warning(stack: Path, cli: CLI) -> None:
+def test_a_key_set_twice_is_updated_everywhere_with_a_warning(stack: Path, inproc: CLI) -> None:
     env = stack / ".env"
     old = values(env)["DASHBOARD_PASSWORD"]
     env.write_bytes(env.read_bytes() + f'DASHBOARD_PASSWORD="{old}"\n'.encode())
-    ran = cli("rotate", "--secrets", "DASHBOARD_PASSWORD")
+    ran = inproc("rotate", "--secrets", "DASHBOARD_PASSWORD")
     assert ran.code == 0, ran.err
     assert "warning: DASHBOARD_PASSWORD is set 2 times in .env; every occurrence is updated" in ran.out
     parsed = envfile.read(env)
@@ -207,18 +207,18 @@ def test_a_key_set_twice_is_updated_everywhere_with_a_warning(stack: Path, cli: 
     assert old not in env.read_text()
 
 
-def test_rotate_adopts_a_precheck_run_from_just_before_but_not_a_stale_one(stack: Path, cli: CLI) -> None:
+def test_rotate_adopts_a_precheck_run_from_just_before_but_not_a_stale_one(stack: Path, inproc: CLI) -> None:
     import time
 
     from rotation.backup import BackupStore
 
     store = BackupStore.for_stack(stack, "backups/secrets")
     stale = store.create("rotation", [], now=time.time() - 7200, status="planned").id
-    first = json.loads(cli("rotate", "--secrets", "DASHBOARD_PASSWORD", "--json").out)["backup"]
+    first = json.loads(inproc("rotate", "--secrets", "DASHBOARD_PASSWORD", "--json").out)["backup"]
     assert first != stale and store.get(stale).status == "planned"
     finished(stack)
     fresh = store.create("rotation", [], status="planned").id
-    second = json.loads(cli("rotate", "--secrets", "DASHBOARD_PASSWORD", "--json").out)["backup"]
+    second = json.loads(inproc("rotate", "--secrets", "DASHBOARD_PASSWORD", "--json").out)["backup"]
     assert second == fresh and store.get(fresh).status == "applied" and ".env" in store.get(fresh).files
 
 

@@ -58,13 +58,13 @@ def env_for(bao: baoserver.Server, token: str = baoserver.ROOT_TOKEN) -> dict[st
 
 
 def test_rotate_writes_one_new_version_with_exactly_the_new_values(
-    stack: Path, cli: CLI, bao: baoserver.Server
+    stack: Path, inproc: CLI, bao: baoserver.Server
 ) -> None:
     path = unique()
     with_store(stack, path)
     before = seed(bao, stack, path, OTHER_TOOL_KEY="kept as it is")
     old = values(stack)
-    ran = cli("rotate", "--secrets", "JWT_SECRET", env=env_for(bao))
+    ran = inproc("rotate", "--secrets", "JWT_SECRET", env=env_for(bao))
     assert ran.code == 0, ran.err
     version, data = bao.read(path)
     assert version == before + 1
@@ -74,28 +74,28 @@ def test_rotate_writes_one_new_version_with_exactly_the_new_values(
     assert changed == {"JWT_SECRET", "ANON_KEY", "SERVICE_ROLE_KEY"}
     assert data["OTHER_TOOL_KEY"] == "kept as it is"  # what others keep beside ours is left alone
     assert f"vault secret/{path}: version {version}" in ran.out
-    listed = json.loads(cli("restore", "--list", "--json").out)[0]
+    listed = json.loads(inproc("restore", "--list", "--json").out)[0]
     assert listed["stores"] == [{"label": f"vault secret/{path}", "before": before, "after": version}]
-    assert f"v{before}->v{version}" in cli("restore", "--list").out
+    assert f"v{before}->v{version}" in inproc("restore", "--list").out
     shown = ran.text + (stack / "backups/secrets/audit.log").read_text()
     shown += next((stack / "backups/secrets").glob("secrets-backup-*/metadata.json")).read_text()
     for key in changed:
         assert now[key] not in shown and old[key] not in shown
 
 
-def test_restore_writes_the_old_values_as_a_newer_version(stack: Path, cli: CLI, bao: baoserver.Server) -> None:
+def test_restore_writes_the_old_values_as_a_newer_version(stack: Path, inproc: CLI, bao: baoserver.Server) -> None:
     path = unique()
     with_store(stack, path)
     first = seed(bao, stack, path)
-    assert cli("rotate", "--secrets", "JWT_SECRET", env=env_for(bao)).code == 0
-    ran = cli("restore", "--latest", env=env_for(bao))
+    assert inproc("rotate", "--secrets", "JWT_SECRET", env=env_for(bao)).code == 0
+    ran = inproc("restore", "--latest", env=env_for(bao))
     assert ran.code == 0, ran.err
     version, data = bao.read(path)
     assert version == first + 2
     assert data == bao.read(path, first)[1]  # N+2 equals N
     assert bao.read(path, first + 1)[1] != data  # and the rotated version is still there, in the history
     assert "as a new version" in ran.out
-    assert f"v{first + 1}->v{first + 2}" in cli("restore", "--list").out
+    assert f"v{first + 1}->v{first + 2}" in inproc("restore", "--list").out
 
 
 def test_another_writer_between_plan_and_commit_reverts_the_database_and_files(
@@ -126,7 +126,7 @@ def test_another_writer_between_plan_and_commit_reverts_the_database_and_files(
 
 
 def test_a_kill_at_every_step_boundary_leaves_files_database_and_store_on_one_value(
-    pg_stack: Path, pg_server: pgserver.Server, cli: CLI, bao: baoserver.Server, tmp_path: Path
+    pg_stack: Path, pg_server: pgserver.Server, inproc: CLI, bao: baoserver.Server, tmp_path: Path
 ) -> None:
     """Killed before each step of a rotation with a store and a PostgreSQL: after the next command
     the files, the database and the store's current version all hold one password."""
@@ -154,7 +154,7 @@ def test_a_kill_at_every_step_boundary_leaves_files_database_and_store_on_one_va
         root = fresh(f"kill-{limit}")
         child = crashpoints.run(root, limit, "rotate", "POSTGRES_PASSWORD", env)
         assert child.returncode == -9, (limit, child.stderr)
-        ran = cli("restore", "--list", cwd=root, env=env)
+        ran = inproc("restore", "--list", cwd=root, env=env)
         assert ran.code == 0, (limit, ran.err)
         passwords = {envfile.read(root / name).get("POSTGRES_PASSWORD") for name in FILES}
         assert len(passwords) == 1, limit
@@ -167,7 +167,7 @@ def test_a_kill_at_every_step_boundary_leaves_files_database_and_store_on_one_va
 
 
 def test_pull_on_a_second_host_takes_the_changed_values_and_keeps_its_own_bytes(
-    stack: Path, cli: CLI, bao: baoserver.Server, tmp_path: Path
+    stack: Path, inproc: CLI, bao: baoserver.Server, tmp_path: Path
 ) -> None:
     path = unique()
     with_store(stack, path, secrets=None)  # every configured secret
@@ -177,9 +177,9 @@ def test_pull_on_a_second_host_takes_the_changed_values_and_keeps_its_own_bytes(
         text = (second / name).read_bytes()
         (second / name).write_bytes(b"# second host, edited by hand\n" + text + b"HOST_ONLY_SETTING='kept'\n")
     own = {name: (second / name).read_bytes() for name in FILES}
-    assert cli("rotate", env=env_for(bao)).code == 0
+    assert inproc("rotate", env=env_for(bao)).code == 0
     first = values(stack)
-    ran = cli("pull", cwd=second, env=env_for(bao))
+    ran = inproc("pull", cwd=second, env=env_for(bao))
     assert ran.code == 0, ran.err
     assert f"Pulled vault secret/{path} version 1" in ran.out
     for name in FILES:
@@ -187,40 +187,40 @@ def test_pull_on_a_second_host_takes_the_changed_values_and_keeps_its_own_bytes(
         changed = {k: first[k] for k in parsed.names() if k in first and parsed.get(k) != first[k]}
         assert changed, name
         assert (second / name).read_bytes() == parsed.rendered(changed), name  # every other byte as it was
-    listed = json.loads(cli("restore", "--list", "--json", cwd=second).out)[0]
+    listed = json.loads(inproc("restore", "--list", "--json", cwd=second).out)[0]
     assert listed["pulled"] == [{"label": f"vault secret/{path}", "version": 1}]
-    assert "already hold" in cli("pull", cwd=second, env=env_for(bao)).out
-    again = json.loads(cli("pull", "--json", cwd=second, env=env_for(bao)).out)
+    assert "already hold" in inproc("pull", cwd=second, env=env_for(bao)).out
+    again = json.loads(inproc("pull", "--json", cwd=second, env=env_for(bao)).out)
     assert set(again) == documented_keys("### `pull --json`") and again["backup"] is None
     assert bao.read(path)[0] == 1  # a pull only reads the store
 
 
-def test_pull_of_an_earlier_version(stack: Path, cli: CLI, bao: baoserver.Server, tmp_path: Path) -> None:
+def test_pull_of_an_earlier_version(stack: Path, inproc: CLI, bao: baoserver.Server, tmp_path: Path) -> None:
     path = unique()
     with_store(stack, path)
     first = seed(bao, stack, path)
     original = {name: (stack / name).read_bytes() for name in FILES}
-    assert cli("rotate", "--secrets", "JWT_SECRET", env=env_for(bao)).code == 0
+    assert inproc("rotate", "--secrets", "JWT_SECRET", env=env_for(bao)).code == 0
     finished(stack)
-    ran = cli("pull", "--version", str(first), env=env_for(bao))
+    ran = inproc("pull", "--version", str(first), env=env_for(bao))
     assert ran.code == 0, ran.err
     assert {name: (stack / name).read_bytes() for name in FILES} == original
 
 
 def test_dry_run_with_a_token_that_cannot_write_reports_it_and_writes_nothing(
-    stack: Path, cli: CLI, bao: baoserver.Server
+    stack: Path, inproc: CLI, bao: baoserver.Server
 ) -> None:
     path = unique()
     with_store(stack, path)
     version = seed(bao, stack, path)
     reader = bao.token(f"read-{path.replace('/', '-')}", f'path "secret/data/{path}" {{ capabilities = ["read"] }}')
     before = tree(stack)
-    ran = cli("rotate", "--dry-run", env=env_for(bao, reader))
+    ran = inproc("rotate", "--dry-run", env=env_for(bao, reader))
     line = one_line_error(ran)
     assert "may not update" in line and f"secret/data/{path}" in line
     assert reader not in ran.text
     assert tree(stack) == before and bao.read(path)[0] == version
-    agrees = cli("rotate", "--dry-run", env=env_for(bao))
+    agrees = inproc("rotate", "--dry-run", env=env_for(bao))
     assert agrees.code == 0, agrees.err
     assert f"vault secret/{path}: can read and write (version {version}); it holds the files' values" in agrees.out
 
@@ -260,14 +260,14 @@ def _tls(root: Path, bao: baoserver.Server, path: str) -> tuple[dict[str, str], 
     "bad", [_unreachable, _bad_token, _no_token, _denied, _kv_version_1, _tls], ids=lambda f: f.__name__.strip("_")
 )
 def test_a_store_fault_is_one_line_and_changes_nothing(
-    stack: Path, cli: CLI, bao: baoserver.Server, bad: BadInput
+    stack: Path, inproc: CLI, bao: baoserver.Server, bad: BadInput
 ) -> None:
     path = unique()
     with_store(stack, path)
     version = seed(bao, stack, path)
     overrides, words = bad(stack, bao, path)
     before = {name: (stack / name).read_bytes() for name in FILES}
-    ran = cli("rotate", "--secrets", "JWT_SECRET", env={**env_for(bao), **overrides})
+    ran = inproc("rotate", "--secrets", "JWT_SECRET", env={**env_for(bao), **overrides})
     line = one_line_error(ran)
     for word in words:
         assert word in line, line
@@ -277,21 +277,21 @@ def test_a_store_fault_is_one_line_and_changes_nothing(
     assert "s.not-a-token" not in ran.text  # a token is never shown
 
 
-def test_pull_refuses_a_missing_secret_and_a_missing_key(stack: Path, cli: CLI, bao: baoserver.Server) -> None:
+def test_pull_refuses_a_missing_secret_and_a_missing_key(stack: Path, inproc: CLI, bao: baoserver.Server) -> None:
     path = unique()
     with_store(stack, path)
     before = tree(stack)
-    line = one_line_error(cli("pull", env=env_for(bao)))
+    line = one_line_error(inproc("pull", env=env_for(bao)))
     assert f"vault secret/{path}" in line and "holds nothing to pull" in line
     bao.write(path, {"JWT_SECRET": "x" * 40})
-    line = one_line_error(cli("pull", env=env_for(bao)))
+    line = one_line_error(inproc("pull", env=env_for(bao)))
     assert "version 1 has no ANON_KEY, SERVICE_ROLE_KEY, POSTGRES_PASSWORD" in line
-    line = one_line_error(cli("pull", "--version", "7", env=env_for(bao)))
+    line = one_line_error(inproc("pull", "--version", "7", env=env_for(bao)))
     assert "there is no version 7" in line
     assert tree(stack) == before or set(tree(stack)) - set(before) <= {"backups/secrets/audit.log"}
 
 
-def test_approle_login_with_a_secret_id_file(stack: Path, cli: CLI, bao: baoserver.Server) -> None:
+def test_approle_login_with_a_secret_id_file(stack: Path, inproc: CLI, bao: baoserver.Server) -> None:
     path = unique()
     root = bao.client()
     mount = f"approle-{uuid.uuid4().hex[:6]}"
@@ -306,7 +306,7 @@ def test_approle_login_with_a_secret_id_file(stack: Path, cli: CLI, bao: baoserv
     (stack / "vault-secret-id").write_text(secret_id + "\n")
     auth = {"method": "approle", "mount": mount, "role_id": "${ROLE_ID}", "secret_id_file": "vault-secret-id"}
     with_store(stack, path, auth=auth)
-    ran = cli(
+    ran = inproc(
         "rotate", "--secrets", "JWT_SECRET", env={"VAULT_ADDR": bao.address, "VAULT_TOKEN": "", "ROLE_ID": role_id}
     )
     assert ran.code == 0, ran.err
@@ -315,13 +315,13 @@ def test_approle_login_with_a_secret_id_file(stack: Path, cli: CLI, bao: baoserv
 
 
 def test_the_store_probe_says_whether_the_store_agrees_with_the_files(
-    stack: Path, cli: CLI, bao: baoserver.Server, monkeypatch: pytest.MonkeyPatch
+    stack: Path, inproc: CLI, bao: baoserver.Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = unique()
     with_store(stack, path)
     with edited_config(stack) as raw:
         raw["verify"] = []  # only the store's own probe, which every configured store gets
-    assert cli("rotate", "--secrets", "JWT_SECRET", env=env_for(bao)).code == 0
+    assert inproc("rotate", "--secrets", "JWT_SECRET", env=env_for(bao)).code == 0
     for name, value in env_for(bao).items():
         monkeypatch.setenv(name, value)
     stack_ = Stack(stack, load(stack / "secrets-config.yaml"))
@@ -341,14 +341,14 @@ def test_the_store_probe_says_whether_the_store_agrees_with_the_files(
     assert not ok and detail == "version 2 differs from the files in ANON_KEY"
 
 
-def test_a_bad_store_configuration_names_the_key(stack: Path, cli: CLI) -> None:
+def test_a_bad_store_configuration_names_the_key(stack: Path, inproc: CLI) -> None:
     with edited_config(stack) as raw:
         raw["stores"] = [{"vault": {"address": "${VAULT_ADDR}", "path": "x", "secrets": ["JWT_SECRT"]}}]
-    line = one_line_error(cli("rotate", "--dry-run"))
+    line = one_line_error(inproc("rotate", "--dry-run"))
     assert "stores[0].vault.secrets" in line and "did you mean 'JWT_SECRET'" in line
     with edited_config(stack) as raw:
         raw["stores"] = [{"vault": {"address": "${VAULT_ADDR}", "path": "../x"}}]
-    assert "stores[0].vault.path" in one_line_error(cli("rotate", "--dry-run"))
+    assert "stores[0].vault.path" in one_line_error(inproc("rotate", "--dry-run"))
     with edited_config(stack) as raw:
         raw["stores"] = [
             {
@@ -359,11 +359,11 @@ def test_a_bad_store_configuration_names_the_key(stack: Path, cli: CLI) -> None:
                 }
             }
         ]
-    assert "stores[0].vault.auth.secret_id" in one_line_error(cli("rotate", "--dry-run"))
+    assert "stores[0].vault.auth.secret_id" in one_line_error(inproc("rotate", "--dry-run"))
 
 
 def test_a_run_killed_after_the_store_write_waits_for_the_store_to_come_back(
-    stack: Path, cli: CLI, bao: baoserver.Server
+    stack: Path, inproc: CLI, bao: baoserver.Server
 ) -> None:
     path = unique()
     with_store(stack, path)
@@ -373,12 +373,12 @@ def test_a_run_killed_after_the_store_write_waits_for_the_store_to_come_back(
     child = crashpoints.run(stack, 4, "rotate", "JWT_SECRET", env_for(bao))
     assert child.returncode == -9 and bao.read(path)[0] == first + 1
     away = {**env_for(bao), "VAULT_ADDR": f"http://127.0.0.1:{baoserver.free_port()}"}
-    listed = cli("restore", "--list", env=away)
+    listed = inproc("restore", "--list", env=away)
     assert listed.code == 0 and "an interrupted run is pending" in listed.err and "unreachable" in listed.err
-    refused = cli("rotate", "--secrets", "JWT_SECRET", env=away)
+    refused = inproc("rotate", "--secrets", "JWT_SECRET", env=away)
     assert refused.code == 5 and "rotation recover" in refused.err, refused.err
     assert {name: (stack / name).read_bytes() for name in FILES} == original
-    recovered = cli("recover", env=env_for(bao))
+    recovered = inproc("recover", env=env_for(bao))
     assert recovered.code == 0 and f"values in vault secret/{path}" in recovered.out, recovered.text
     version, data = bao.read(path)
     assert version == first + 2 and data == bao.read(path, first)[1]
@@ -386,7 +386,7 @@ def test_a_run_killed_after_the_store_write_waits_for_the_store_to_come_back(
 
 
 def test_a_write_whose_outcome_is_unknown_keeps_the_journal_for_the_next_command(
-    stack: Path, cli: CLI, bao: baoserver.Server, monkeypatch: pytest.MonkeyPatch
+    stack: Path, inproc: CLI, bao: baoserver.Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The connection drops after the store took the new version, and the store cannot be read
     either: nothing can tell what to undo, so the journal stays and the next command finishes."""
@@ -415,7 +415,7 @@ def test_a_write_whose_outcome_is_unknown_keeps_the_journal_for_the_next_command
         rotate(Stack(stack, load(stack / "secrets-config.yaml")), ["JWT_SECRET"])
     assert (stack / "backups/secrets/journal.json").exists()
     monkeypatch.undo()
-    ran = cli("recover", env=env_for(bao))
+    ran = inproc("recover", env=env_for(bao))
     assert ran.code == 0 and "recovered an interrupted run" in ran.out, ran.text
     assert {name: (stack / name).read_bytes() for name in FILES} == original
     version, data = bao.read(path)
