@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -238,8 +238,12 @@ def _plan(stack: Stack, files: dict[str, envfile.EnvFile], selection: Sequence[s
     certificates = stack.config.certificates
     rest = None if selection is None else [name for name in selection if name not in certificates]
     plan = make_plan(stack.config, files, rest, accept, readers=stack.readers(), key_moved=key_moved(stack.store.all()))
-    if selection is None:
+    if selection is None:  # a certificate the stack does not hold yet is left alone, as a missing secret is
         chosen = [(spec, "auto") for spec in certificates.values() if spec.auto_rotate]
+        absent = [spec for spec, _ in chosen if not all((stack.root / name).is_file() for name in spec.files)]
+        chosen = [(spec, why) for spec, why in chosen if spec not in absent]
+        left = tuple(f"{spec.name} is left alone: the stack has no {' or '.join(spec.files)}" for spec in absent)
+        plan = replace(plan, warnings=plan.warnings + left)
     else:
         chosen = [(certificates[name], "selected") for name in dict.fromkeys(selection) if name in certificates]
     plan = with_certificates(plan, [_issued(stack, spec, reason) for spec, reason in chosen])

@@ -276,3 +276,17 @@ def test_guard_finds_a_certificates_private_key_pasted_anywhere(tls_stack: TLSSt
     assert key.splitlines()[1] not in ran.text
     leak.write_text("nothing here\n")
     assert inproc("guard", "notes.md", "certs/server.crt", cwd=tls_stack.root).code == 0  # the certificate is public
+
+
+def test_a_certificate_the_stack_does_not_hold_is_left_alone_by_a_plain_rotation(stack: Path, inproc: CLI) -> None:
+    with edited_config(stack) as raw:
+        raw["secrets"]["DB_TLS"] = {
+            "type": "tls-certificate",
+            "cert": "certs/server.crt",
+            "key": "certs/server.key",
+            "common_name": "db",
+        }
+    ran = inproc("rotate", "--dry-run", "--json")
+    assert ran.code == 0 and any("DB_TLS is left alone" in w for w in json.loads(ran.out)["warnings"]), ran.text
+    named = inproc("rotate", "--secrets", "DB_TLS", "--dry-run")
+    assert named.code == 2 and "does not exist yet" in named.err
