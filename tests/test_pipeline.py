@@ -128,8 +128,8 @@ def test_pipeline_that_breaks_a_service_rolls_back_to_a_healthy_stack(
         raw["secrets"]["DB_PASSWORD"]["restart_services"] = ["api"]  # leaves out the database
     env_before = (root / ".env").read_bytes()
     old = envfile.read(root / ".env").get("DB_PASSWORD")
-    ran = cli("precheck", "rotate", "--secrets", "DB_PASSWORD", "restart", "--timeout", "25", "verify", cwd=root)
-    assert ran.code == 1
+    ran = cli("precheck", "rotate", "--secrets", "DB_PASSWORD", "restart", "--timeout", "90", "verify", cwd=root)
+    assert ran.code == 1, ran.text
     assert "failed: api:" in ran.out
     assert re.search(r"^\s+\d+\.\ds  api: failed$", ran.out, re.M), ran.out
     rollback = ran.out[ran.out.index("rolling back run") :]
