@@ -24,7 +24,7 @@ from .errors import RotationError
 from .fsio import read_bounded
 from .interpolation import compose_variables
 
-__all__ = ["DEFAULT_FILES", "OVERRIDE_FILES", "Readers", "named_files", "read"]
+__all__ = ["DEFAULT_FILES", "OVERRIDE_FILES", "Readers", "dotenv", "named_files", "read"]
 
 DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")  # what compose looks for
 OVERRIDE_FILES = (
@@ -107,6 +107,16 @@ class Readers:
         if name in self.reads:
             return name
         return self.containers.get(name)
+
+
+def dotenv(root: Path) -> dict[str, str]:
+    """The stack's .env as compose reads it for its own settings (COMPOSE_PROJECT_NAME, COMPOSE_FILE);
+    empty where there is none or it cannot be read."""
+    try:
+        parsed = envfile.from_bytes(read_bounded(root / ".env", MAX_COMPOSE_BYTES))
+    except (FileNotFoundError, RotationError):
+        return {}
+    return {key: value for key in parsed.names() if (value := parsed.get(key)) is not None}
 
 
 def named_files(root: Path, configured: Sequence[str], dotenv: Mapping[str, str | None]) -> tuple[str, ...]:

@@ -19,7 +19,7 @@ from .backup import BackupStore, Run, RunStatus
 from .config import Config, check_stack, find_config, load
 from .engines import Engine, engine_for
 from .errors import DatabaseError, EngineError, RecoveryError, RotationError, SelectionError, StoreError
-from .fsio import locked, read_bounded, write_atomic
+from .fsio import locked, write_atomic
 from .health import Snapshot
 from .journal import pending, recover, stale
 from .targets import LiveTarget, target_from_json
@@ -67,23 +67,16 @@ class Stack:
 
     def compose_files(self) -> tuple[str, ...]:
         """The compose files named for this stack (Swarm's stack files first); empty: compose's defaults."""
-        named = composefiles.named_files(self.root, self.config.compose.files, merged_env(self._dotenv()))
         if self.config.swarm is not None and self.config.swarm.files:
             return self.config.swarm.files
-        return named
+        return composefiles.named_files(self.root, self.config.compose.files, composefiles.dotenv(self.root))
 
     def env(self) -> dict[str, str | None]:
-        """The stack's env files merged, for `${VAR}` in what is not a secret (notification URLs);
-        empty where they cannot be read."""
+        """`values`, for `${VAR}` in what is not a secret (notification URLs): empty where the env
+        files cannot be read, which a notification must survive."""
         try:
-            return merged_env(check_stack(self.config, self.root))
+            return self.values()
         except RotationError:
-            return {}
-
-    def _dotenv(self) -> dict[str, envfile.EnvFile]:
-        try:
-            return {".env": envfile.from_bytes(read_bounded(self.root / ".env", composefiles.MAX_COMPOSE_BYTES))}
-        except (FileNotFoundError, RotationError):
             return {}
 
     @property

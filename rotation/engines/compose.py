@@ -17,10 +17,9 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from .. import envfile
-from ..composefiles import DEFAULT_FILES, named_files
+from ..composefiles import DEFAULT_FILES, dotenv, named_files
 from ..config import ComposeSpec, Config
-from ..errors import EngineError, RotationError
+from ..errors import EngineError
 from .docker import DockerEngine
 from .protocol import Service
 
@@ -180,15 +179,6 @@ class Origin:
     files: tuple[str, ...]
 
 
-def _dotenv(root: Path) -> dict[str, str]:
-    """The stack's .env as compose reads it for its own settings (COMPOSE_PROJECT_NAME, COMPOSE_FILE)."""
-    try:
-        parsed = envfile.read(root / ".env")
-    except RotationError:
-        return {}
-    return {key: value for key in parsed.names() if (value := parsed.get(key)) is not None}
-
-
 def _includes(origin: Origin) -> bool:
     for name in origin.files or DEFAULT_FILES:
         try:
@@ -223,7 +213,7 @@ class ComposeEngine(DockerEngine):
         self._command: list[str] | None = None
         self._services: dict[str, Service] | None = None
         self._origins: dict[str, Origin] | None = None
-        self._dotenv = _dotenv(root)
+        self._dotenv = dotenv(root)
         self.files = self._default_files()
         # As compose decides it: flag or config, the environment, the stack's .env, the file's name:, the directory.
         self.project = _normalise(
