@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from .certificates import CertificateSpec, Described, Issued
 from .composefiles import Readers
@@ -26,6 +27,7 @@ __all__ = [
     "Plan",
     "affected",
     "current_value",
+    "extended",
     "key_phases",
     "make_plan",
     "plan_from_values",
@@ -88,20 +90,30 @@ class CertificateChange:
         return {self.spec.cert: self.new.cert_pem, self.spec.key: self.new.key_pem}
 
 
+def extended(plan: Plan, files: Iterable[str], followers: Iterable[tuple[str, str]], **fields: Any) -> Plan:
+    """`plan` with more `files` written and more services following, each (service, secret that
+    makes it follow), and `fields` replaced: how a target kind or a certificate adds to a plan."""
+    because = {s: set(names) for s, names in plan.because.items()}
+    for service, name in followers:
+        because.setdefault(service, set()).add(name)
+    return replace(
+        plan,
+        files=tuple(sorted({*plan.files, *files})),
+        services=tuple(sorted(because)),
+        because={s: tuple(sorted(names)) for s, names in sorted(because.items())},
+        **fields,
+    )
+
+
 def with_certificates(plan: Plan, changes: Sequence[CertificateChange]) -> Plan:
     """`plan` with certificate changes: their files written, their restart_services recreated."""
     if not changes:
         return plan
-    because = {s: set(names) for s, names in plan.because.items()}
-    for change in changes:
-        for service in change.spec.restart_services:
-            because.setdefault(service, set()).add(change.spec.name)
-    return replace(
+    return extended(
         plan,
+        (name for change in changes for name in change.spec.files),
+        ((service, change.spec.name) for change in changes for service in change.spec.restart_services),
         certificates=tuple(changes),
-        files=tuple(sorted({*plan.files, *(f for c in changes for f in c.spec.files)})),
-        services=tuple(sorted(because)),
-        because={s: tuple(sorted(names)) for s, names in sorted(because.items())},
     )
 
 

@@ -237,6 +237,9 @@ def test_a_certificate_is_due_by_its_expiry(tls_stack: TLSStack, inproc: CLI) ->
     assert json.loads(ran.out)[0]["expires"]
 
 
+MINIMAL = {"type": "tls-certificate", "cert": "certs/server.crt", "key": "certs/server.key", "common_name": "db"}
+
+
 @pytest.mark.parametrize(
     ("change", "key"),
     [
@@ -255,13 +258,7 @@ def test_a_certificate_is_due_by_its_expiry(tls_stack: TLSStack, inproc: CLI) ->
 )
 def test_a_bad_certificate_setting_is_one_line_naming_its_key(stack: Path, inproc: CLI, change: dict, key: str) -> None:
     with edited_config(stack) as raw:
-        raw["secrets"]["DB_TLS"] = {
-            "type": "tls-certificate",
-            "cert": "certs/server.crt",
-            "key": "certs/server.key",
-            "common_name": "db",
-            **change,
-        }
+        raw["secrets"]["DB_TLS"] = {**MINIMAL, **change}
     ran = inproc("rotate", "--dry-run", "--json")
     error = json.loads(ran.out)
     assert ran.code == 2 and error["key"] == key and "\n" not in error["error"], error
@@ -280,12 +277,7 @@ def test_guard_finds_a_certificates_private_key_pasted_anywhere(tls_stack: TLSSt
 
 def test_a_certificate_the_stack_does_not_hold_is_left_alone_by_a_plain_rotation(stack: Path, inproc: CLI) -> None:
     with edited_config(stack) as raw:
-        raw["secrets"]["DB_TLS"] = {
-            "type": "tls-certificate",
-            "cert": "certs/server.crt",
-            "key": "certs/server.key",
-            "common_name": "db",
-        }
+        raw["secrets"]["DB_TLS"] = dict(MINIMAL)
     ran = inproc("rotate", "--dry-run", "--json")
     assert ran.code == 0 and any("DB_TLS is left alone" in w for w in json.loads(ran.out)["warnings"]), ran.text
     named = inproc("rotate", "--secrets", "DB_TLS", "--dry-run")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..engines import Engine
@@ -144,7 +144,7 @@ def prepared(stack: Stack, plan: Plan, files: Mapping[str, EnvFile]) -> Plan:
     """The plan with, for each changed secret a Swarm secret carries, the change of the `${VAR}` that
     names the stack secret's version."""
     from ..config import SecretSpec
-    from ..plan import Change
+    from ..plan import Change, extended
     from ..stack import merged_env
 
     carried = [c for c in plan.changes if c.spec.swarm_secret]
@@ -167,16 +167,11 @@ def prepared(stack: Stack, plan: Plan, files: Mapping[str, EnvFile]) -> Plan:
         spec = SecretSpec(name=variable, type="static", files=holders, restart_services=users)
         reason = f"names {change.name}'s new Swarm secret"
         extra.append(Change(spec, Secret(current), Secret(engine.next_version(current)), reason))
-    because = {s: set(names) for s, names in plan.because.items()}
-    for added in extra:
-        for service in added.spec.restart_services or ():
-            because.setdefault(service, set()).add(added.name)
-    return replace(
+    return extended(
         plan,
+        (name for added in extra for name in added.spec.files),
+        ((service, added.name) for added in extra for service in added.spec.restart_services or ()),
         changes=plan.changes + tuple(extra),
-        files=tuple(sorted({*plan.files, *(f for c in extra for f in c.spec.files)})),
-        services=tuple(sorted(because)),
-        because={s: tuple(sorted(names)) for s, names in sorted(because.items())},
     )
 
 
