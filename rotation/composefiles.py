@@ -23,6 +23,7 @@ from . import envfile
 from .errors import RotationError
 from .fsio import read_bounded
 from .interpolation import compose_variables
+from .replacement import Footprint, footprint
 
 __all__ = ["DEFAULT_FILES", "OVERRIDE_FILES", "Readers", "dotenv", "named_files", "read"]
 
@@ -97,6 +98,7 @@ class Readers:
     containers: Mapping[str, str] = field(default_factory=dict)  # container_name -> service
     files: tuple[str, ...] = ()  # the compose files read, relative to the stack root where inside it
     warnings: tuple[str, ...] = ()
+    footprints: Mapping[str, Footprint] = field(default_factory=dict)  # what decides start-first, by service
 
     def of(self, variable: str) -> tuple[str, ...]:
         """The services that read `variable`, sorted."""
@@ -157,7 +159,8 @@ def read(root: Path, named: Sequence[str]) -> Readers:
         reader.warnings.append(f"no compose file found in {root} ({', '.join(named or DEFAULT_FILES)})")
     reads = {name: reader.reads_of(body) for name, body in reader.services.items()}
     containers = {body["container_name"]: name for name, body in reader.services.items() if body.get("container_name")}
-    return Readers(reads, containers, tuple(reader.read), tuple(reader.warnings))
+    footprints = {name: footprint(body, project) for name, body in reader.services.items()}
+    return Readers(reads, containers, tuple(reader.read), tuple(reader.warnings), footprints)
 
 
 class _Reader:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import health, rollout, targets
 from .backup import Run, RunStatus, local_time
@@ -19,6 +19,7 @@ from .engines import Engine
 from .errors import Interrupted, RecoveryError, SelectionError
 from .health import Snapshot, regressions
 from .probes import ProbeResult, run_probes
+from .replacement import Strategy
 from .rollback import Command, RollbackResult, plain_command, roll_back
 from .rollout import DEFAULT_PARALLEL, DEFAULT_TIMEOUT, Progress, RestartResult
 from .stack import Stack
@@ -166,6 +167,7 @@ class RestartOutcome:
     result: RestartResult | None  # None: nothing to recreate, or a dry run
     problems: tuple[str, ...]
     failure: Failure | None
+    strategies: Mapping[str, Strategy] = field(default_factory=dict)  # how each service is (or would be) replaced
 
     @property
     def ok(self) -> bool:
@@ -201,7 +203,8 @@ def restart(
     else:
         raise SelectionError("no rotation to restart after; pass --services or --all")
     if not chosen or dry_run:
-        return RestartOutcome(tuple(chosen), tuple(absent), None, (), None)
+        strategies = {name: engine.strategy(name) for name in chosen}
+        return RestartOutcome(tuple(chosen), tuple(absent), None, (), None, strategies)
     if not any(state.state == "running" for state in engine.states().values()):
         raise SelectionError(
             f"restart: nothing of project {engine.project} is running, so there is nothing to recreate (compose "
@@ -225,7 +228,7 @@ def restart(
         found = regressions(before, snapshot(engine), recreated=chosen) if before else []
         problems = result.failures() + [r.describe() for r in found if result.outcome.get(r.service, "ok") == "ok"]
         failure = _conclude(stack, engine, run, "restart", problems, RunStatus.RESTARTED, ending)
-    return RestartOutcome(tuple(chosen), tuple(absent), result, tuple(problems), failure)
+    return RestartOutcome(tuple(chosen), tuple(absent), result, tuple(problems), failure, result.strategies)
 
 
 @contextmanager

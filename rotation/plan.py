@@ -18,6 +18,7 @@ from .envfile import EnvFile
 from .errors import ConfigError, DataLossRefused, SelectionError, did_you_mean
 from .generate import Secret, random_value, sign_jwt
 from .jwks import opaque_key, with_oct
+from .replacement import Strategy
 from .signingkeys import Step, key_state, next_step, sign_es256
 from .validate import check_changes
 
@@ -62,6 +63,7 @@ class Plan:
     because: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     phases: Mapping[str, str] = field(default_factory=dict)  # a signing key set -> the phase this run moves it to
     certificates: tuple[CertificateChange, ...] = ()
+    strategies: Mapping[str, Strategy] = field(default_factory=dict)  # how a restart replaces each service
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -19,6 +19,7 @@ from .escape import printable
 from .health import Snapshot
 from .pipeline import CheckResult
 from .plan import KeyPhase, Plan
+from .replacement import Strategy
 from .rollback import Command, plain_command
 from .runs import PullResult, RestoreResult, RotationResult
 from .schedule import Due
@@ -136,6 +137,7 @@ def rotation_json(result: RotationResult) -> dict[str, Any]:
         "files": list(plan.files),
         "affected_services": list(plan.services),
         "affected_by": {service: list(names) for service, names in plan.because.items()},
+        "strategies": {service: strategy.to_json() for service, strategy in plan.strategies.items()},
         "phases": dict(plan.phases),
         "certificates": [
             {"name": c.spec.name, "old": c.old.to_json() if c.old else None, "new": c.new.described.to_json()}
@@ -190,16 +192,29 @@ PHASE_TEXT = {
 
 
 def _services(plan: Plan) -> list[str]:
-    """One line per service the plan recreates, with the changed variables it reads."""
+    """One line per service the plan recreates, with the changed variables it reads and how a
+    restart replaces it (start-first, or stop-late and why)."""
     if not plan.services:
         return ["services: (none)"]
-    width = max(len(s) for s in plan.services)
+    width = max(len(printable(s)) for s in plan.services)
+    reads = {s: f"reads {', '.join(plan.because[s])}" if plan.because.get(s) else "" for s in plan.services}
+    wide = max(len(text) for text in reads.values())
     lines = []
     for index, service in enumerate(plan.services):
-        names = plan.because.get(service, ())
-        why = f"  reads {', '.join(names)}" if names else ""
-        lines.append(f"{'services: ' if index == 0 else ' ' * 10}{printable(service):<{width}}{why}")
+        strategy = plan.strategies.get(service)
+        how = f"  {strategy.order}: {strategy.reason}" if strategy else ""
+        row = f"{printable(service):<{width}}  {reads[service]:<{wide}}{how}".rstrip()
+        lines.append(f"{'services: ' if index == 0 else ' ' * 10}{row}")
     return lines
+
+
+def strategy_lines(strategies: Mapping[str, Strategy]) -> list[str]:
+    """One line per service: how it is replaced (start-first, stop-late) and why."""
+    width = max((len(name) for name in strategies), default=0)
+    return [
+        f"  {printable(name):<{width}}  {paint(s.order, 'green' if s.order == 'start-first' else 'bold')}: {s.reason}"
+        for name, s in sorted(strategies.items())
+    ]
 
 
 def nothing_due_json(dry_run: bool) -> dict[str, Any]:
@@ -212,6 +227,7 @@ def nothing_due_json(dry_run: bool) -> dict[str, Any]:
         "files": empty,
         "affected_services": empty,
         "affected_by": {},
+        "strategies": {},
         "phases": {},
         "certificates": [],
         "reloaded": [],
@@ -270,6 +286,7 @@ def pull_json(result: PullResult) -> dict[str, Any]:
         "files": list(plan.files),
         "affected_services": list(plan.services),
         "affected_by": {service: list(names) for service, names in plan.because.items()},
+        "strategies": {service: strategy.to_json() for service, strategy in plan.strategies.items()},
         "database": list(result.database),
         "backup": result.backup.id if result.backup else None,
         "warnings": list(plan.warnings) + ([result.recovered] if result.recovered else []),

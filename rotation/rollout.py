@@ -6,9 +6,10 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .engines import Engine, ServiceState, instant
+from .engines import Engine, ServiceState
 from .errors import EngineError
 from .order import Outcome, dependents, restart_graph, run_in_order
+from .replacement import Strategy
 
 __all__ = ["DEFAULT_PARALLEL", "DEFAULT_TIMEOUT", "Outcome", "Progress", "RestartResult", "present", "restart"]
 
@@ -28,6 +29,7 @@ class RestartResult:
     errors: Mapping[str, str]
     order: tuple[str, ...]
     downtime: Mapping[str, float] = field(default_factory=dict)
+    strategies: Mapping[str, Strategy] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -60,12 +62,6 @@ def present(engine: Engine, names: Sequence[str], optional: Collection[str] = ()
     return engine.resolve([n for n in names if n not in absent]), [n for n in absent if n not in optional]
 
 
-def _ready(state: ServiceState) -> int:
-    """When a recreated service could first serve, in the engine's clock: its first passing check
-    (or its start, without a healthcheck). A client's check begun later sees it serving."""
-    return max(instant(state.started_at) or 0, instant(state.first_passed_at) or 0)
-
-
 def _described(state: ServiceState) -> str:
     output = f"; last healthcheck: {state.health_output}" if state.health_output else ""
     return f"{state.summary}{output}"
@@ -83,7 +79,9 @@ def restart(
 ) -> RestartResult:
     """Recreate `services`, each only once every affected service it depends on is healthy again.
 
-    Stop late: a service's old container keeps serving until everything it depends on in this
+    Start first where the engine says a service may run twice (`Engine.strategy`): its new container
+    starts beside the old one, which serves until the new one is healthy (`Engine.replace`).
+    Stop late everywhere else: a service's old container keeps serving until everything it depends on in this
     restart is healthy; only then does compose's own recreate replace it (a new container, so
     the new environment applies). Services that are ready at the same moment share one compose
     call, up to `parallel` in progress at once, and each dependent follows the moment its last
@@ -104,6 +102,8 @@ def restart(
 
     defined = engine.services()
     graph = restart_graph(defined, services)
+    strategies = {name: engine.strategy(name) for name in graph}
+    first = {name for name, strategy in strategies.items() if strategy.order == "start-first"}
     waves = any(graph[name] & set(graph) for name in graph)  # more than one recreate call will come
     if waves:
         engine.prepare()
@@ -117,27 +117,44 @@ def restart(
         healthy_before = {name for name, state in before.items() if state.healthy}
 
     def begin(names: list[str]) -> dict[str, bool]:
+        late = [name for name in names if name not in first]
         try:
-            engine.recreate(names)
+            if late:
+                engine.recreate(late)
         except EngineError as exc:
-            for name in names:
+            for name in late:
                 errors[name] = str(exc)
                 tell(name, "failed")
-            return dict.fromkeys(names, False)
+            return {name: name in first for name in names}
         started.extend(names)
         if waves and len(started) < len(graph):
             engine.prepare()  # the next wave's recreate gets ready while this one comes up
         for name in names:
-            tell(name, "recreated")
+            tell(name, "starting beside the old" if name in first else "recreated")
         return dict.fromkeys(names, True)
 
     def finish(name: str) -> bool:
+        if name in first:
+            return replace(name)
         if not healthcheck:
             return True
         state = engine.wait_healthy(name, previous.get(name), deadline - time.monotonic())
         states[name] = state
         if not state.healthy and not state.stopped and time.monotonic() >= deadline:
             errors[name] = f"not healthy within {timeout:g}s: {_described(state)}"
+        tell(name, "healthy" if state.healthy else "failed")
+        return state.healthy
+
+    def replace(name: str) -> bool:
+        try:
+            state = states[name] = engine.replace(name, deadline - time.monotonic())
+        except EngineError as exc:
+            errors[name] = f"{exc}; its old container still serves"
+            tell(name, "failed")
+            return False
+        if not state.healthy:
+            verdict = _described(state) if state.failing else f"not healthy within {timeout:g}s: {_described(state)}"
+            errors[name] = f"{verdict}; the new container was removed and the old one still serves"
         tell(name, "healthy" if state.healthy else "failed")
         return state.healthy
 
@@ -161,9 +178,9 @@ def restart(
         if result == "skipped":
             tell(name, "left running")
     if healthcheck and graph and all(v == "ok" for v in outcome.values()):
-        since = max(_ready(states[name]) for name in graph)  # the moment the last of them could serve
+        since = max(states[name].ready_at for name in graph)  # the moment the last of them could serve
         for name in dependents(defined, graph):
             if name in healthy_before:
                 outcome[name] = recheck(name, since)
     downtime = {name: seconds for name in started if name in states and (seconds := states[name].downtime) is not None}
-    return RestartResult(outcome, states, errors, tuple(started), downtime)
+    return RestartResult(outcome, states, errors, tuple(started), downtime, strategies)

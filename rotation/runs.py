@@ -251,7 +251,12 @@ def _plan(stack: Stack, files: dict[str, envfile.EnvFile], selection: Sequence[s
         raise SelectionError(_nothing_to_rotate(stack.config, files))
     if stack.config.engine == "swarm":  # the stack files say which services there are: check before any change
         stack.engine().resolve(plan.services, "restart_services")
-    return targets.prepared(stack, plan, files)
+    return _with_strategies(stack, targets.prepared(stack, plan, files))
+
+
+def _with_strategies(stack: Stack, plan: Plan) -> Plan:
+    """`plan` with how a restart would replace each service it makes follow."""
+    return replace(plan, strategies=stack.strategies(plan.services))
 
 
 def key_sets(stack: Stack) -> list[KeyPhase]:
@@ -475,4 +480,4 @@ def _pulled(
         sources.append({"store": vault.spec.to_json(), "label": vault.label, "version": stored.version})
     reason = "from " + ", ".join(f"{s['label']} v{s['version']}" for s in sources)
     plan = plan_from_values(stack.config, files, values, reason, accept_data_loss, stack.readers())
-    return tuple(sources), targets.prepared(stack, plan, files)
+    return tuple(sources), _with_strategies(stack, targets.prepared(stack, plan, files))

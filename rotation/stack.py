@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +22,7 @@ from .errors import DatabaseError, EngineError, RecoveryError, RotationError, Se
 from .fsio import locked, write_atomic
 from .health import Snapshot
 from .journal import pending, recover, stale
+from .replacement import SWARM, Footprint, Strategy, strategy
 from .targets import LiveTarget, target_from_json
 from .targets.postgres import Opener, opener
 from .targets.vault import Vault
@@ -64,6 +65,15 @@ class Stack:
             self._made["readers"] = composefiles.read(self.root, self.compose_files())
         readers: composefiles.Readers = self._made["readers"]
         return readers
+
+    def strategies(self, services: Iterable[str]) -> dict[str, Strategy]:
+        """How a restart would replace each of `services`, read from the compose files as the plan is:
+        start-first where one declares it and can run twice; on Swarm, Swarm's own update."""
+        if self.config.engine == "swarm":
+            return dict.fromkeys(services, SWARM)
+        prints = self.readers().footprints
+        single = self.config.compose.single_writer
+        return {name: strategy(prints.get(name, Footprint()), single, self.root) for name in services}
 
     def compose_files(self) -> tuple[str, ...]:
         """The compose files named for this stack (Swarm's stack files first); empty: compose's defaults."""

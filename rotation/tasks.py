@@ -556,8 +556,10 @@ def restart(
             print(
                 f"restart (dry run): would recreate {', '.join(outcome.services)} in dependency order; nothing was done"
             )
+            print("\n".join(report.strategy_lines(outcome.strategies)))
             return
         print(f"restart: recreated {', '.join(outcome.result.order) or '(none)'}, in dependency order")
+        print("\n".join(report.strategy_lines(outcome.strategies)))
         for line in outcome.problems:
             print(report.paint(f"failed: {line}", "red"))
         if outcome.failure is not None:

@@ -9,6 +9,7 @@ The image is busybox imported from this machine (no registry is reachable), as E
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import subprocess
 import tarfile
@@ -22,8 +23,8 @@ import yaml
 from docker import DockerClient
 from docker.models.containers import Container
 
-IMAGE = "localhost/rotation-busybox-v2:latest"  # Podman's import ignores the tag: keep latest
-APPLETS = ("sh", "httpd", "sleep", "wget", "cat", "env", "echo", "test", "printf", "mkdir", "grep", "true")
+IMAGE = "localhost/rotation-busybox-v3:latest"  # Podman's import ignores the tag: keep latest
+APPLETS = ("sh", "httpd", "sleep", "wget", "cat", "env", "echo", "test", "printf", "mkdir", "grep", "true", "timeout")
 
 COMPOSE = """
 x-busybox: &busybox
@@ -173,6 +174,48 @@ def running(base: Path, client: DockerClient) -> Iterator[tuple[Path, str]]:
     (root / "secrets-config.yaml").write_text(yaml.safe_dump(config(project)))
     with _up(root, project, client):
         yield root, project
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@contextmanager
+def from_fixture(base: Path, client: DockerClient, name: str) -> Iterator[tuple[Path, str]]:
+    """Copy the stack `tests/fixtures/<name>` into `base` under a project name of its own (its .env's
+    COMPOSE_PROJECT_NAME), bring it up healthy, and take it down afterwards."""
+    project = f"rs{uuid.uuid4().hex[:8]}"
+    root = base / project
+    shutil.copytree(FIXTURES / name, root)
+    env = root / ".env"
+    env.write_text(re.sub(r"(?m)^COMPOSE_PROJECT_NAME=.*$", f"COMPOSE_PROJECT_NAME={project}", env.read_text()))
+    env.chmod(0o600)
+    try:
+        with _up(root, project, client):
+            yield root, project
+    finally:
+        subprocess.run(["docker-compose", "-p", project, "down", "-v", "-t", "0"], cwd=root, capture_output=True)
+
+
+def forget_asks(client: DockerClient, project: str) -> None:
+    """Empty the log of the start-first stack's `probe`: what follows is the run to judge."""
+    containers(client, project)["probe"].exec_run(["sh", "-c", ": > /tmp/probe.log"])
+
+
+def unavailable(client: DockerClient, project: str) -> tuple[float, int]:
+    """Seconds the start-first stack's `probe` found api not answering (from a failed ask, after its
+    one retry, to the next good one), and how many times it asked."""
+    output = containers(client, project)["probe"].exec_run(["cat", "/tmp/probe.log"]).output
+    assert isinstance(output, bytes)
+    asks = [(float(t), verdict == "ok") for t, verdict in (line.split() for line in output.decode().splitlines())]
+    down, failed_at = 0.0, None
+    for moment, ok in asks:
+        if not ok and failed_at is None:
+            failed_at = moment
+        elif ok and failed_at is not None:
+            down, failed_at = down + moment - failed_at, None
+    if failed_at is not None:
+        down += asks[-1][0] - failed_at
+    return down, len(asks)
 
 
 def containers(client: DockerClient, project: str) -> dict[str, Container]:

@@ -7,15 +7,18 @@ Time is real but short: a service turns healthy `ready` seconds after its contai
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 from rotation.engines import CLIENT_GRACE, ExecResult, Service, ServiceState, instant
 from rotation.errors import EngineError, SelectionError
+from rotation.replacement import Footprint, Strategy, strategy
 
 
 def _stamp(moment: float) -> str:
@@ -32,6 +35,7 @@ class Script:
     recheck_fails: bool = False  # as a dependent, its next healthcheck fails
     depends_on: tuple[str, ...] = ()
     container_name: str | None = None
+    footprint: Footprint = field(default_factory=Footprint)  # start-first where it declares so
 
 
 @dataclass
@@ -50,6 +54,7 @@ class FakeEngine:
     project: str = "fake"
     recreate_fails: set[str] = field(default_factory=set)
     log: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    serving: list[tuple[str, str]] = field(default_factory=list)  # (service, container) after each replace
     _containers: dict[str, _Container] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=itertools.count)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -62,7 +67,29 @@ class FakeEngine:
         self._containers[name] = _Container(f"{name}-{next(self._ids)}", now, now, self.scripts[name])
 
     def services(self) -> Mapping[str, Service]:
-        return {n: Service(n, s.container_name, frozenset(s.depends_on)) for n, s in self.scripts.items()}
+        return {n: Service(n, s.container_name, frozenset(s.depends_on), s.footprint) for n, s in self.scripts.items()}
+
+    def strategy(self, service: str) -> Strategy:
+        return strategy(self.scripts[service].footprint, (), Path("."))
+
+    def replace(self, service: str, timeout: float) -> ServiceState:
+        """The old container serves (it stays the service's) while the new one comes up; it takes
+        over only once healthy, and a failed one is dropped. `serving` records who served when."""
+        self.log.append(("replace", (service,)))
+        if service in self.recreate_fails:
+            raise EngineError(f"{service}: the engine could not create its replacement")
+        script, now = self.scripts[service], time.time()
+        new = _Container(f"{service}-{next(self._ids)}", now, now, script)
+        time.sleep(min(script.ready, max(timeout, 0)))
+        if script.fails or script.ready > timeout:
+            self.serving.append((service, self._containers[service].id))
+            state = "exited" if script.fails else "running"
+            return ServiceState(service, state, "unhealthy" if script.fails else "starting", container_id=new.id,
+                                exit_code=1 if script.fails else None, created_at=_stamp(new.created))  # fmt: skip
+        with self._lock:
+            self._containers[service] = new
+        self.serving.append((service, new.id))
+        return dataclasses.replace(self.state(service), serving_since=_stamp(time.time()))
 
     def resolve(self, names: Sequence[str], source: str = "restart_services") -> list[str]:
         by_container = {s.container_name: n for n, s in self.scripts.items() if s.container_name}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rotation.engines.compose import compose_failure
-from rotation.engines.docker import _state
+from rotation.engines.docker import state_of
 
 
 class FakeContainer:
@@ -29,11 +29,11 @@ class FakeContainer:
 def test_engine_states_read_docker_and_podman_shapes(
     state: dict[str, object], healthy: bool, health: str | None
 ) -> None:
-    read = _state("svc", FakeContainer(state))  # type: ignore[arg-type]
+    read = state_of("svc", FakeContainer(state))  # type: ignore[arg-type]
     assert read.healthy is healthy and read.health == health and read.restarts == 2
     if state["Status"] == "exited":
         assert read.summary == "exited (code 3)" and read.oom_killed
-    assert _state("svc", None).state == "missing"
+    assert state_of("svc", None).state == "missing"
 
 
 def test_a_compose_failure_names_the_error_line_not_the_help_after_it() -> None:

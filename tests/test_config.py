@@ -79,6 +79,8 @@ BAD = [
     pytest.param(_set("secrets.JWT_SECRET.files", ["../outside.env"]), "secrets.JWT_SECRET.files", id="dotdot"),
     pytest.param(_set("secrets.JWT_SECRET.files", ["/etc/passwd"]), "secrets.JWT_SECRET.files", id="absolute"),
     pytest.param(_set("secrets.JWT_SECRET.alphabet", "emoji"), "secrets.JWT_SECRET.alphabet", id="alphabet"),
+    pytest.param(_set("compose", {"single_writer": "db-data"}), "compose.single_writer", id="single-writer"),
+    pytest.param(_set("compose", {"single_writers": ["db-data"]}), "compose.single_writers", id="compose-key"),
 ]
 
 

@@ -15,6 +15,7 @@ from rotation import rollout
 from rotation.config import load
 from rotation.engines import ServiceState
 from rotation.errors import RecoveryError
+from rotation.replacement import Footprint
 from rotation.rollback import manual_recovery, roll_back
 from rotation.runs import rotate
 from rotation.stack import Stack
@@ -43,6 +44,49 @@ def test_each_service_is_replaced_only_once_its_dependencies_are_healthy() -> No
     assert engine.started_after("db", "api")
     assert ("db", "recreated") in moves and ("api", "healthy") in moves
     assert set(result.downtime) == {"db", "api"} and all(0 <= d < 1 for d in result.downtime.values())
+
+
+FIRST = Footprint(order="start-first")
+
+
+def test_a_start_first_service_is_replaced_beside_its_old_container_after_what_it_depends_on() -> None:
+    scripts = shaped()
+    scripts["api"] = Script(ready=0.05, depends_on=("db",), footprint=FIRST)
+    engine = FakeEngine(scripts)
+    old_api = engine.container("api")
+    moves: list[tuple[str, str]] = []
+    result = rollout.restart(engine, ["db", "api"], timeout=5, progress=lambda s, what, _t: moves.append((s, what)))
+    assert result.ok and result.order == ("db", "api")
+    assert [entry for entry in engine.log if entry[0] in ("recreate", "replace")] == [
+        ("recreate", ("db",)),
+        ("replace", ("api",)),
+    ]
+    assert engine.started_after("db", "api")  # start-first still waits for what it depends on
+    assert engine.serving == [("api", engine.container("api"))] and engine.container("api") != old_api
+    assert result.strategies["api"].order == "start-first" and result.strategies["db"].order == "stop-late"
+    assert result.downtime["api"] == 0.0
+    assert ("api", "starting beside the old") in moves and ("api", "healthy") in moves
+
+
+def test_a_start_first_replacement_that_never_turns_healthy_leaves_the_old_container_serving() -> None:
+    scripts = shaped()
+    scripts["api"] = Script(ready=0.02, fails=True, footprint=FIRST)
+    scripts["gateway"] = Script(depends_on=("api",), footprint=FIRST)
+    engine = FakeEngine(scripts)
+    old_api = engine.container("api")
+    result = rollout.restart(engine, ["api", "gateway"], timeout=5)
+    assert result.outcome == {"api": "failed", "gateway": "skipped"}
+    assert engine.container("api") == old_api and engine.serving == [("api", old_api)]
+    assert "the new container was removed and the old one still serves" in result.errors["api"]
+
+
+def test_an_engine_failure_during_a_start_first_replacement_fails_that_service_alone() -> None:
+    scripts = shaped()
+    scripts["api"] = Script(footprint=FIRST)
+    engine = FakeEngine(scripts, recreate_fails={"api"})
+    result = rollout.restart(engine, ["api", "worker"], timeout=5)
+    assert result.outcome == {"api": "failed", "worker": "ok"}
+    assert result.errors["api"].endswith("its old container still serves")
 
 
 def test_services_ready_together_share_one_compose_call() -> None:
@@ -145,6 +189,18 @@ def test_roll_back_restores_files_recreates_and_marks_the_run(fake_stack: Path) 
     run = stack.store.get(result.backup.id)
     assert run.status == "rolled-back" and run.metadata["rollback_reason"] == "verify failed: a probe"
     assert {s for entry in run.metadata["restarts"] for s in entry["services"]} == {"db", "api", "gateway"}
+
+
+def test_the_rollback_of_a_start_first_service_is_start_first_too(fake_stack: Path) -> None:
+    stack = Stack(fake_stack, load(fake_stack / "secrets-config.yaml"))
+    result = rotate(stack, ["JWT_SECRET"])
+    assert result.backup is not None
+    scripts = shaped()
+    scripts["gateway"] = Script(depends_on=("api",), container_name="fake-gateway", footprint=FIRST)
+    engine = FakeEngine(scripts)
+    rolled = roll_back(stack, engine, result.backup, "verify failed: a probe", timeout=5, parallel=4)
+    assert rolled.restart.ok and ("replace", ("gateway",)) in engine.log
+    assert not any(what == "recreate" and "gateway" in names for what, names in engine.log)
 
 
 def test_a_rollback_that_cannot_bring_services_back_says_how_to_finish_by_hand(fake_stack: Path) -> None:

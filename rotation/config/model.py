@@ -188,6 +188,7 @@ class ComposeSpec:
     command: str | None = None
     project: str | None = None
     files: tuple[str, ...] = ()
+    single_writer: tuple[str, ...] = ()  # volumes and paths only one container may write: no start-first
 
 
 @dataclass(frozen=True, slots=True)

@@ -391,18 +391,28 @@ def _backup(raw: Any, fail: Fail) -> BackupSpec:
     return BackupSpec(directory=directory, retention_days=days)
 
 
+_COMPOSE_KEYS = ("command", "project", "files", "single_writer")
+
+
 def _compose(raw: Any, fail: Fail) -> ComposeSpec:
     if not isinstance(raw, dict):
-        raise fail("compose", "expected a mapping with 'command', 'project' and 'files'")
+        raise fail("compose", "expected a mapping with 'command', 'project', 'files' and 'single_writer'")
+    unknown = sorted(str(k) for k in set(raw) - set(_COMPOSE_KEYS))
+    if unknown:
+        raise fail(f"compose.{unknown[0]}", f"unknown setting{did_you_mean(unknown[0], _COMPOSE_KEYS)}")
     files = raw.get("files") or []
     if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
         raise fail("compose.files", "expected a list of compose file paths")
+    single = raw.get("single_writer") or []
+    if not isinstance(single, list) or not all(isinstance(v, str) and v.strip() for v in single):
+        raise fail("compose.single_writer", "expected a list of volume names and paths (./volumes/db/data)")
     command = raw.get("command")
     project = raw.get("project")
     return ComposeSpec(
         command=str(command) if command else None,
         project=str(project) if project else None,
         files=tuple(files),
+        single_writer=tuple(single),
     )
 
 

@@ -20,8 +20,10 @@ import yaml
 from ..composefiles import DEFAULT_FILES, dotenv, named_files
 from ..config import ComposeSpec, Config
 from ..errors import EngineError
+from ..replacement import Footprint, Strategy, footprint, strategy
+from . import startfirst
 from .docker import DockerEngine
-from .protocol import Service
+from .protocol import Service, ServiceState
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -254,7 +256,8 @@ class ComposeEngine(DockerEngine):
             argv += ["-f", name]
         return [*argv, *args]
 
-    def _compose(self, origin: Origin, *args: str, runner: Runner | None = None) -> str:
+    def compose(self, origin: Origin, *args: str, runner: Runner | None = None) -> str:
+        """The output of a compose command for the services started with `origin`'s files."""
         command = self._argv(origin, *args)
         if command[0] == "docker-compose" and _includes(origin):
             raise EngineError(
@@ -280,7 +283,7 @@ class ComposeEngine(DockerEngine):
             files = tuple(str(directory / f) for f in (labels.get(CONFIG_FILES) or "").split(",") if f)
             if files and directory.is_dir() and all(Path(f).is_file() for f in files):
                 origin = Origin(directory, files)
-                found[service] = self._own if origin == self._defaults_here() else origin
+                found[service] = self.own_origin if origin == self._defaults_here() else origin
         return found
 
     def _defaults_here(self) -> Origin:
@@ -303,17 +306,18 @@ class ComposeEngine(DockerEngine):
             origins = {}
         groups: dict[Origin, list[str]] = {}
         for service in services:
-            groups.setdefault(origins.get(service, self._own), []).append(service)
+            groups.setdefault(origins.get(service, self.own_origin), []).append(service)
         return groups
 
     @property
-    def _own(self) -> Origin:
+    def own_origin(self) -> Origin:
+        """The stack's own files, for a service without a container to read them from."""
         return Origin(self.root, self.files)
 
     def prepare(self) -> None:
         """Start warming the compose process the next recreate will use."""
         if isinstance(self.recreator, WarmRunner):
-            self.recreator.prepare(self._argv(self._own)[0])
+            self.recreator.prepare(self._argv(self.own_origin)[0])
 
     def recreate_command(self, services: Sequence[str]) -> str:
         """`<compose> up -d --force-recreate ...` per set of files the services were started with."""
@@ -329,16 +333,26 @@ class ComposeEngine(DockerEngine):
         config` (without interpolating secrets)."""
         if self._services is None:
             found: dict[str, Service] = {}
-            for origin in dict.fromkeys([self._own, *self.origins().values()]):
+            for origin in dict.fromkeys([self.own_origin, *self.origins().values()]):
                 try:
-                    model = yaml.safe_load(self._compose(origin, "config", "--no-interpolate"))
+                    model = yaml.safe_load(self.compose(origin, "config", "--no-interpolate"))
                 except yaml.YAMLError:
                     raise EngineError("compose config printed something that is not YAML") from None
                 for name, body in (model.get("services") or {}).items():
                     deps = body.get("depends_on") or {}
-                    found[name] = Service(name, body.get("container_name"), frozenset(deps))
+                    place = footprint(body, origin.directory)
+                    found[name] = Service(name, body.get("container_name"), frozenset(deps), place)
             self._services = found
         return self._services
+
+    def strategy(self, service: str) -> Strategy:
+        """Start-first where the compose definition declares it and the service can run twice."""
+        defined = self.services().get(service)
+        return strategy(defined.footprint if defined else Footprint(), self.spec.single_writer, self.root)
+
+    def replace(self, service: str, timeout: float) -> ServiceState:
+        """Start a replacement beside the old container and switch to it once healthy (`startfirst`)."""
+        return startfirst.replace(self, service, timeout)
 
     def recreate(self, services: Sequence[str]) -> None:
         """Each old container stops only now, replaced by a new one that reads the env files now.
@@ -350,6 +364,6 @@ class ComposeEngine(DockerEngine):
         with the old container: its clients could no longer find it.
         """
         for origin, names in self._groups(services).items():
-            self._compose(origin, "up", "--no-start", "--no-deps", "--force-recreate", *names, runner=self.recreator)
+            self.compose(origin, "up", "--no-start", "--no-deps", "--force-recreate", *names, runner=self.recreator)
         for name in services:
             self.start(name)

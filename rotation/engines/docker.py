@@ -26,12 +26,18 @@ if TYPE_CHECKING:
     from docker import DockerClient
     from docker.models.containers import Container
 
-__all__ = ["ONEOFF", "PROJECT", "SERVICE", "DockerEngine"]
+__all__ = ["NEXT", "ONEOFF", "PROJECT", "SERVICE", "DockerEngine", "is_replacement", "state_of"]
 
 log = logging.getLogger(__name__)
 PROJECT = "com.docker.compose.project"
 SERVICE = "com.docker.compose.service"
 ONEOFF = "com.docker.compose.oneoff"
+NEXT = "-rotation-next"  # a start-first replacement's name until it takes its predecessor's
+
+
+def is_replacement(name: str | None) -> bool:
+    """Whether a container name is a start-first replacement's temporary one: it does not speak for its service."""
+    return (name or "").lstrip("/").endswith(NEXT)
 
 
 def _cause(exc: BaseException) -> str:
@@ -49,7 +55,8 @@ def _cause(exc: BaseException) -> str:
     return reason or "no answer"
 
 
-def _state(service: str, container: Container | None) -> ServiceState:
+def state_of(service: str, container: Container | None) -> ServiceState:
+    """What an inspected container says about `service`."""
     if container is None:
         return ServiceState(service, "missing")
     attrs: dict[str, Any] = container.attrs
@@ -158,35 +165,41 @@ class DockerEngine:
             )
         return sorted(set(resolved))
 
-    def _containers(self, service: str | None = None) -> dict[str, Container]:
-        """The newest container of every service (or of `service` alone), found by compose labels."""
+    def every_container(self, service: str | None = None) -> list[Container]:
+        """Every container of the project's services (or of `service` alone), found by compose labels
+        and inspected, oldest first; one-off containers (`compose run`) left out."""
         import docker
 
         labels = [f"{PROJECT}={self.project}", *([f"{SERVICE}={service}"] if service else [])]
-        found: dict[str, Container] = {}
+        found: list[Container] = []
         for container in self.client.containers.list(all=True, sparse=True, filters={"label": labels}):
             try:
                 container.reload()
             except docker.errors.NotFound:
                 continue  # removed between the list and the inspect, as a recreate does
             tags = container.labels
-            if tags.get(ONEOFF, "False") == "True" or SERVICE not in tags:
-                continue
-            name = tags[SERVICE]
-            # With several containers for one service, the newest one speaks for it.
-            if name not in found or container.attrs.get("Created", "") > found[name].attrs.get("Created", ""):
-                found[name] = container
+            if tags.get(ONEOFF, "False") != "True" and SERVICE in tags:
+                found.append(container)
+        return sorted(found, key=lambda c: str(c.attrs.get("Created", "")))
+
+    def _containers(self, service: str | None = None) -> dict[str, Container]:
+        """The container that speaks for every service (or for `service` alone): the newest, unless
+        it is a start-first replacement that has not taken its predecessor's place yet."""
+        found: dict[str, Container] = {}
+        for container in self.every_container(service):
+            if not is_replacement(container.name):
+                found[container.labels[SERVICE]] = container
         return found
 
     def states(self) -> Mapping[str, ServiceState]:
         """Every defined service's state, plus running services of the project the files do not define."""
         containers = self._containers()
         names = set(self.services()) | set(containers)
-        return {name: _state(name, containers.get(name)) for name in sorted(names)}
+        return {name: state_of(name, containers.get(name)) for name in sorted(names)}
 
     def state(self, service: str) -> ServiceState:
         """One service's state, read from its containers alone."""
-        return _state(service, self._containers(service).get(service))
+        return state_of(service, self._containers(service).get(service))
 
     def start(self, service: str) -> None:
         """Start the newest container of `service` through the engine API, as `compose start` does."""

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from ..replacement import Footprint, Strategy
+
 __all__ = ["CLIENT_GRACE", "Engine", "ExecResult", "Service", "ServiceState", "instant"]
 
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)")
@@ -34,11 +36,13 @@ def instant(stamp: str | None) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class Service:
-    """A service as the stack defines it: its name, container name and what it depends on."""
+    """A service as the stack defines it: its name, container name, what it depends on, and what
+    decides whether it may run twice for a moment (`replacement.footprint`)."""
 
     name: str
     container_name: str | None = None
     depends_on: frozenset[str] = field(default_factory=frozenset)
+    footprint: Footprint = field(default_factory=Footprint)
 
 
 # A client's unhealthy verdict counts only from checks begun this long after the services it calls
@@ -75,11 +79,23 @@ class ServiceState:
     first_passed_at: str | None = None  # when the earliest passing healthcheck on record ended
     tasks: str | None = None  # Swarm: running/desired tasks, such as 2/2
     update: str | None = None  # Swarm: the service's update state (updating, completed, rollback_completed...)
+    serving_since: str | None = None  # start-first: when this container became the only one serving
+
+    @property
+    def ready_at(self) -> int:
+        """When this container could first serve, in the engine's clock: its first passing check (or
+        its start, without a healthcheck), or for a start-first replacement the moment its
+        predecessor left. A client's check begun later sees it serving."""
+        moments = (self.started_at, self.first_passed_at, self.serving_since)
+        return max(instant(moment) or 0 for moment in moments)
 
     @property
     def downtime(self) -> float | None:
         """Seconds from this container's creation (its predecessor stopped just before) to its first
-        passing healthcheck, or to its start without one, in the engine's clock; None if unknown."""
+        passing healthcheck, or to its start without one, in the engine's clock; none for a start-first
+        replacement; None if unknown."""
+        if self.serving_since is not None and self.healthy:
+            return 0.0  # replaced start-first: its predecessor served until it took over
         created = instant(self.created_at)
         ready = instant(self.first_passed_at if self.health is not None else self.started_at)
         if created is None or ready is None or not self.healthy:
@@ -160,6 +176,23 @@ class Engine(Protocol):
 
         A restarted container keeps the environment it was created with; only a new one applies
         a changed `.env`. Each old container serves until this call replaces it.
+        """
+        ...
+
+    def strategy(self, service: str) -> Strategy:
+        """How `service` is replaced, and why: start-first beside its old container where it declares
+        that and can run twice, else stop-late (`recreate`); `swarm` where the engine's own update
+        follows the declaration."""
+        ...
+
+    def replace(self, service: str, timeout: float) -> ServiceState:
+        """Replace `service` start-first: a new container from its new configuration starts beside the
+        old one, unreachable by its name until healthy; then it joins the service's names, the old
+        one leaves and is removed, and the new one takes its name. Its last state.
+
+        If the new container is not healthy within `timeout`, or the engine fails part-way, the new
+        one is removed and the old one keeps serving: the state returned is not healthy, or the
+        error is raised. Either way the old container never stopped serving.
         """
         ...
 

@@ -36,6 +36,7 @@ from ..errors import ConfigError, EngineError, SelectionError, did_you_mean
 from ..fsio import inside, remove_file
 from ..generate import Secret
 from ..interpolation import REFERENCE
+from ..replacement import SWARM, Strategy
 from .docker import DockerEngine
 from .protocol import Service, ServiceState, instant
 
@@ -285,6 +286,16 @@ class SwarmEngine(DockerEngine):
         for name in services:
             if after[name]["Spec"] != before[name]["Spec"]:
                 self._updating[name] = (before[name].get("UpdateStatus") or {}).get("StartedAt")
+
+    def strategy(self, service: str) -> Strategy:
+        """Swarm itself replaces each task as the service's `deploy.update_config` says."""
+        return SWARM
+
+    def replace(self, service: str, timeout: float) -> ServiceState:
+        """Swarm's own update is the replacement, start-first where the service declares it."""
+        previous = self.state(service).container_id
+        self.recreate([service])
+        return self.wait_healthy(service, previous, timeout)
 
     def deploy(self, services: Sequence[str] | None = None) -> None:
         """Deploy the stack (or only `services`) with the env files' values in the docker process's
