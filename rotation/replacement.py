@@ -39,9 +39,15 @@ class Strategy:
 
     order: Order
     reason: str
+    declared: str | None = None  # the order the service declares, if any
 
-    def to_json(self) -> dict[str, str]:
-        return {"order": self.order, "reason": self.reason}
+    @property
+    def notable(self) -> bool:
+        """Worth a word in a plan: start-first, or declared so and refused (stop-late by default is not)."""
+        return self.order != "stop-late" or self.declared == "start-first"
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"order": self.order, "reason": self.reason, "declared": self.declared}
 
 
 SWARM = Strategy("swarm", "Swarm's rolling update follows the service's deploy.update_config")
@@ -107,15 +113,18 @@ def strategy(found: Footprint, single_writer: Collection[str], root: Path) -> St
     """Start-first where the service declares it and can run twice; stop-late, with the reason,
     everywhere else. `single_writer` holds volume names and paths (relative to `root`) that only
     one container may write at a time."""
-    if found.order != "start-first":
-        declared = f"declares order: {found.order}" if found.order else "declares no deploy.update_config.order"
-        return Strategy("stop-late", declared)
+    declared = found.order
+    if declared != "start-first":
+        why = f"declares order: {declared}" if declared else "declares no deploy.update_config.order"
+        return Strategy("stop-late", why, declared)
     if found.published:
-        return Strategy("stop-late", f"publishes host port {found.published[0]}: two containers cannot bind it")
+        return Strategy(
+            "stop-late", f"publishes host port {found.published[0]}: two containers cannot bind it", declared
+        )
     if found.fixed_address:
-        return Strategy("stop-late", "has a fixed address: two containers cannot hold it")
+        return Strategy("stop-late", "has a fixed address: two containers cannot hold it", declared)
     marked = {_located(name, root) for name in single_writer}
     shared = [w for w in found.writes if w in marked]
     if shared:
-        return Strategy("stop-late", f"writes {shared[0]}, which compose.single_writer marks single-writer")
-    return Strategy("start-first", "declares deploy.update_config.order: start-first")
+        return Strategy("stop-late", f"writes {shared[0]}, which compose.single_writer marks single-writer", declared)
+    return Strategy("start-first", "declares deploy.update_config.order: start-first", declared)

@@ -192,29 +192,36 @@ PHASE_TEXT = {
 
 
 def _services(plan: Plan) -> list[str]:
-    """One line per service the plan recreates, with the changed variables it reads and how a
-    restart replaces it (start-first, or stop-late and why)."""
+    """One line per service the plan recreates: how a restart replaces it, the changed variables it
+    reads, and why not start-first where it declares that but cannot run twice."""
     if not plan.services:
         return ["services: (none)"]
     width = max(len(printable(s)) for s in plan.services)
-    reads = {s: f"reads {', '.join(plan.because[s])}" if plan.because.get(s) else "" for s in plan.services}
-    wide = max(len(text) for text in reads.values())
     lines = []
     for index, service in enumerate(plan.services):
         strategy = plan.strategies.get(service)
-        how = f"  {strategy.order}: {strategy.reason}" if strategy else ""
-        row = f"{printable(service):<{width}}  {reads[service]:<{wide}}{how}".rstrip()
+        order = f"{strategy.order:<11}  " if strategy else ""
+        names = plan.because.get(service, ())
+        why = f"reads {', '.join(names)}" if names else ""
+        refused = (
+            f"  (not start-first: {strategy.reason})"
+            if strategy and strategy.order == "stop-late" and strategy.notable
+            else ""
+        )
+        row = f"{printable(service):<{width}}  {order}{why}{refused}".rstrip()
         lines.append(f"{'services: ' if index == 0 else ' ' * 10}{row}")
     return lines
 
 
 def strategy_lines(strategies: Mapping[str, Strategy]) -> list[str]:
-    """One line per service: how it is replaced (start-first, stop-late) and why."""
-    width = max((len(name) for name in strategies), default=0)
-    return [
-        f"  {printable(name):<{width}}  {paint(s.order, 'green' if s.order == 'start-first' else 'bold')}: {s.reason}"
-        for name, s in sorted(strategies.items())
-    ]
+    """How each service is (or would be) replaced: one line for those replaced stop-late by
+    default, and one line with the reason for each start-first one or one that declared it and could not be."""
+    plain = sorted(name for name, s in strategies.items() if not s.notable)
+    lines = [f"  {paint(s.order, 'green' if s.order == 'start-first' else 'bold')}: {printable(name)} ({s.reason})"
+             for name, s in sorted(strategies.items()) if s.notable]  # fmt: skip
+    if plain:
+        lines.append(f"  {paint('stop-late', 'bold')}: {', '.join(map(printable, plain))} (no start-first declared)")
+    return lines
 
 
 def nothing_due_json(dry_run: bool) -> dict[str, Any]:

@@ -33,7 +33,7 @@ def test_dry_run_masks_values_and_writes_nothing(stack: Path, inproc: CLI) -> No
     ran = inproc("rotate", "--dry-run")
     assert ran.code == 0, ran.err
     assert "JWT_SECRET" in ran.out and "64 chars, alnum" in ran.out
-    assert re.search(r"(?m)^ +auth +reads JWT_SECRET$", ran.out)
+    assert re.search(r"(?m)^ +auth +stop-late +reads JWT_SECRET$", ran.out)
     assert tree(stack) == before
     assert not (stack / "backups").exists()
     for value in every_value(stack):

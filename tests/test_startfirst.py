@@ -61,14 +61,15 @@ def test_a_start_first_service_answers_through_its_own_rotation_and_its_database
 ) -> None:
     root, project = startfirst_stack
     dry = inproc("rotate", "--dry-run", "--secrets", "DB_PASSWORD", cwd=root)
-    assert "api  reads DB_PASSWORD  start-first" in dry.out
-    assert "db   reads DB_PASSWORD  stop-late: writes db-data, which compose.single_writer marks" in dry.out
+    assert "api  start-first  reads DB_PASSWORD\n" in dry.out
+    assert "db   stop-late    reads DB_PASSWORD  (not start-first: writes db-data, which compose.single_writer" in dry.out
     for secret, replaced in (("API_TOKEN", {"api"}), ("DB_PASSWORD", {"db", "api"})):
         before = {name: c.id for name, c in enginestack.containers(docker_client, project).items()}
         enginestack.forget_asks(docker_client, project)
         ran = inproc("precheck", "rotate", "--secrets", secret, "restart", "verify", cwd=root)
         assert ran.code == 0, ran.text
         assert "api: starting beside the old" in ran.out
+        assert "start-first: api (declares deploy.update_config.order: start-first)" in ran.out
         down, asked = enginestack.unavailable(docker_client, project)
         assert asked > 20 and down <= UNAVAILABLE, (secret, down, asked)
         api = the_api(docker_client, project)
