@@ -83,8 +83,22 @@ def _err(text: str, colour: str = "yellow") -> None:
 
 
 def _root(c: Context) -> Path:
-    configured = _setting(c, "root") or os.environ.get("ROTATION_ROOT") or os.getcwd()
-    return Path(str(configured)).expanduser().absolute()
+    """The stack: `rotation.root`, else ROTATION_ROOT, else here. A relative root written in a
+    settings file (`-f prod.yaml`, the project's invoke.yaml) counts from that file's folder, not
+    from where the command runs, so that a printed `cd STACK && inv ...` finds the same stack."""
+    configured = _setting(c, "root")
+    if not configured:
+        return Path(os.environ.get("ROTATION_ROOT") or os.getcwd()).expanduser().absolute()
+    path = Path(str(configured)).expanduser()
+    layers = [("_runtime", "_runtime_path")]
+    if "INVOKE_ROTATION_ROOT" not in os.environ:  # the environment ranks above the project's file
+        layers.append(("_project", "_project_path"))
+    for layer, source in layers:
+        written = (getattr(c.config, layer, None) or {}).get("rotation", {}).get("root")
+        origin = getattr(c.config, source, None)
+        if written == configured and origin:
+            return (Path(origin).parent / path).absolute()
+    return path.absolute()
 
 
 def _dry(c: Context, flag: bool = False) -> bool:

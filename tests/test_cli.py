@@ -6,6 +6,7 @@ import json
 import os
 import pty
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -157,6 +158,23 @@ def test_readme_setup_commands_pass_in_either_order_and_restore_returns_the_exam
         assert ran.returncode == 0, (step, ran.stdout[-2000:], ran.stderr[-2000:])
     ran = program(*INV, "restore", "--latest", cwd=clone, env={"PYTHONPATH": str(clone)})
     assert ran.returncode == 0, ran.stderr
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True, check=True)
+    assert status.stdout == ""
+
+
+def test_a_relative_root_counts_from_invoke_yaml_so_a_printed_command_works_from_the_stack(tmp_path: Path) -> None:
+    """`inv` prints `cd STACK` before a follow-up (a failed rollback's steps): run there, inv still
+    reads the repository's invoke.yaml, whose `root: examples/localai` must not be doubled."""
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    clone = _clone(tmp_path)
+    stack = clone / "examples" / "localai"
+    env = {"PYTHONPATH": str(clone), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    ran = program(*INV, "rotate", "--secrets", "JWT_SECRET", cwd=clone, env=env)
+    undo = re.search(r"undo: (inv .+)\)", ran.stdout)
+    assert ran.returncode == 0 and undo, ran.stdout + ran.stderr
+    again = program("sh", "-c", f"cd {shlex.quote(str(stack))} && {undo[1]}", cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stderr
     status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True, check=True)
     assert status.stdout == ""
 

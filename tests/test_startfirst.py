@@ -62,7 +62,7 @@ def test_a_start_first_service_answers_through_its_own_rotation_and_its_database
     root, project = startfirst_stack
     dry = inproc("rotate", "--dry-run", "--secrets", "DB_PASSWORD", cwd=root)
     assert "api  start-first  reads DB_PASSWORD\n" in dry.out
-    assert "db   stop-late    reads DB_PASSWORD  (not start-first: writes db-data, which compose.single_writer" in dry.out
+    assert "db   stop-late    reads DB_PASSWORD  (not start-first: writes db-data, which compose" in dry.out
     for secret, replaced in (("API_TOKEN", {"api"}), ("DB_PASSWORD", {"db", "api"})):
         before = {name: c.id for name, c in enginestack.containers(docker_client, project).items()}
         enginestack.forget_asks(docker_client, project)
