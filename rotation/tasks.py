@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import shlex
+import shutil
 import signal
 import sys
 import threading
@@ -106,10 +107,21 @@ def _dry(c: Context, flag: bool = False) -> bool:
     return bool(flag or c.config.get("run", {}).get("dry"))
 
 
+def _program() -> list[str]:
+    """This program as a person types it again: its name where PATH finds this very program, else
+    its path (`.venv/bin/inv` outside an activated environment); `python -m rotation` as `rotation`
+    where PATH has one, else as it was run."""
+    invoked = Path(sys.argv[0])
+    if invoked.name in ("inv", "invoke", "rotation"):
+        found = shutil.which(invoked.name)
+        same = found is not None and Path(found).resolve() == invoked.resolve()
+        return [invoked.name if same else str(invoked.absolute())]
+    return ["rotation"] if shutil.which("rotation") else [sys.executable, "-m", "rotation"]
+
+
 def _command(c: Context, config: str | None) -> Command:
     """How to spell a follow-up command so that it works as printed, from where it was printed."""
-    program = Path(sys.argv[0]).name
-    words = [program if program in ("inv", "invoke") else "rotation"]
+    words = _program()
     settings = getattr(c.config, "_runtime_path", None)
     if settings:
         words += ["-f", str(settings)]
