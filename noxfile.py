@@ -13,7 +13,7 @@ nox.options.error_on_missing_interpreters = True
 def tests(session: nox.Session) -> None:
     """Run the test suite; extra arguments go to pytest (`nox -s tests -- -k envfile`)."""
     session.install(".[test]")
-    session.run("pytest", "-rs", *session.posargs)
+    session.run("pytest", "-rs", "--durations=15", *session.posargs)  # the slowest tests: where CI's time goes
 
 
 @nox.session

@@ -33,44 +33,24 @@ from docker import DockerClient
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests import swarmstack
-from tests.enginestack import IMAGE, ensure_image
+from tests.enginestack import ensure_image
 
 EVERY = 0.1
 RUNS = 3
 SERVICES = ("db", "api")
 
-COMPOSE_FILE = """
-x-busybox: &busybox
-  image: {image}
-  init: true
-  stop_grace_period: 1s
 
-services:
-  db:
-    <<: *busybox
-    command:
-      - sh
-      - -c
-      - mkdir -p /www && printf %s "$$DB_PASSWORD" > /www/password && exec httpd -f -p 8080 -h /www
-    environment:
-      DB_PASSWORD: ${{DB_PASSWORD}}
-    healthcheck:
-      test: ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:8080/password"]
-      interval: 1s
-      timeout: 2s
-      retries: 2
-  api:
-    <<: *busybox
-    command: ["sh", "-c", "mkdir -p /www && echo ok > /www/ok && exec httpd -f -p 8080 -h /www"]
-    depends_on: [db]
-    environment:
-      API_KEY: ${{API_KEY}}
-    healthcheck:
-      test: ["CMD-SHELL", "test $${{#API_KEY}} -eq 32"]
-      interval: 1s
-      timeout: 2s
-      retries: 1
-"""
+def compose_file() -> str:
+    """The Swarm stack file as a plain compose file: one container per service, no Swarm secret
+    (api's healthcheck then checks its key's length alone)."""
+    model = yaml.safe_load(swarmstack.STACK_FILE)
+    model.pop("version", None)
+    model.pop("secrets", None)
+    for body in model["services"].values():
+        body.pop("deploy", None)
+        body.pop("secrets", None)
+    model["services"]["api"]["healthcheck"]["test"] = ["CMD-SHELL", "test $${#API_KEY} -eq 32"]
+    return yaml.safe_dump(model, sort_keys=False)
 
 
 def sample(count: Callable[[str], int], stop: threading.Event, seen: dict[str, list[tuple[float, int]]]) -> None:
@@ -124,7 +104,7 @@ def compose_stack(base: Path, client: DockerClient) -> Iterator[tuple[Path, Call
     project = "bdcompose"
     root = base / project
     root.mkdir()
-    (root / "docker-compose.yml").write_text(COMPOSE_FILE.format(image=IMAGE))
+    (root / "docker-compose.yml").write_text(compose_file())
     (root / ".env").write_text(f"DB_PASSWORD={'a' * 32}\nAPI_KEY={'b' * 32}\n")
     settings = swarmstack.config(project)
     del settings["engine"], settings["swarm"], settings["secrets"]["API_KEY"]["swarm_secret"]

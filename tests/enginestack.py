@@ -1,15 +1,13 @@
-"""A compose stack on a real Docker Engine that models a shared credential.
+"""Compose stacks on a real engine, from the files under tests/fixtures, and their busybox image.
 
-`db` serves its DB_PASSWORD over HTTP; `api` is healthy only while its own copy matches;
-`gateway` depends on `api`, reads API_KEY and turns unhealthy at once while `api` is away;
-`worker` is independent and has no healthcheck.
-The image is busybox imported from this machine (no registry is reachable), as ENGINE.md shows.
+`engine` models a shared credential (`running`); `startfirst` a service replaced beside its old
+container, watched by a client (`from_fixture(..., "startfirst")`, `unavailable`). The image is
+busybox imported from this machine (no registry is reachable).
 """
 
 from __future__ import annotations
 
 import io
-import re
 import shutil
 import subprocess
 import tarfile
@@ -19,102 +17,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import docker
-import yaml
 from docker import DockerClient
 from docker.models.containers import Container
 
-IMAGE = "localhost/rotation-busybox-v3:latest"  # Podman's import ignores the tag: keep latest
+IMAGE = "localhost/rotation-busybox-v3:latest"  # as the fixtures name it; Podman's import ignores the tag: keep latest
 APPLETS = ("sh", "httpd", "sleep", "wget", "cat", "env", "echo", "test", "printf", "mkdir", "grep", "true", "timeout")
-
-COMPOSE = """
-x-busybox: &busybox
-  image: {image}
-  init: true
-  stop_grace_period: 1s
-
-services:
-  db:
-    <<: *busybox
-    command:
-      - sh
-      - -c
-      - mkdir -p /www && printf %s "$$DB_PASSWORD" > /www/password && exec httpd -f -p 8080 -h /www
-    environment:
-      DB_PASSWORD: ${{DB_PASSWORD}}
-    healthcheck:  # notes the host's uptime at its first pass, so a test can order it against api's start
-      test:
-        - CMD-SHELL
-        - >-
-          wget -q -O /dev/null http://127.0.0.1:8080/password
-          && {{ test -f /tmp/healthy || cat /proc/uptime > /tmp/healthy; }}
-      interval: 1s
-      timeout: 2s
-      retries: 2
-  api:
-    <<: *busybox
-    command:
-      - sh
-      - -c
-      - >-
-        cat /proc/uptime > /tmp/started && mkdir -p /www && echo ok > /www/ok
-        && exec httpd -f -p 8080 -h /www
-    depends_on:
-      db: {{condition: service_healthy}}
-    environment:
-      DB_PASSWORD: ${{DB_PASSWORD}}
-    healthcheck:
-      test: ["CMD-SHELL", "test \\"$$(wget -q -O - http://db:8080/password)\\" = \\"$$DB_PASSWORD\\""]
-      interval: 1s
-      timeout: 2s
-      retries: 3  # one slow name lookup (Podman's aardvark under load) is not a wrong password
-  gateway:
-    <<: *busybox
-    container_name: {project}-gateway
-    command: ["sleep", "1000000"]
-    depends_on:
-      api: {{condition: service_healthy}}
-    environment:
-      API_KEY: ${{API_KEY}}
-    healthcheck:
-      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://api:8080/ok"]
-      interval: 1s
-      timeout: 2s
-      retries: 1  # unhealthy at once while api is replaced, as real gateways are
-  worker:
-    <<: *busybox
-    command: ["sleep", "1000000"]
-
-networks:
-  default:
-    internal: true  # nothing leaves the host; Podman's DNS then never asks upstream for a missing name
-"""
-
-ENV = """# engine test stack
-DB_PASSWORD=0123456789abcdef0123456789abcdef
-API_KEY="abcdefghijklmnopqrstuvwxyz012345"
-"""
-
-
-def config(project: str) -> dict[str, object]:
-    """The stack's secrets-config.yaml: the database password and the gateway's key."""
-    return {
-        "secrets": {
-            "DB_PASSWORD": {
-                "type": "random",
-                "length": 32,
-                "alphabet": "hex",
-                "files": [".env"],
-                "restart_services": ["db", "api"],
-            },
-            "API_KEY": {
-                "type": "random",
-                "length": 32,
-                "files": [".env"],
-                "restart_services": [f"{project}-gateway"],
-            },
-        },
-        "compose": {"project": project},
-    }
 
 
 def ensure_image(client: DockerClient) -> None:
@@ -164,31 +71,26 @@ def _up(root: Path, project: str, client: DockerClient) -> Iterator[None]:
 
 @contextmanager
 def running(base: Path, client: DockerClient) -> Iterator[tuple[Path, str]]:
-    """Write the stack into `base`, bring it up healthy, and take it down afterwards."""
-    project = f"rt{uuid.uuid4().hex[:8]}"
-    root = base / project
-    root.mkdir()
-    (root / "docker-compose.yml").write_text(COMPOSE.format(image=IMAGE, project=project))
-    (root / ".env").write_text(ENV)
-    (root / ".env").chmod(0o600)
-    (root / "secrets-config.yaml").write_text(yaml.safe_dump(config(project)))
-    with _up(root, project, client):
-        yield root, project
+    """The engine test stack (tests/fixtures/engine) in `base`, up and healthy for the block."""
+    with from_fixture(base, client, "engine") as stack:
+        yield stack
 
 
 FIXTURES = Path(__file__).parent / "fixtures"
+PLACEHOLDER = "fixture-project"  # a fixture's project name in its .env and configuration, made unique per test
 
 
 @contextmanager
 def from_fixture(base: Path, client: DockerClient, name: str) -> Iterator[tuple[Path, str]]:
-    """Copy the stack `tests/fixtures/<name>` into `base` under a project name of its own (its .env's
-    COMPOSE_PROJECT_NAME), bring it up healthy, and take it down afterwards."""
-    project = f"rs{uuid.uuid4().hex[:8]}"
+    """Copy the stack `tests/fixtures/<name>` into `base` under a project name of its own (the
+    fixture's PLACEHOLDER, COMPOSE_PROJECT_NAME in its .env), bring it up healthy, and take it down."""
+    project = f"rt{uuid.uuid4().hex[:8]}"
     root = base / project
     shutil.copytree(FIXTURES / name, root)
-    env = root / ".env"
-    env.write_text(re.sub(r"(?m)^COMPOSE_PROJECT_NAME=.*$", f"COMPOSE_PROJECT_NAME={project}", env.read_text()))
-    env.chmod(0o600)
+    assert IMAGE in (root / "docker-compose.yml").read_text(), f"tests/fixtures/{name} must use {IMAGE}"
+    for written in (root / ".env", root / "secrets-config.yaml"):
+        written.write_text(written.read_text().replace(PLACEHOLDER, project))
+    (root / ".env").chmod(0o600)
     try:
         with _up(root, project, client):
             yield root, project

@@ -27,55 +27,7 @@ from docker.models.containers import Container
 
 from rotation import envfile
 
-from .enginestack import IMAGE
-
-STACK_FILE = """
-version: "3.8"
-x-busybox: &busybox
-  image: {image}
-  init: true
-  stop_grace_period: 1s
-
-services:
-  db:
-    <<: *busybox
-    command:
-      - sh
-      - -c
-      - mkdir -p /www && printf %s "$$DB_PASSWORD" > /www/password && exec httpd -f -p 8080 -h /www
-    environment:
-      DB_PASSWORD: ${{DB_PASSWORD}}
-    healthcheck:
-      test: ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:8080/password"]
-      interval: 1s
-      timeout: 2s
-      retries: 2
-    deploy:
-      endpoint_mode: dnsrr
-      update_config: {{monitor: 1s}}
-  api:
-    <<: *busybox
-    command: ["sh", "-c", "mkdir -p /www && echo ok > /www/ok && exec httpd -f -p 8080 -h /www"]
-    depends_on: [db]
-    environment:
-      API_KEY: ${{API_KEY}}
-    secrets: [api_key]
-    healthcheck:
-      test: ["CMD-SHELL", "test \\"$$(cat /run/secrets/api_key)\\" = \\"$$API_KEY\\" && test $${{#API_KEY}} -eq 32"]
-      interval: 1s
-      timeout: 2s
-      retries: 1
-    deploy:
-      replicas: 2
-      endpoint_mode: dnsrr
-      update_config: {{order: start-first, parallelism: 1, monitor: 2s, failure_action: rollback}}
-      rollback_config: {{order: start-first, parallelism: 1, monitor: 1s}}
-
-secrets:
-  api_key:
-    external: true
-    name: ${{API_KEY_SECRET}}
-"""
+STACK_FILE = (Path(__file__).parent / "fixtures" / "swarm" / "stack.yml").read_text()
 
 
 def config(stack: str) -> dict[str, Any]:
@@ -222,7 +174,7 @@ def deployed(base: Path, client: DockerClient) -> Iterator[tuple[Path, str]]:
     stack = f"rs{uuid.uuid4().hex[:8]}"
     root = base / stack
     root.mkdir()
-    (root / "stack.yml").write_text(STACK_FILE.format(image=IMAGE))
+    (root / "stack.yml").write_text(STACK_FILE)
     api_key = uuid.uuid4().hex
     env = f"# swarm test stack\nDB_PASSWORD={uuid.uuid4().hex}\nAPI_KEY={api_key}\nAPI_KEY_SECRET={stack}_api_key_v1\n"
     (root / ".env").write_text(env)

@@ -132,7 +132,8 @@ def test_every_plan_names_only_services_the_stack_has_and_says_why(name: str, tm
         assert jwt["affected_by"]["auth"] == ["JWT_KEYS", "JWT_SECRET"]
         assert {"realtime", "storage", "functions"} <= {s for s, v in jwt["affected_by"].items() if "JWT_JWKS" in v}
     text = inproc("rotate", "--dry-run", "--secrets", "JWT_SECRET", cwd=root).out
-    assert re.search(rf"(?m)^(services:)? +{re.escape(gateway)} +reads ANON_KEY, SERVICE_ROLE_KEY$", text), text
+    line = rf"(?m)^(services:)? +{re.escape(gateway)} +stop-late +reads ANON_KEY, SERVICE_ROLE_KEY$"
+    assert re.search(line, text), text
 
 
 def test_langfuse_shares_the_database_password_and_is_restarted_with_it(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ def written(base: Path, stack: str, stack_file: str = swarmstack.STACK_FILE) -> 
     """A stack directory that was never deployed."""
     root = base / stack
     root.mkdir()
-    (root / "stack.yml").write_text(stack_file.format(image="busybox"))
+    (root / "stack.yml").write_text(stack_file)
     (root / ".env").write_text(f"DB_PASSWORD={'a' * 32}\nAPI_KEY={'b' * 32}\nAPI_KEY_SECRET={stack}_api_key_v1\n")
     (root / "secrets-config.yaml").write_text(yaml.safe_dump(swarmstack.config(stack)))
     return root
@@ -118,7 +118,7 @@ def test_bad_swarm_input_is_one_line_with_nothing_changed(swarm: DockerClient, c
     before = tree(root)
     line = one_line_error(cli("check", cwd=root))
     assert "no stack 'nosuchstack'" in line
-    unused = swarmstack.STACK_FILE + "  unused:\n    external: true\n    name: ${{UNUSED_SECRET}}\n"
+    unused = swarmstack.STACK_FILE + "  unused:\n    external: true\n    name: ${UNUSED_SECRET}\n"
     root = written(tmp_path, "unused", unused)
     with edited_config(root) as raw:
         raw["secrets"]["API_KEY"]["swarm_secret"] = "unused"
