@@ -4,8 +4,8 @@ Compose ignores `deploy:` outside Swarm, so a service's `deploy.update_config.or
 ours to honour, and the same file then means the same thing on Swarm, where `order` is documented
 (https://docs.docker.com/reference/compose-file/deploy/#update_config). A service runs twice for a
 moment only where two containers can: not when it publishes a host port (the second cannot bind
-it), has a fixed address, or writes a volume the stack marks single-writer (`compose.single_writer`,
-a database's data).
+it), has a fixed address or no network of its own (`network_mode`), runs several replicas, or
+writes a volume the stack marks single-writer (`compose.single_writer`, a database's data).
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ class Footprint:
     published: tuple[str, ...] = ()
     fixed_address: bool = False
     writes: tuple[str, ...] = ()
+    network_mode: str | None = None  # host, none, service:NAME, container:NAME: no networks of its own
+    replicas: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +103,15 @@ def footprint(body: Mapping[str, Any], directory: Path) -> Footprint:
     fixed = isinstance(networks, Mapping) and any(
         isinstance(n, Mapping) and (n.get("ipv4_address") or n.get("ipv6_address")) for n in networks.values()
     )
+    mode = body.get("network_mode")
+    replicas = _mapping(body.get("deploy")).get("replicas", body.get("scale", 1))
     return Footprint(
         order=str(order) if order is not None else None,
         published=tuple(p for p in map(_published, ports) if p),
         fixed_address=bool(fixed or body.get("mac_address")),
         writes=tuple(w for v in volumes if (w := _written(v, directory))),
+        network_mode=str(mode) if mode not in (None, "", "bridge", "default") else None,
+        replicas=int(replicas) if str(replicas).isdigit() else 1,
     )
 
 
@@ -117,6 +123,12 @@ def strategy(found: Footprint, single_writer: Collection[str], root: Path) -> St
     if declared != "start-first":
         why = f"declares order: {declared}" if declared else "declares no deploy.update_config.order"
         return Strategy("stop-late", why, declared)
+    if found.replicas > 1:
+        return Strategy("stop-late", f"runs {found.replicas} replicas, which compose replaces itself", declared)
+    if found.network_mode:
+        where = found.network_mode.split(":", 1)[0]
+        modes = {"host": "shares the host's network: two containers cannot bind its ports", "none": "has no network"}
+        return Strategy("stop-late", modes.get(where, f"shares the network of {found.network_mode}"), declared)
     if found.published:
         return Strategy(
             "stop-late", f"publishes host port {found.published[0]}: two containers cannot bind it", declared

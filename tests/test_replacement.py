@@ -39,6 +39,10 @@ FIRST = {"deploy": {"update_config": {"order": "start-first"}}}
             "",
         ),
         ({**FIRST, "volumes": ["cache:/cache"]}, "start-first", "declares"),  # not marked single-writer
+        ({**FIRST, "network_mode": "host"}, "stop-late", "shares the host's network"),
+        ({**FIRST, "network_mode": "service:db"}, "stop-late", "shares the network of service:db"),
+        ({**FIRST, "network_mode": "bridge"}, "start-first", "declares"),
+        ({"deploy": {"replicas": 2, "update_config": {"order": "start-first"}}}, "stop-late", "runs 2 replicas"),
     ],
 )
 def test_start_first_only_where_declared_and_two_containers_can_run(body: dict, order: str, reason: str) -> None:
