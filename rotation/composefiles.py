@@ -22,7 +22,7 @@ import yaml
 from . import envfile
 from .errors import RotationError
 from .fsio import read_bounded
-from .interpolation import compose_variables
+from .interpolation import compose_variables, expanded
 from .replacement import Footprint, footprint
 
 __all__ = ["DEFAULT_FILES", "OVERRIDE_FILES", "Readers", "dotenv", "named_files", "read"]
@@ -158,7 +158,12 @@ def read(root: Path, named: Sequence[str]) -> Readers:
     if not reader.read and not reader.warnings:
         reader.warnings.append(f"no compose file found in {root} ({', '.join(named or DEFAULT_FILES)})")
     reads = {name: reader.reads_of(body) for name, body in reader.services.items()}
-    containers = {body["container_name"]: name for name, body in reader.services.items() if body.get("container_name")}
+    variables = {**dotenv(project), **os.environ}  # as compose interpolates: the shell over the .env
+    containers = {}
+    for name, body in reader.services.items():
+        written = body.get("container_name")
+        if isinstance(written, str) and written:
+            containers[expanded(written, variables) or written] = name
     footprints = {name: footprint(body, project) for name, body in reader.services.items()}
     return Readers(reads, containers, tuple(reader.read), tuple(reader.warnings), footprints)
 

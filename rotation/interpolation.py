@@ -7,8 +7,9 @@ a reference is.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
-__all__ = ["NAME", "REFERENCE", "compose_variables", "references"]
+__all__ = ["NAME", "REFERENCE", "compose_variables", "expanded", "references"]
 
 NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 REFERENCE = re.compile(rf"\$\{{({NAME})\}}")  # `${VAR}` in a template of the configuration
@@ -49,6 +50,36 @@ def compose_variables(text: str) -> set[str]:
         else:
             pos += 1
     return found
+
+
+_SIMPLE = re.compile(rf"\$(?:\{{({NAME})(?:(:?-)([^}}$]*))?\}}|({NAME})|(\$))")
+
+
+def expanded(text: str, variables: Mapping[str, str]) -> str | None:
+    """`text` as compose interpolates it from `variables`, for a name such as a `container_name`:
+    `$VAR`, `${VAR}`, `${VAR:-default}`, `${VAR-default}` and `$$`; None where it uses more than that
+    (a nested or required reference), or a `${VAR}` without a value."""
+    missing = False
+
+    def value(match: re.Match[str]) -> str:
+        nonlocal missing
+        braced, operator, default, bare, dollar = match.groups()
+        if dollar:
+            return "$"
+        name = braced or bare
+        found = variables.get(name)
+        if operator == ":-" and not found:
+            return default
+        if operator == "-" and found is None:
+            return default
+        if found is None:
+            missing = True
+            return ""
+        return found
+
+    result = _SIMPLE.sub(value, text)
+    leftover = _SIMPLE.sub("", text)
+    return None if missing or "$" in leftover else result
 
 
 def _closing_brace(text: str, start: int) -> int:

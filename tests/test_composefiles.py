@@ -55,6 +55,21 @@ def test_includes_overrides_env_files_and_secrets_are_followed(tmp_path: Path) -
     assert found.warnings == ()
 
 
+def test_a_container_name_is_known_as_compose_interpolates_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path, ".env", "COMPOSE_PROJECT_NAME=prod\nSUFFIX=from-env-file\n")
+    write(
+        tmp_path,
+        "compose.yaml",
+        "services:\n"
+        "  gateway:\n    container_name: ${COMPOSE_PROJECT_NAME}-gateway\n"
+        "  api:\n    container_name: api-${SUFFIX}\n"
+        "  db:\n    container_name: ${DB_NAME:?set it}\n",
+    )
+    monkeypatch.setenv("SUFFIX", "from-shell")  # the shell's value wins over the .env, as in compose
+    containers = read(tmp_path, []).containers
+    assert containers == {"prod-gateway": "gateway", "api-from-shell": "api", "${DB_NAME:?set it}": "db"}
+
+
 def test_files_outside_the_stack_or_unreadable_are_warnings_not_reads(tmp_path: Path) -> None:
     outside = tmp_path / "outside.yml"
     outside.write_text("services:\n  evil:\n    environment: ['${JWT_SECRET}']\n")
