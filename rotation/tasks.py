@@ -124,7 +124,7 @@ def _command(c: Context, config: str | None) -> Command:
     words = _program()
     settings = getattr(c.config, "_runtime_path", None)
     if settings:
-        words += ["-f", str(settings)]
+        words += ["-f", str(Path(settings).absolute())]  # printed after a `cd STACK` too
     after = ["--config", str(Path(config).expanduser().absolute())] if config else []
 
     def command(task_words: str) -> str:

@@ -65,16 +65,14 @@ def test_missing_settings_file_is_an_error_naming_it(stack: Path) -> None:
 
 def test_settings_file_selects_the_stack(stack: Path, tmp_path: Path) -> None:
     settings = tmp_path / "prod.yaml"
-    settings.write_text(f"rotation:\n  root: {stack}\n")
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    ran = program(*ROTATION, "-f", str(settings), "rotate", "--secrets", "JWT_SECRET", cwd=elsewhere)
+    settings.write_text(f"rotation:\n  root: {os.path.relpath(stack, tmp_path)}\n")  # from the file's folder
+    ran = program(*ROTATION, "-f", "prod.yaml", "rotate", "--secrets", "JWT_SECRET", cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
     undo = re.search(r"undo: (.+)\)", ran.stdout)
-    assert undo and f"-f {settings}" in undo[1]
-    # The undo command works exactly as printed, from where it was printed.
+    assert undo and f"-f {settings}" in undo[1]  # absolute: it also works after a `cd` to the stack
+    # The undo command works exactly as printed, from where it was printed, and from the stack.
     path = {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # where a user's `rotation` is
-    again = subprocess.run(undo[1], shell=True, cwd=elsewhere, capture_output=True, text=True, timeout=60, env=path)
+    again = subprocess.run(undo[1], shell=True, cwd=stack, capture_output=True, text=True, timeout=60, env=path)
     assert again.returncode == 0, again.stderr
 
 

@@ -16,6 +16,7 @@ from docker import DockerClient
 from docker.models.containers import Container
 
 from rotation import envfile
+from rotation.engines.startfirst import create_body
 
 from . import enginestack
 from .conftest import CLI, edited_config
@@ -95,4 +96,35 @@ def test_a_replacement_that_never_turns_healthy_is_removed_and_the_old_one_serve
     api = the_api(docker_client, project)
     assert env_of(api)["API_TOKEN"] == env_of(old)["API_TOKEN"] == envfile.read(root / ".env").get("API_TOKEN")
     assert not [c.name for c in docker_client.containers.list(all=True) if (c.name or "").endswith("-rotation-next")]
+    nothing_to_recreate(root, docker_client, project)
+
+
+def test_a_replacement_left_by_a_killed_restart_is_removed_or_finished_by_the_next_one(
+    startfirst_stack: tuple[Path, str], docker_client: DockerClient, inproc: CLI
+) -> None:
+    """A restart killed while its replacement came up leaves it beside the old container, which still
+    serves: the next restart removes it. One killed after the old container was removed leaves the
+    replacement serving under its temporary name: the next restart gives it the service's name."""
+    root, project = startfirst_stack
+    name = f"{project}-api"
+
+    def stray() -> Container:
+        old = the_api(docker_client, project)
+        network = next(iter(old.attrs["NetworkSettings"]["Networks"]))
+        image = docker_client.api.inspect_image(old.attrs["Image"])["Config"]  # type: ignore[no-untyped-call]
+        body = create_body(old.attrs, image, {}, old.labels["com.docker.compose.config-hash"], network)
+        made = docker_client.api.create_container_from_config(body, name=f"{name}-rotation-next")  # type: ignore[no-untyped-call]
+        docker_client.api.start(made["Id"])
+        return docker_client.containers.get(made["Id"])
+
+    stray()
+    ran = inproc("restart", "--services", "api", cwd=root)
+    assert ran.code == 0, ran.text
+    the_api(docker_client, project)  # one container, with its name: the stray is gone
+    spare = stray()
+    the_api(docker_client, project).remove(force=True)
+    ran = inproc("restart", "--services", "api", cwd=root)
+    assert ran.code == 0, ran.text
+    assert "finishing a replacement an earlier run left half-way" in ran.err
+    assert the_api(docker_client, project).id != spare.id  # renamed, then replaced as asked
     nothing_to_recreate(root, docker_client, project)
