@@ -21,7 +21,7 @@ from invoke.program import Program
 
 from . import __version__
 from .errors import EXIT_CODES, did_you_mean
-from .tasks import namespace, quiet_stdout
+from .tasks import namespace
 
 __all__ = ["configure_logging", "main", "program"]
 
@@ -199,6 +199,8 @@ def main() -> None:
         program.run()
         sys.stdout.flush()
     except BrokenPipeError:
+        from .present import quiet_stdout  # deferred: only a closed pipe needs it
+
         quiet_stdout()
         sys.exit(0)
     except SystemExit as done:

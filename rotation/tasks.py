@@ -1,4 +1,4 @@
-"""The Invoke tasks: parse flags, call the library, print, turn failures into exit codes.
+"""The Invoke tasks: parse flags, call one use case, hand its result to `present`, exit with its code.
 
 `inv` reads them through the top-level `tasks.py`; `rotation` is a `Program` over the same
 collection (see `cli`). Several tasks on one command line (`rotation precheck rotate restart
@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,27 +30,26 @@ from invoke.exceptions import Exit
 from invoke.tasks import Task, task
 
 from .errors import Interrupted, RotationError, SelectionError
-from .escape import printable
 from .lazy import lazy
 from .rollout import DEFAULT_PARALLEL, DEFAULT_TIMEOUT
 
 if TYPE_CHECKING:
-    from . import audit, certificates, fsio, health, journal, pipeline, report, runs, schedule
+    from . import audit, certificates, fsio, health, journal, pipeline, present, report, runs, schedule
     from . import guard as guardscan
     from . import stack as stacks
     from .backup import Run
     from .rollback import Command
     from .stack import Stack
 else:  # loaded on first use: --help, --list and completion import no use case (as pip's commands_dict)
-    audit, certificates, fsio, guardscan, health, journal, pipeline, report, runs, schedule, stacks = (
+    audit, certificates, fsio, guardscan, health, journal, pipeline, present, report, runs, schedule, stacks = (
         lazy(f"{__package__}.{name}")
         for name in (
             *("audit", "certificates", "fsio", "guard", "health", "journal"),
-            *("pipeline", "report", "runs", "schedule", "stack"),
+            *("pipeline", "present", "report", "runs", "schedule", "stack"),
         )
     )
 
-__all__ = ["BUNDLED_CONFIG", "DEFAULTS", "SHORT_FLAGS", "namespace", "quiet_stdout"]
+__all__ = ["BUNDLED_CONFIG", "DEFAULTS", "SHORT_FLAGS", "namespace"]
 
 BUNDLED_CONFIG = Path(__file__).with_name("secrets-config.yaml")
 # Defaults of the numeric flags and settings, in one place.
@@ -77,10 +76,6 @@ def _task_options(**kwargs: Any) -> Callable[[Callable[..., None]], RotationTask
 
 def _setting(c: Context, key: str) -> object:
     return c.config.get("rotation", {}).get(key)
-
-
-def _err(text: str, colour: str = "yellow") -> None:
-    print(report.paint(f"rotation: {text}", colour, sys.stderr), file=sys.stderr)
 
 
 def _root(c: Context) -> Path:
@@ -157,16 +152,16 @@ def _stack(
     explicit = config or _setting(c, "config")
     settings, bundled = stacks.locate(root, str(explicit) if explicit else None, BUNDLED_CONFIG)
     if bundled:
-        _err(f"no secrets-config.yaml in {root}: using the bundled configuration for the local AI stack")
+        present.err(f"no secrets-config.yaml in {root}: using the bundled configuration for the local AI stack")
     timeout = _number(_setting(c, "lock_timeout") or DEFAULTS["lock_timeout"], "rotation.lock_timeout")
-    stack = stacks.Stack(root, settings, lock_timeout=timeout, task=record.task, waiting=_err)
+    stack = stacks.Stack(root, settings, lock_timeout=timeout, task=record.task, waiting=present.err)
     record.stack, record.recover = stack, _command(c, config)("recover")
     if recover:
         recovered, pending_reason = stack.recover_first(read_only=read_only, finish=record.recover)
         if pending_reason:
-            _err(f"warning: {pending_reason}")
+            present.err(f"warning: {pending_reason}")
         elif recovered:
-            _err(recovered)
+            present.err(recovered)
     return stack
 
 
@@ -182,16 +177,10 @@ def _task(name: str, json: bool = False) -> Iterator[_Record]:
         yield record
         outcome = "ok"
     except KeyboardInterrupt:
-        interrupted = _interrupted(record)
-        if json:
-            print(report.dumps(report.error_json(interrupted)))
-        raise Exit(report.paint(f"rotation: {interrupted}", "red", sys.stderr), Interrupted.exit_code) from None
+        raise present.error(_interrupted(record), json) from None
     except RotationError as exc:
         outcome = f"failed: {exc}"
-        if json:
-            print(report.dumps(report.error_json(exc)))
-        shown = "\n".join(printable(line) for line in str(exc).splitlines())
-        raise Exit(report.paint(f"rotation: {shown}", "red", sys.stderr), exc.exit_code) from None
+        raise present.error(exc, json) from None
     except Exit as exc:
         outcome = record.verdict or ("ok" if not exc.code else f"failed: exit code {exc.code}")
         raise
@@ -245,7 +234,7 @@ def _record(record: _Record, outcome: str, seconds: float) -> None:
     )
     urls = stack.config.notify if record.announce or done.failed else ()
     for warning in audit.record(stack.store.directory, done, urls, stack.env):
-        _err(f"warning: {warning}")
+        present.err(f"warning: {warning}")
 
 
 def _number(value: object, flag: str, kind: type[int] | type[float] = float) -> float:
@@ -307,8 +296,7 @@ def rotate(
             ]
             if not selection:
                 record.announce = False
-                print(report.dumps(report.nothing_due_json(dry)) if json else "rotate: no secret is due")
-                return
+                return present.nothing_due(json, dry)
         result = runs.rotate(
             stack,
             selection,
@@ -320,14 +308,7 @@ def rotate(
         record.secrets, record.services = list(result.plan.names), list(result.plan.services)
         if result.backup is not None:
             c.config.rotation.run = record.run = result.backup.id
-    if json:
-        print(report.dumps(report.rotation_json(result)))
-        return
-    if result.recovered:
-        _err(result.recovered)
-    for warning in result.plan.warnings:
-        print(report.paint(f"warning: {warning}", "yellow"))
-    print(report.rotation_text(result, _command(c, config)))
+    present.rotation(result, json, _command(c, config))
 
 
 @_task_options(
@@ -359,21 +340,12 @@ def restore(
             raise SelectionError("restore takes --latest or --backup, not both")
         stack = _stack(c, record, config, read_only=list or dry)
         if list:
-            backups = stack.store.all()
-            for ident, why in stack.store.damaged().items():
-                _err(f"warning: backup {ident} is damaged and skipped: {printable(why)}")
-            print(report.dumps(report.backups_json(backups)) if json else report.backups_table(backups))
-            return
+            return present.backups(stack.store.all(), stack.store.damaged(), json)
         result = runs.restore(stack, backup, dry_run=dry)
         record.run = result.restored.id
         record.secrets = [*result.restored.rotated_secrets]
         record.services = [*result.restored.affected_services]
-    if json:
-        print(report.dumps(report.restore_json(result)))
-        return
-    if result.recovered:
-        _err(result.recovered)
-    print(report.restore_text(result, _command(c, config)))
+    present.restoration(result, json, _command(c, config))
 
 
 @_task_options(
@@ -411,14 +383,7 @@ def pull(
             c.config.rotation.run = record.run = result.backup.id
         else:
             record.announce = False  # nothing changed
-    if json:
-        print(report.dumps(report.pull_json(result)))
-        return
-    if result.recovered:
-        _err(result.recovered)
-    for warning in result.plan.warnings:
-        print(report.paint(f"warning: {warning}", "yellow"))
-    print(report.pull_text(result, _command(c, config)))
+    present.pulled(result, json, _command(c, config))
 
 
 @_task_options(
@@ -445,16 +410,13 @@ def check(
         engine = stack.engine()
         result = pipeline.check(stack, engine, health.Snapshot.load(Path(compare)) if compare else None)
         if save and _dry(c):
-            _err(f"dry run: the state was not saved to {save}")
+            present.err(f"dry run: the state was not saved to {save}")
         elif save:
             fsio.write_atomic(Path(save), report.dumps(result.snapshot.to_json()).encode(), mode=0o644)
-        print(report.dumps(report.check_json(result)) if json else report.check_text(result, stack.config))
-        if verbose and not json:
-            for state in result.snapshot.unhealthy:
-                print(report.details(state, engine.logs(state.service, 20)))
-        if not result.healthy:
-            names = ", ".join(s.service for s in result.snapshot.unhealthy) or f"{len(result.regressions)} regressions"
-            raise Exit(report.paint(f"rotation: not healthy: {names}", "red", sys.stderr), 1)
+        details = (lambda state: report.details(state, engine.logs(state.service, 20))) if verbose else None
+        verdict = present.check(result, stack.config, json, details)
+        if verdict is not None:
+            raise verdict
 
 
 @_task_options(help={"config": "Configuration file (see rotate)."})
@@ -464,17 +426,16 @@ def precheck(c: Context, config: str | None = None) -> None:
         record.announce, record.dry_run = False, _dry(c)
         stack = _stack(c, record, config)
         result = pipeline.precheck(stack, stack.engine(), dry_run=record.dry_run)
-        if not result.ok:
-            print(report.states_table(result.snapshot))
-            names = ", ".join(s.service for s in result.snapshot.unhealthy)
-            raise Exit(_red(f"rotation: precheck failed, not healthy: {names}; nothing was rotated"), 1)
         if result.run is not None:
             c.config.rotation.run = record.run = result.run.id
-    count = len(result.snapshot.states)
-    if result.run is None:
-        print(f"precheck (dry run): {count} services healthy; no run was opened")
-    else:
-        print(f"precheck: {count} services healthy; state saved in run {result.run.id}")
+        verdict = present.precheck(result)
+        if verdict is not None:
+            raise verdict
+
+
+def _recreated(failed: pipeline.Failure | None, services: Sequence[str]) -> Sequence[str]:
+    """The services a task names in the audit log: after a rollback, those the rollback recreated."""
+    return failed.rolled_back.restart.order if failed is not None and failed.rolled_back is not None else services
 
 
 def _pipeline_run(c: Context, stack: Stack, record: _Record) -> Run | None:
@@ -483,50 +444,6 @@ def _pipeline_run(c: Context, stack: Stack, record: _Record) -> Run | None:
     if run is not None:
         record.run, record.secrets = run.id, [*run.rotated_secrets]
     return run
-
-
-def quiet_stdout() -> None:
-    """After a reader closed our stdout (`| head`), send the rest to nothing: the work goes on quietly."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
-def _progress(service: str, status: str, seconds: float) -> None:
-    """One line per service as it moves, so a person watching a long restart sees it advance.
-
-    A closed pipe must not stop a restart half-way, so a line that cannot be written is dropped.
-    """
-    colour = {"healthy": "green", "failed": "red", "left running": "yellow"}.get(status)
-    line = f"  {seconds:6.1f}s  {service}: {status}"
-    try:
-        print(report.paint(line, colour) if colour else line, flush=True)
-    except BrokenPipeError:
-        quiet_stdout()
-
-
-def _failed(record: _Record, failure: pipeline.Failure) -> Exit:
-    """The `Exit` for a failed restart or verify: rolled back, not rolled back, or a rollback that failed."""
-    if failure.rollback_error is not None:
-        return Exit(_red(f"rotation: {failure.reason}\n{failure.rollback_error}"), failure.rollback_error.exit_code)
-    if failure.rolled_back is None:
-        return Exit(_red(f"rotation: {failure.reason}"), 1)
-    order = failure.rolled_back.restart.order
-    record.services = [*order]
-    return Exit(
-        _red(
-            f"rotation: ROLLED BACK run {failure.rolled_back.run.id} because {failure.reason}. Files and databases "
-            f"are back on the values before the rotation, and the recreated services ({', '.join(order) or 'none'}) "
-            "are healthy"
-        ),
-        1,
-    )
-
-
-def _red(text: str) -> str:
-    return report.paint(text, "red", sys.stderr)
-
-
-def _say(line: str) -> None:
-    print(report.paint(line, "yellow"), flush=True)
 
 
 @_task_options(
@@ -568,34 +485,14 @@ def restart(
             healthcheck=not no_healthcheck,
             rollback=not no_rollback,
             dry_run=record.dry_run,
-            progress=_progress,
+            progress=present.progress,
             command=_command(c, config),
-            say=_say,
+            say=present.say,
         )
-        record.services = [*outcome.services]
-        for name in outcome.absent:
-            _err(f"warning: {name} is not a service of this stack; nothing to recreate there")
-        if not outcome.services:
-            print("restart: no service to recreate")
-            return
-        if outcome.result is None:
-            print(
-                f"restart (dry run): would recreate {', '.join(outcome.services)} in dependency order; nothing was done"
-            )
-            print("\n".join(report.strategy_lines(outcome.strategies)))
-            return
-        print(f"restart: recreated {', '.join(outcome.result.order) or '(none)'}, in dependency order")
-        print("\n".join(report.strategy_lines(outcome.strategies)))
-        for line in outcome.problems:
-            print(report.paint(f"failed: {line}", "red"))
-        if outcome.failure is not None:
-            raise _failed(record, outcome.failure)
-        rechecked = sorted(set(outcome.result.outcome) - set(outcome.services))
-        also = f", and {', '.join(rechecked)} that depend on them passed a new healthcheck" if rechecked else ""
-    print(report.paint(f"restart: {len(outcome.services)} services healthy{also}", "green"))
-    if outcome.result.downtime:
-        down = ", ".join(f"{name} {secs:.1f}s" for name, secs in sorted(outcome.result.downtime.items()))
-        print(f"restart: without a healthy container: {down}")
+        record.services = [*_recreated(outcome.failure, outcome.services)]
+        verdict = present.restart(outcome)
+        if verdict is not None:
+            raise verdict
 
 
 @_task_options(
@@ -620,21 +517,14 @@ def verify(
             rollback=not no_rollback,
             timeout=seconds,
             dry_run=record.dry_run,
-            progress=_progress,
+            progress=present.progress,
             command=_command(c, config),
-            say=_say,
+            say=present.say,
         )
-        print(report.states_table(outcome.snapshot))
-        if outcome.before is None:
-            print(report.paint("verify: no precheck state for this run; checking health only", "yellow"))
-        for line in outcome.regressions:
-            print(report.paint(f"regression: {line}", "red"))
-        for probe in outcome.probes:
-            mark = report.paint("ok  ", "green") if probe.ok else report.paint("FAIL", "red")
-            print(f"{mark} {probe.name}: {probe.detail}")
-        if outcome.failure is not None:
-            raise _failed(record, outcome.failure)
-    print(report.paint("verify: every service healthy, every probe passed", "green"))
+        record.services = [*_recreated(outcome.failure, record.services)]
+        verdict = present.verify(outcome)
+        if verdict is not None:
+            raise verdict
 
 
 @_task_options(
@@ -653,11 +543,10 @@ def due(c: Context, config: str | None = None, json: bool = False, notify: bool 
             stack.config, stack.store.all(), expiries=certificates.expiries(stack.root, stack.config.certificates)
         )
         record.secrets = [d.name for d in found]
-        print(report.dumps(report.due_json(found)) if json else report.due_table(found, runs.key_sets(stack)))
+        present.due(found, () if json else runs.key_sets(stack), json)
         if notify and found:
             message = audit.due_announcement(str(stack.root), record.secrets)
-            for warning in audit.notify(stack.config.notify, message, stack.env()):
-                _err(f"warning: {warning}")
+            present.warnings(audit.notify(stack.config.notify, message, stack.env()))
         if found:
             record.verdict = f"due: {', '.join(record.secrets)}"
             raise Exit(code=1)
@@ -678,13 +567,9 @@ def log(c: Context, json: bool = False, limit: str = str(DEFAULTS["log_limit"]),
         stack = _stack(c, record, config, read_only=True)
         record.stack = None  # reading the log is not itself worth a line in it
         entries, damaged = audit.read(stack.store.directory)
-        shown = entries[-count:]
-        if json:
-            print(report.dumps(report.log_json(shown)))
-        else:
-            print(report.log_table(shown))
+        present.log(entries[-count:], json)
         if damaged:
-            _err(f"warning: {damaged} damaged lines in {stack.store.directory / audit.AUDIT_LOG} were skipped")
+            present.err(f"warning: {damaged} damaged lines in {stack.store.directory / audit.AUDIT_LOG} were skipped")
 
 
 @_task_options(
@@ -705,21 +590,9 @@ def guard(c: Context, file: list[str] | None = None, config: str | None = None) 
         paths = list(file or []) or guardscan.staged(cwd)
         listed = sorted({name for spec in stack.config.secrets.values() for name in spec.files})
         result = guardscan.scan(paths, cwd, values, root=stack.root, backups=stack.store.directory, listed=listed)
-        if values.short:
-            _err(f"note: not looked for, shorter than {guardscan.MIN_LENGTH} characters: {', '.join(values.short)}")
-        for finding in result.findings:
-            print(finding.describe())
-        if result.findings:
-            raise Exit(
-                report.paint(
-                    f"rotation: guard: {len(result.findings)} secrets or secret files in {result.files} files; "
-                    "remove them from the commit (git restore --staged FILE) and rotate any value that was pushed",
-                    "red",
-                    sys.stderr,
-                ),
-                1,
-            )
-    print(f"guard: no secret in {result.files} files")
+        verdict = present.guard(result, values.short, guardscan.MIN_LENGTH)
+        if verdict is not None:
+            raise verdict
 
 
 @_task_options(
@@ -735,15 +608,9 @@ def recover(c: Context, timeout: str = str(DEFAULTS["timeout"]), config: str | N
         seconds = _number(timeout, "--timeout")
         stack = _stack(c, record, config, recover=False)
         outcome = pipeline.recover(
-            stack, stack.engine, timeout=seconds, progress=_progress, command=_command(c, config)
+            stack, stack.engine, timeout=seconds, progress=present.progress, command=_command(c, config)
         )
-    if outcome.journal:
-        print(outcome.journal)
-    if outcome.rolled_back is not None:
-        order = ", ".join(outcome.rolled_back.restart.order) or "none"
-        print(f"recover: rolled back the interrupted run {outcome.rolled_back.run.id}; recreated: {order}")
-    if not outcome.journal and outcome.rolled_back is None:
-        print("recover: nothing to finish; no run was interrupted")
+    present.recovered(outcome)
 
 
 namespace = Collection(rotate, restore, pull, check, precheck, restart, verify, due, log, recover, guard)

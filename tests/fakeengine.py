@@ -55,6 +55,7 @@ class FakeEngine:
     recreate_fails: set[str] = field(default_factory=set)
     log: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     serving: list[tuple[str, str]] = field(default_factory=list)  # (service, container) after each replace
+    grace: int = CLIENT_GRACE  # nanoseconds a client's unhealthy verdict waits, as the real engines wait
     _containers: dict[str, _Container] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=itertools.count)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -162,7 +163,7 @@ class FakeEngine:
 
     def wait_rechecked(self, service: str, since: int, timeout: float) -> ServiceState:
         self.log.append(("recheck", (service,)))
-        settled = lambda s: (s.failing_since(since + CLIENT_GRACE) and not s.unresolved) or s.healthy_since(since)  # noqa: E731
+        settled = lambda s: (s.failing_since(since + self.grace) and not s.unresolved) or s.healthy_since(since)  # noqa: E731
         return self._wait(service, settled, timeout)
 
     def logs(self, service: str, lines: int) -> str:
