@@ -122,7 +122,7 @@ def test_a_replacement_left_by_a_killed_restart_is_removed_or_finished_by_the_ne
     assert ran.code == 0, ran.text
     the_api(docker_client, project)  # one container, with its name: the stray is gone
     spare = stray()
-    the_api(docker_client, project).remove(force=True)
+    docker_client.containers.get(name).remove(force=True)  # killed after the old one left, before the rename
     ran = inproc("restart", "--services", "api", cwd=root)
     assert ran.code == 0, ran.text
     assert "finishing a replacement an earlier run left half-way" in ran.err
