@@ -103,12 +103,13 @@ def forget_asks(client: DockerClient, project: str) -> None:
     containers(client, project)["probe"].exec_run(["sh", "-c", ": > /tmp/probe.log"])
 
 
-def unavailable(client: DockerClient, project: str) -> tuple[float, int]:
+def unavailable(client: DockerClient, project: str) -> tuple[float, int, list[str]]:
     """Seconds the start-first stack's `probe` found api not answering (from a failed ask, after its
-    one retry, to the next good one), and how many times it asked."""
+    one retry, to the next good one), how many times it asked, and its failed asks as logged."""
     output = containers(client, project)["probe"].exec_run(["cat", "/tmp/probe.log"]).output
     assert isinstance(output, bytes)
-    asks = [(float(t), verdict == "ok") for t, verdict in (line.split() for line in output.decode().splitlines())]
+    lines = output.decode().splitlines()
+    asks = [(float(line.split()[0]), line.split()[1] == "ok") for line in lines]
     down, failed_at = 0.0, None
     for moment, ok in asks:
         if not ok and failed_at is None:
@@ -117,7 +118,12 @@ def unavailable(client: DockerClient, project: str) -> tuple[float, int]:
             down, failed_at = down + moment - failed_at, None
     if failed_at is not None:
         down += asks[-1][0] - failed_at
-    return down, len(asks)
+    return down, len(asks), [line for line in lines if " fail" in line]
+
+
+def is_podman(client: DockerClient) -> bool:
+    """Whether the engine is Podman's Docker-compatible API."""
+    return any(c.get("Name") == "Podman Engine" for c in client.version().get("Components") or [])
 
 
 def containers(client: DockerClient, project: str) -> dict[str, Container]:
