@@ -10,17 +10,7 @@ ever writes.
 
 from __future__ import annotations
 
-import math
-import os
-import shlex
-import shutil
-import signal
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,31 +19,25 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import Task, task
 
-from .errors import Interrupted, RotationError, SelectionError
+from . import session
+from .errors import SelectionError
 from .lazy import lazy
-from .rollout import DEFAULT_PARALLEL, DEFAULT_TIMEOUT
+from .session import BUNDLED_CONFIG, DEFAULTS
 
 if TYPE_CHECKING:
-    from . import audit, certificates, fsio, health, journal, pipeline, present, report, runs, schedule
+    from . import audit, certificates, fsio, health, pipeline, present, report, runs, schedule
     from . import guard as guardscan
-    from . import stack as stacks
-    from .backup import Run
-    from .rollback import Command
-    from .stack import Stack
 else:  # loaded on first use: --help, --list and completion import no use case (as pip's commands_dict)
-    audit, certificates, fsio, guardscan, health, journal, pipeline, present, report, runs, schedule, stacks = (
+    audit, certificates, fsio, guardscan, health, pipeline, present, report, runs, schedule = (
         lazy(f"{__package__}.{name}")
         for name in (
-            *("audit", "certificates", "fsio", "guard", "health", "journal"),
-            *("pipeline", "present", "report", "runs", "schedule", "stack"),
+            *("audit", "certificates", "fsio", "guard", "health"),
+            *("pipeline", "present", "report", "runs", "schedule"),
         )
     )
 
 __all__ = ["BUNDLED_CONFIG", "DEFAULTS", "SHORT_FLAGS", "namespace"]
 
-BUNDLED_CONFIG = Path(__file__).with_name("secrets-config.yaml")
-# Defaults of the numeric flags and settings, in one place.
-DEFAULTS = {"timeout": DEFAULT_TIMEOUT, "parallel": DEFAULT_PARALLEL, "lock_timeout": 60.0, "log_limit": 20}
 # One meaning per short flag in every task; destructive flags have none, on purpose.
 SHORT_FLAGS = {"dry_run": "n", "secrets": "s", "config": "c", "json": "j", "timeout": "t", "verbose": "v"}
 
@@ -72,188 +56,6 @@ def _task_options(**kwargs: Any) -> Callable[[Callable[..., None]], RotationTask
     """`@task` with our short flags and our task class."""
     decorate: Callable[[Callable[..., None]], RotationTask] = task(klass=RotationTask, auto_shortflags=False, **kwargs)
     return decorate
-
-
-def _setting(c: Context, key: str) -> object:
-    return c.config.get("rotation", {}).get(key)
-
-
-def _root(c: Context) -> Path:
-    """The stack: `rotation.root`, else ROTATION_ROOT, else here. A relative root written in a
-    settings file (`-f prod.yaml`, the project's invoke.yaml) counts from that file's folder, not
-    from where the command runs, so that a printed `cd STACK && inv ...` finds the same stack."""
-    configured = _setting(c, "root")
-    if not configured:
-        return Path(os.environ.get("ROTATION_ROOT") or os.getcwd()).expanduser().absolute()
-    path = Path(str(configured)).expanduser()
-    layers = [("_runtime", "_runtime_path")]
-    if "INVOKE_ROTATION_ROOT" not in os.environ:  # the environment ranks above the project's file
-        layers.append(("_project", "_project_path"))
-    for layer, source in layers:
-        written = (getattr(c.config, layer, None) or {}).get("rotation", {}).get("root")
-        origin = getattr(c.config, source, None)
-        if written == configured and origin:
-            return (Path(origin).parent / path).absolute()
-    return path.absolute()
-
-
-def _dry(c: Context, flag: bool = False) -> bool:
-    """`--dry-run`, or Invoke's own `--dry`/`-R` (`run.dry`), which makes every task a dry run."""
-    return bool(flag or c.config.get("run", {}).get("dry"))
-
-
-def _program() -> list[str]:
-    """This program as a person types it again: its name where PATH finds this very program, else
-    its path (`.venv/bin/inv` outside an activated environment); `python -m rotation` as `rotation`
-    where PATH has one, else as it was run."""
-    invoked = Path(sys.argv[0])
-    if invoked.name in ("inv", "invoke", "rotation"):
-        found = shutil.which(invoked.name)
-        same = found is not None and Path(found).resolve() == invoked.resolve()
-        return [invoked.name if same else str(invoked.absolute())]
-    return ["rotation"] if shutil.which("rotation") else [sys.executable, "-m", "rotation"]
-
-
-def _command(c: Context, config: str | None) -> Command:
-    """How to spell a follow-up command so that it works as printed, from where it was printed."""
-    words = _program()
-    settings = getattr(c.config, "_runtime_path", None)
-    if settings:
-        words += ["-f", str(Path(settings).absolute())]  # printed after a `cd STACK` too
-    after = ["--config", str(Path(config).expanduser().absolute())] if config else []
-
-    def command(task_words: str) -> str:
-        return shlex.join(words) + f" {task_words}" + (f" {shlex.join(after)}" if after else "")
-
-    return command
-
-
-@dataclass
-class _Record:
-    """What one task run did, for the audit log and the webhooks (names only, never values)."""
-
-    task: str
-    stack: Stack | None = None
-    secrets: list[str] = field(default_factory=list)
-    services: list[str] = field(default_factory=list)
-    run: str | None = None
-    announce: bool = True
-    dry_run: bool = False
-    accept_data_loss: bool = False
-    verdict: str | None = None  # the outcome, where a non-zero exit is not a failure (`due`)
-    recover: str = "rotation recover"  # the recover command, spelled as the user invoked us
-
-
-def _stack(
-    c: Context, record: _Record, config: str | None = None, *, read_only: bool = False, recover: bool = True
-) -> Stack:
-    """The stack this task works on, found (not assumed), with any interrupted run dealt with first."""
-    root = _root(c)
-    explicit = config or _setting(c, "config")
-    settings, bundled = stacks.locate(root, str(explicit) if explicit else None, BUNDLED_CONFIG)
-    if bundled:
-        present.err(f"no secrets-config.yaml in {root}: using the bundled configuration for the local AI stack")
-    timeout = _number(_setting(c, "lock_timeout") or DEFAULTS["lock_timeout"], "rotation.lock_timeout")
-    stack = stacks.Stack(root, settings, lock_timeout=timeout, task=record.task, waiting=present.err)
-    record.stack, record.recover = stack, _command(c, config)("recover")
-    if recover:
-        recovered, pending_reason = stack.recover_first(read_only=read_only, finish=record.recover)
-        if pending_reason:
-            present.err(f"warning: {pending_reason}")
-        elif recovered:
-            present.err(recovered)
-    return stack
-
-
-@contextmanager
-def _task(name: str, json: bool = False) -> Iterator[_Record]:
-    """Run a task body: a `RotationError` becomes one line and its exit code (with `--json`, also a
-    JSON error on stdout), and the outcome goes to the audit log and the webhooks whatever happens."""
-    record = _Record(name)
-    started = time.monotonic()
-    outcome = "failed: interrupted"  # until the body says otherwise: a crash is never logged as ok
-    terminate = _interruptible()
-    try:
-        yield record
-        outcome = "ok"
-    except KeyboardInterrupt:
-        raise present.error(_interrupted(record), json) from None
-    except RotationError as exc:
-        outcome = f"failed: {exc}"
-        raise present.error(exc, json) from None
-    except Exit as exc:
-        outcome = record.verdict or ("ok" if not exc.code else f"failed: exit code {exc.code}")
-        raise
-    finally:
-        if terminate is not None:
-            signal.signal(signal.SIGTERM, terminate)
-        _record(record, outcome, time.monotonic() - started)
-
-
-def _interruptible() -> signal._HANDLER:
-    """SIGTERM (a service manager stopping us, `kill`) taken as Ctrl-C for the task, so that both undo
-    what they can in place; the handler it replaces, to put back (None off the main thread)."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGTERM, interrupt)
-
-
-def _interrupted(record: _Record) -> Interrupted:
-    """What an interrupt that reached the task left behind: a journal or a run that `recover`
-    finishes, or nothing half-done."""
-    stack = record.stack
-    try:
-        left = stack is not None and (journal.pending(stack.store) is not None or pipeline.interrupted(stack))
-    except RotationError:
-        left = True  # a journal it cannot even read: recover says what is wrong with it
-    if left:
-        return Interrupted(
-            f"interrupted: run `{record.recover}` to finish or roll back what was under way", steps=["recover"]
-        )
-    return Interrupted("interrupted; nothing was left half-done")
-
-
-def _record(record: _Record, outcome: str, seconds: float) -> None:
-    stack = record.stack
-    if stack is None or not stack.store.directory.is_dir() or stack.store.directory.is_symlink():
-        return
-    done = audit.TaskRun(
-        record.task,
-        str(stack.root),
-        outcome,
-        seconds,
-        tuple(record.secrets),
-        tuple(record.services),
-        record.run,
-        record.dry_run,
-        record.accept_data_loss,
-    )
-    urls = stack.config.notify if record.announce or done.failed else ()
-    for warning in audit.record(stack.store.directory, done, urls, stack.env):
-        present.err(f"warning: {warning}")
-
-
-def _number(value: object, flag: str, kind: type[int] | type[float] = float) -> float:
-    """A flag's numeric value, finite and above zero; anything else is a one-line error naming the flag."""
-    try:
-        number = kind(str(value))
-    except (TypeError, ValueError):
-        raise SelectionError(f"{flag} takes a number, not '{value}'") from None
-    if not math.isfinite(number):
-        raise SelectionError(f"{flag} must be a finite number of seconds or items, not '{value}'")
-    if number <= 0:
-        raise SelectionError(f"{flag} must be greater than 0, not '{value}'")
-    return number
-
-
-def _names(flag: str | None) -> list[str] | None:
-    if not flag:
-        return None
-    return [name.strip() for name in flag.split(",") if name.strip()]
 
 
 @_task_options(
@@ -278,11 +80,11 @@ def rotate(
     json: bool = False,
 ) -> None:
     """Rotate secrets: back up, change live databases, then every file, all or nothing."""
-    dry = _dry(c, dry_run)
-    with _task("rotate", json) as record:
+    dry = session.dry(c, dry_run)
+    with session.task_run("rotate", json) as record:
         record.announce, record.dry_run, record.accept_data_loss = not dry, dry, accept_data_loss
-        stack = _stack(c, record, config, read_only=dry)
-        selection = _names(secrets)
+        stack = session.find_stack(c, record, config, read_only=dry)
+        selection = session.names(secrets)
         if due:
             if selection:
                 raise SelectionError("rotate takes --due or --secrets, not both")
@@ -303,12 +105,12 @@ def rotate(
             accept_data_loss=accept_data_loss,
             skip_backup=skip_backup,
             dry_run=dry,
-            run=_setting(c, "run"),  # type: ignore[arg-type]
+            run=session.setting(c, "run"),  # type: ignore[arg-type]
         )
         record.secrets, record.services = list(result.plan.names), list(result.plan.services)
         if result.backup is not None:
             c.config.rotation.run = record.run = result.backup.id
-    present.rotation(result, json, _command(c, config))
+    present.rotation(result, json, session.follow_up(c, config))
 
 
 @_task_options(
@@ -331,21 +133,21 @@ def restore(
     json: bool = False,
 ) -> None:
     """Restore a backup byte for byte (and its database passwords); the restore itself is undoable."""
-    dry = _dry(c, dry_run)
-    with _task("restore", json) as record:
+    dry = session.dry(c, dry_run)
+    with session.task_run("restore", json) as record:
         record.announce, record.dry_run = not (list or dry), dry and not list
         if not list and not (latest or backup):
             raise SelectionError("restore needs --latest, --backup ID or --list")
         if latest and backup:
             raise SelectionError("restore takes --latest or --backup, not both")
-        stack = _stack(c, record, config, read_only=list or dry)
+        stack = session.find_stack(c, record, config, read_only=list or dry)
         if list:
             return present.backups(stack.store.all(), stack.store.damaged(), json)
         result = runs.restore(stack, backup, dry_run=dry)
         record.run = result.restored.id
         record.secrets = [*result.restored.rotated_secrets]
         record.services = [*result.restored.affected_services]
-    present.restoration(result, json, _command(c, config))
+    present.restoration(result, json, session.follow_up(c, config))
 
 
 @_task_options(
@@ -366,24 +168,24 @@ def pull(
     json: bool = False,
 ) -> None:
     """Write the store's current values into this stack's files (and databases), as a rotation does."""
-    dry = _dry(c, dry_run)
-    with _task("pull", json) as record:
+    dry = session.dry(c, dry_run)
+    with session.task_run("pull", json) as record:
         record.announce, record.dry_run, record.accept_data_loss = not dry, dry, accept_data_loss
-        number = int(_number(version, "--version", int)) if version is not None else None
-        stack = _stack(c, record, config, read_only=dry)
+        number = int(session.number(version, "--version", int)) if version is not None else None
+        stack = session.find_stack(c, record, config, read_only=dry)
         result = runs.pull(
             stack,
             number,
             accept_data_loss=accept_data_loss,
             dry_run=dry,
-            run=_setting(c, "run"),  # type: ignore[arg-type]
+            run=session.setting(c, "run"),  # type: ignore[arg-type]
         )
         record.secrets, record.services = list(result.plan.names), list(result.plan.services)
         if result.backup is not None:
             c.config.rotation.run = record.run = result.backup.id
         else:
             record.announce = False  # nothing changed
-    present.pulled(result, json, _command(c, config))
+    present.pulled(result, json, session.follow_up(c, config))
 
 
 @_task_options(
@@ -404,12 +206,12 @@ def check(
     config: str | None = None,
 ) -> None:
     """Show every service's state, health, restarts and uptime; exit 1 if any is not healthy."""
-    with _task("check", json) as record:
+    with session.task_run("check", json) as record:
         record.announce = False
-        stack = _stack(c, record, config, read_only=not save or _dry(c))
+        stack = session.find_stack(c, record, config, read_only=not save or session.dry(c))
         engine = stack.engine()
         result = pipeline.check(stack, engine, health.Snapshot.load(Path(compare)) if compare else None)
-        if save and _dry(c):
+        if save and session.dry(c):
             present.err(f"dry run: the state was not saved to {save}")
         elif save:
             fsio.write_atomic(Path(save), report.dumps(result.snapshot.to_json()).encode(), mode=0o644)
@@ -422,28 +224,15 @@ def check(
 @_task_options(help={"config": "Configuration file (see rotate)."})
 def precheck(c: Context, config: str | None = None) -> None:
     """Health gate: save the state for this run and stop the pipeline if anything is unhealthy."""
-    with _task("precheck") as record:
-        record.announce, record.dry_run = False, _dry(c)
-        stack = _stack(c, record, config)
+    with session.task_run("precheck") as record:
+        record.announce, record.dry_run = False, session.dry(c)
+        stack = session.find_stack(c, record, config)
         result = pipeline.precheck(stack, stack.engine(), dry_run=record.dry_run)
         if result.run is not None:
             c.config.rotation.run = record.run = result.run.id
         verdict = present.precheck(result)
         if verdict is not None:
             raise verdict
-
-
-def _recreated(failed: pipeline.Failure | None, services: Sequence[str]) -> Sequence[str]:
-    """The services a task names in the audit log: after a rollback, those the rollback recreated."""
-    return failed.rolled_back.restart.order if failed is not None and failed.rolled_back is not None else services
-
-
-def _pipeline_run(c: Context, stack: Stack, record: _Record) -> Run | None:
-    """This pipeline's run, else the latest rotation, recorded with its secrets for the audit log."""
-    run = stack.run(_setting(c, "run"))  # type: ignore[arg-type]
-    if run is not None:
-        record.run, record.secrets = run.id, [*run.rotated_secrets]
-    return run
 
 
 @_task_options(
@@ -468,17 +257,17 @@ def restart(
     config: str | None = None,
 ) -> None:
     """Recreate the services the latest rotation affected, in dependency order, each proven healthy."""
-    with _task("restart") as record:
-        record.dry_run = _dry(c)
-        seconds, workers = _number(timeout, "--timeout"), int(_number(parallel, "--parallel", int))
-        stack = _stack(c, record, config)
+    with session.task_run("restart") as record:
+        record.dry_run = session.dry(c)
+        seconds, workers = session.number(timeout, "--timeout"), int(session.number(parallel, "--parallel", int))
+        stack = session.find_stack(c, record, config)
         engine = stack.engine()
-        run = _pipeline_run(c, stack, record)
+        run = session.pipeline_run(c, stack, record)
         outcome = pipeline.restart(
             stack,
             engine,
             run,
-            services=_names(services),
+            services=session.names(services),
             every=all,
             timeout=seconds,
             parallel=workers,
@@ -486,10 +275,10 @@ def restart(
             rollback=not no_rollback,
             dry_run=record.dry_run,
             progress=present.progress,
-            command=_command(c, config),
+            command=session.follow_up(c, config),
             say=present.say,
         )
-        record.services = [*_recreated(outcome.failure, outcome.services)]
+        record.services = [*session.recreated(outcome.failure, outcome.services)]
         verdict = present.restart(outcome)
         if verdict is not None:
             raise verdict
@@ -506,22 +295,22 @@ def verify(
     c: Context, no_rollback: bool = False, timeout: str = str(DEFAULTS["timeout"]), config: str | None = None
 ) -> None:
     """Compare the stack with its precheck state and run the configured probes; exit 1 on any failure."""
-    with _task("verify") as record:
-        record.dry_run = _dry(c)
-        seconds = _number(timeout, "--timeout")
-        stack = _stack(c, record, config)
+    with session.task_run("verify") as record:
+        record.dry_run = session.dry(c)
+        seconds = session.number(timeout, "--timeout")
+        stack = session.find_stack(c, record, config)
         outcome = pipeline.verify(
             stack,
             stack.engine(),
-            _pipeline_run(c, stack, record),
+            session.pipeline_run(c, stack, record),
             rollback=not no_rollback,
             timeout=seconds,
             dry_run=record.dry_run,
             progress=present.progress,
-            command=_command(c, config),
+            command=session.follow_up(c, config),
             say=present.say,
         )
-        record.services = [*_recreated(outcome.failure, record.services)]
+        record.services = [*session.recreated(outcome.failure, record.services)]
         verdict = present.verify(outcome)
         if verdict is not None:
             raise verdict
@@ -536,9 +325,9 @@ def verify(
 )
 def due(c: Context, config: str | None = None, json: bool = False, notify: bool = False) -> None:
     """List the secrets past their rotation_period; exit 1 when some are due, 0 when none are."""
-    with _task("due", json) as record:
+    with session.task_run("due", json) as record:
         record.announce = False
-        stack = _stack(c, record, config, read_only=True)
+        stack = session.find_stack(c, record, config, read_only=True)
         found = schedule.due(
             stack.config, stack.store.all(), expiries=certificates.expiries(stack.root, stack.config.certificates)
         )
@@ -561,10 +350,10 @@ def due(c: Context, config: str | None = None, json: bool = False, notify: bool 
 )
 def log(c: Context, json: bool = False, limit: str = str(DEFAULTS["log_limit"]), config: str | None = None) -> None:
     """Read the audit log: time, task, outcome, secrets, services, run and duration, newest first."""
-    with _task("log", json) as record:
+    with session.task_run("log", json) as record:
         record.announce = False
-        count = int(_number(limit, "--limit", int))
-        stack = _stack(c, record, config, read_only=True)
+        count = int(session.number(limit, "--limit", int))
+        stack = session.find_stack(c, record, config, read_only=True)
         record.stack = None  # reading the log is not itself worth a line in it
         entries, damaged = audit.read(stack.store.directory)
         present.log(entries[-count:], json)
@@ -581,10 +370,10 @@ def log(c: Context, json: bool = False, limit: str = str(DEFAULTS["log_limit"]),
 )
 def guard(c: Context, file: list[str] | None = None, config: str | None = None) -> None:
     """Refuse a commit that holds a secret: any current or backed-up value, a backup, a .env (FILE...)."""
-    with _task("guard") as record:
+    with session.task_run("guard") as record:
         record.announce = False
         cwd = Path.cwd()
-        stack = _stack(c, record, config, read_only=True)
+        stack = session.find_stack(c, record, config, read_only=True)
         record.stack = None  # a pre-commit hook runs at every commit: not worth a line in the audit log
         values = guardscan.values_of(stack.config, stack.root, stack.store)
         paths = list(file or []) or guardscan.staged(cwd)
@@ -603,12 +392,12 @@ def guard(c: Context, file: list[str] | None = None, config: str | None = None) 
 )
 def recover(c: Context, timeout: str = str(DEFAULTS["timeout"]), config: str | None = None) -> None:
     """Finish an interrupted run: databases, files and services back to one state (others do the first two too)."""
-    with _task("recover") as record:
+    with session.task_run("recover") as record:
         record.announce = False
-        seconds = _number(timeout, "--timeout")
-        stack = _stack(c, record, config, recover=False)
+        seconds = session.number(timeout, "--timeout")
+        stack = session.find_stack(c, record, config, recover=False)
         outcome = pipeline.recover(
-            stack, stack.engine, timeout=seconds, progress=present.progress, command=_command(c, config)
+            stack, stack.engine, timeout=seconds, progress=present.progress, command=session.follow_up(c, config)
         )
     present.recovered(outcome)
 

@@ -37,11 +37,11 @@ def uptime_noted(container: Container, path: str) -> float:
 
 
 def test_pipeline_recreates_affected_services_in_order_with_new_values(
-    compose_stack: tuple[Path, str], docker_client: DockerClient, cli: CLI
+    compose_stack: tuple[Path, str], docker_client: DockerClient, inproc: CLI
 ) -> None:
     root, project = compose_stack
     before = ids(docker_client, project)
-    ran = cli("precheck", "rotate", "--secrets", "DB_PASSWORD", "restart", "verify", cwd=root)
+    ran = inproc("precheck", "rotate", "--secrets", "DB_PASSWORD", "restart", "verify", cwd=root)
     assert ran.code == 0, ran.text
     after = ids(docker_client, project)
     assert after["db"] != before["db"] and after["api"] != before["api"]
@@ -54,48 +54,48 @@ def test_pipeline_recreates_affected_services_in_order_with_new_values(
     # The new api container started only after the new db container reported healthy.
     containers = enginestack.containers(docker_client, project)
     assert uptime_noted(containers["api"], "/tmp/started") >= uptime_noted(containers["db"], "/tmp/healthy")
-    listing = json.loads(cli("restore", "--list", "--json", cwd=root).out)
+    listing = json.loads(inproc("restore", "--list", "--json", cwd=root).out)
     assert listing[0]["status"] == "verified" and listing[0]["rotated_secrets"] == ["DB_PASSWORD"]
 
 
 def test_tasks_run_one_per_invocation_share_the_run_that_precheck_opened(
-    compose_stack: tuple[Path, str], cli: CLI
+    compose_stack: tuple[Path, str], inproc: CLI
 ) -> None:
     root, _project = compose_stack
     for args in (["precheck"], ["rotate", "--secrets", "DB_PASSWORD"], ["restart"]):
-        ran = cli(*args, cwd=root)
+        ran = inproc(*args, cwd=root)
         assert ran.code == 0, ran.text
-    ran = cli("verify", cwd=root)
+    ran = inproc("verify", cwd=root)
     assert ran.code == 0, ran.text
     assert "no precheck state" not in ran.out
-    listing = json.loads(cli("restore", "--list", "--json", cwd=root).out)
+    listing = json.loads(inproc("restore", "--list", "--json", cwd=root).out)
     assert [(row["kind"], row["status"]) for row in listing] == [("rotation", "verified")]
 
 
 def test_restart_keeps_the_old_environment_where_recreate_applies_the_new(
-    compose_stack: tuple[Path, str], docker_client: DockerClient, cli: CLI
+    compose_stack: tuple[Path, str], docker_client: DockerClient, inproc: CLI
 ) -> None:
     root, project = compose_stack
-    assert cli("rotate", "--secrets", "DB_PASSWORD", cwd=root).code == 0
-    assert cli("restart", "--services", "db", "--no-healthcheck", cwd=root).code == 0  # api is left behind
+    assert inproc("rotate", "--secrets", "DB_PASSWORD", cwd=root).code == 0
+    assert inproc("restart", "--services", "db", "--no-healthcheck", cwd=root).code == 0  # api is left behind
     new = envfile.read(root / ".env").get("DB_PASSWORD")
     api = enginestack.containers(docker_client, project)["api"]
     api.restart(timeout=1)
     assert env_of(docker_client, project, "api")["DB_PASSWORD"] != new  # the pitfall, reproduced
     enginestack.wait_healthy(docker_client, project, "unhealthy", "api")
-    ran = cli("restart", "--services", "api", cwd=root)
+    ran = inproc("restart", "--services", "api", cwd=root)
     assert ran.code == 0, ran.text
     assert env_of(docker_client, project, "api")["DB_PASSWORD"] == new
     assert enginestack.health(docker_client, project)["api"] == "healthy"
 
 
 def test_a_client_left_out_of_the_restart_set_is_caught(
-    compose_stack: tuple[Path, str], docker_client: DockerClient, cli: CLI
+    compose_stack: tuple[Path, str], docker_client: DockerClient, inproc: CLI
 ) -> None:
     root, project = compose_stack
-    assert cli("precheck", "rotate", "--secrets", "DB_PASSWORD", cwd=root).code == 0
+    assert inproc("precheck", "rotate", "--secrets", "DB_PASSWORD", cwd=root).code == 0
     started = time.monotonic()
-    ran = cli("restart", "--services", "db", "--timeout", "120", "--no-rollback", cwd=root)
+    ran = inproc("restart", "--services", "db", "--timeout", "120", "--no-rollback", cwd=root)
     assert ran.code == 1
     # The client's own checks fail against the new db; the engine's "unhealthy" ends the wait, long
     # before the deadline, and the failure names it and says that it was not recreated.
@@ -103,69 +103,69 @@ def test_a_client_left_out_of_the_restart_set_is_caught(
     assert "it is in no restart_services" in ran.out
     assert time.monotonic() - started < 90, "the restart waited for its deadline instead of the verdict"
     enginestack.wait_healthy(docker_client, project, "unhealthy", "api")
-    ran = cli("verify", "--no-rollback", cwd=root)
+    ran = inproc("verify", "--no-rollback", cwd=root)
     assert ran.code == 1
     assert "api is no longer healthy" in ran.out
 
 
 def test_restart_fails_and_names_a_client_recreated_without_its_database(
-    compose_stack: tuple[Path, str], docker_client: DockerClient, cli: CLI
+    compose_stack: tuple[Path, str], docker_client: DockerClient, inproc: CLI
 ) -> None:
     root, _project = compose_stack
-    assert cli("rotate", "--secrets", "DB_PASSWORD", cwd=root).code == 0
+    assert inproc("rotate", "--secrets", "DB_PASSWORD", cwd=root).code == 0
     started = time.monotonic()
-    ran = cli("restart", "--services", "api", "--timeout", "120", "--no-rollback", cwd=root)
+    ran = inproc("restart", "--services", "api", "--timeout", "120", "--no-rollback", cwd=root)
     assert ran.code == 1
     assert "failed: api: running (unhealthy)" in ran.out, ran.out  # named with its state, at the verdict
     assert time.monotonic() - started < 90, "the restart waited for its deadline instead of the verdict"
 
 
 def test_check_table_save_and_compare_report_a_stopped_service(
-    compose_stack: tuple[Path, str], docker_client: DockerClient, cli: CLI, tmp_path: Path
+    compose_stack: tuple[Path, str], docker_client: DockerClient, inproc: CLI, tmp_path: Path
 ) -> None:
     root, project = compose_stack
     saved = tmp_path / "state.json"
-    ran = cli("check", "--save", str(saved), cwd=root)
+    ran = inproc("check", "--save", str(saved), cwd=root)
     assert ran.code == 0, ran.text
     header = ran.out.splitlines()[0].split()
     assert header == ["SERVICE", "STATE", "HEALTH", "RESTARTS", "UPTIME"]
     assert {"db", "api", "gateway", "worker"} <= set(json.loads(saved.read_text())["services"])
     enginestack.containers(docker_client, project)["gateway"].stop(timeout=1)
-    ran = cli("check", "--verbose", cwd=root)
+    ran = inproc("check", "--verbose", cwd=root)
     assert ran.code == 1 and "gateway" in ran.err
     assert "exit code" in ran.out and "OOMKilled: no" in ran.out
-    ran = cli("check", "--compare", str(saved), cwd=root)
+    ran = inproc("check", "--compare", str(saved), cwd=root)
     assert ran.code == 1
     assert "regression: gateway is no longer healthy: exited" in ran.out
 
 
 def test_container_names_resolve_and_unknown_services_are_named(
-    compose_stack: tuple[Path, str], docker_client: DockerClient, cli: CLI
+    compose_stack: tuple[Path, str], docker_client: DockerClient, inproc: CLI
 ) -> None:
     root, _project = compose_stack
-    ran = cli("rotate", "--secrets", "API_KEY", "restart", "verify", cwd=root)  # names the gateway by container
+    ran = inproc("rotate", "--secrets", "API_KEY", "restart", "verify", cwd=root)  # names the gateway by container
     assert ran.code == 0, ran.text
     assert "recreated gateway" in ran.out
     with edited_config(root) as raw:  # a name the stack lacks is said in the plan, and skipped
         raw["secrets"]["API_KEY"]["restart_services"].append("supabase-nonexistent")
-    ran = cli("rotate", "--secrets", "API_KEY", cwd=root)
+    ran = inproc("rotate", "--secrets", "API_KEY", cwd=root)
     assert ran.code == 0 and "'supabase-nonexistent' is not a service or container_name" in ran.out, ran.text
-    ran = cli("restart", cwd=root)
+    ran = inproc("restart", cwd=root)
     assert ran.code == 0 and "recreated gateway" in ran.out, ran.text
 
 
-def test_unreachable_engine_is_one_clear_line(stack: Path, cli: CLI) -> None:
-    ran = cli("check", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+def test_unreachable_engine_is_one_clear_line(stack: Path, inproc: CLI) -> None:
+    ran = inproc("check", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     assert ran.code != 0
     assert "cannot reach the container engine at unix:///nonexistent/docker.sock" in ran.err
     assert "Traceback" not in ran.text and len(ran.err.strip().splitlines()) == 1
 
 
-def test_missing_compose_command_is_named(compose_stack: tuple[Path, str], cli: CLI) -> None:
+def test_missing_compose_command_is_named(compose_stack: tuple[Path, str], inproc: CLI) -> None:
     root, _ = compose_stack
     with edited_config(root) as raw:
         raw["compose"]["command"] = "no-such-compose"
-    ran = cli("check", cwd=root)
+    ran = inproc("check", cwd=root)
     assert ran.code != 0 and "compose.command: 'no-such-compose' not found" in ran.err
 
 
@@ -178,7 +178,7 @@ services:
 
 
 def test_restart_keeps_the_override_files_the_stack_was_started_with(
-    compose_stack: tuple[Path, str], docker_client: DockerClient, cli: CLI
+    compose_stack: tuple[Path, str], docker_client: DockerClient, inproc: CLI
 ) -> None:
     root, project = compose_stack
     (root / "docker-compose.override.private.yml").write_text(OVERRIDE)
@@ -186,40 +186,40 @@ def test_restart_keeps_the_override_files_the_stack_was_started_with(
     enginestack.compose(root, "-p", project, *files, "up", "-d", "--no-deps", "worker")
     assert env_of(docker_client, project, "worker")["MODE"] == "private"
     before = ids(docker_client, project)["worker"]
-    ran = cli("restart", "--services", "worker", cwd=root)  # the configuration names no compose file
+    ran = inproc("restart", "--services", "worker", cwd=root)  # the configuration names no compose file
     assert ran.code == 0, ran.text
     assert ids(docker_client, project)["worker"] != before  # recreated...
     assert env_of(docker_client, project, "worker")["MODE"] == "private"  # ...with its override
 
 
 def test_check_compare_after_a_successful_pipeline_passes_and_still_sees_a_real_failure(
-    compose_stack: tuple[Path, str], docker_client: DockerClient, cli: CLI, tmp_path: Path
+    compose_stack: tuple[Path, str], docker_client: DockerClient, inproc: CLI, tmp_path: Path
 ) -> None:
     root, project = compose_stack
     saved = tmp_path / "before.json"
-    assert cli("check", "--save", str(saved), cwd=root).code == 0
-    ran = cli("precheck", "rotate", "--secrets", "DB_PASSWORD", "restart", "verify", cwd=root)
+    assert inproc("check", "--save", str(saved), cwd=root).code == 0
+    ran = inproc("precheck", "rotate", "--secrets", "DB_PASSWORD", "restart", "verify", cwd=root)
     assert ran.code == 0, ran.text
-    ran = cli("check", "--compare", str(saved), cwd=root)
+    ran = inproc("check", "--compare", str(saved), cwd=root)
     assert ran.code == 0, ran.text  # db and api were recreated on purpose, after the state was saved
     enginestack.containers(docker_client, project)["worker"].restart(timeout=1)
-    ran = cli("check", "--compare", str(saved), cwd=root)
+    ran = inproc("check", "--compare", str(saved), cwd=root)
     assert ran.code == 1 and "regression: worker was restarted" in ran.out, ran.text
     assert "regression: db" not in ran.out and "regression: api" not in ran.out
 
 
 def test_a_failing_compose_command_reaches_the_user_with_its_own_words(
-    compose_stack: tuple[Path, str], cli: CLI
+    compose_stack: tuple[Path, str], inproc: CLI
 ) -> None:
     root, _project = compose_stack
     (root / "docker-compose.yml").write_text("services:\n  worker:\n    image: [unclosed\n")
-    ran = cli("restart", "--services", "worker", cwd=root)
+    ran = inproc("restart", "--services", "worker", cwd=root)
     assert ran.code == 1 and "docker-compose" in ran.err and "exit code -1" not in ran.err, ran.err
     assert len(ran.err.strip().splitlines()) == 1 and "Traceback" not in ran.err
 
 
 def test_a_dependent_keeps_its_old_container_until_its_dependency_is_healthy(
-    compose_stack: tuple[Path, str], docker_client: DockerClient, cli: CLI
+    compose_stack: tuple[Path, str], docker_client: DockerClient, inproc: CLI
 ) -> None:
     """Stop late, sampled from the engine every 0.1 s while restart runs: whenever api's old
     container is no longer running, db's new container has already been seen healthy."""
@@ -229,7 +229,7 @@ def test_a_dependent_keeps_its_old_container_until_its_dependency_is_healthy(
 
     root, project = compose_stack
     before = ids(docker_client, project)
-    assert cli("rotate", "--secrets", "DB_PASSWORD", cwd=root).code == 0
+    assert inproc("rotate", "--secrets", "DB_PASSWORD", cwd=root).code == 0
     child = subprocess.Popen(
         [sys.executable, "-m", "rotation", "restart"],
         cwd=root,

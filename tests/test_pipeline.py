@@ -84,13 +84,13 @@ def add_jwt_and_probes(root: Path, url: str) -> None:
 
 @pytest.mark.engine
 def test_good_pipeline_passes_its_probes_and_writes_audit_and_notifications(
-    compose_stack: tuple[Path, str], docker_client: DockerClient, cli: CLI, server: tuple[str, list[dict], dict]
+    compose_stack: tuple[Path, str], docker_client: DockerClient, inproc: CLI, server: tuple[str, list[dict], dict]
 ) -> None:
     root, _project = compose_stack
     url, received, state = server
     state["env"] = root / ".env"
     add_jwt_and_probes(root, url)
-    ran = cli("precheck", "rotate", "--secrets", "JWT_SECRET", "restart", "verify", cwd=root)
+    ran = inproc("precheck", "rotate", "--secrets", "JWT_SECRET", "restart", "verify", cwd=root)
     assert ran.code == 0, ran.text
     assert "ok   rest accepts the anon key: GET" in ran.out
     assert "ok   rest refuses the old anon key" in ran.out and "-> 401 (expected 401)" in ran.out
@@ -115,20 +115,20 @@ def test_good_pipeline_passes_its_probes_and_writes_audit_and_notifications(
     assert [n["task"] for n in received] == ["rotate", "restart", "verify"]
     assert all(n["ok"] and "succeeded" in n["text"] for n in received)
     assert "JWT_SECRET" in received[0]["text"] and new_secret not in json.dumps(received)
-    listing = json.loads(cli("restore", "--list", "--json", cwd=root).out)
+    listing = json.loads(inproc("restore", "--list", "--json", cwd=root).out)
     assert listing[0]["status"] == "verified"
 
 
 @pytest.mark.engine
 def test_pipeline_that_breaks_a_service_rolls_back_to_a_healthy_stack(
-    compose_stack: tuple[Path, str], docker_client: DockerClient, cli: CLI
+    compose_stack: tuple[Path, str], docker_client: DockerClient, inproc: CLI
 ) -> None:
     root, project = compose_stack
     with edited_config(root) as raw:
         raw["secrets"]["DB_PASSWORD"]["restart_services"] = ["api"]  # leaves out the database
     env_before = (root / ".env").read_bytes()
     old = envfile.read(root / ".env").get("DB_PASSWORD")
-    ran = cli("precheck", "rotate", "--secrets", "DB_PASSWORD", "restart", "--timeout", "90", "verify", cwd=root)
+    ran = inproc("precheck", "rotate", "--secrets", "DB_PASSWORD", "restart", "--timeout", "90", "verify", cwd=root)
     assert ran.code == 1, ran.text
     assert "failed: api:" in ran.out
     assert re.search(r"^\s+\d+\.\ds  api: failed$", ran.out, re.M), ran.out
@@ -140,22 +140,22 @@ def test_pipeline_that_breaks_a_service_rolls_back_to_a_healthy_stack(
     api_env = dict(e.split("=", 1) for e in containers["api"].attrs["Config"]["Env"])
     assert api_env["DB_PASSWORD"] == old
     assert set(enginestack.health(docker_client, project).values()) <= {"healthy", "running"}
-    listing = json.loads(cli("restore", "--list", "--json", cwd=root).out)
+    listing = json.loads(inproc("restore", "--list", "--json", cwd=root).out)
     rotation = next(row for row in listing if row["kind"] == "rotation" and row["rotated_secrets"])
     assert rotation["status"] == "rolled-back"
-    assert cli("check", cwd=root).code == 0
+    assert inproc("check", cwd=root).code == 0
 
 
-def test_a_failing_notification_is_reported_but_never_fails_the_rotation(stack: Path, cli: CLI) -> None:
+def test_a_failing_notification_is_reported_but_never_fails_the_rotation(stack: Path, inproc: CLI) -> None:
     with edited_config(stack) as raw:
         raw["notify"] = ["http://127.0.0.1:9/hook/T000/SECRET-TOKEN"]
-    ran = cli("rotate", "--secrets", "DASHBOARD_PASSWORD")
+    ran = inproc("rotate", "--secrets", "DASHBOARD_PASSWORD")
     assert ran.code == 0, ran.text
     assert "notification to 127.0.0.1:9 failed" in ran.err
     assert "SECRET-TOKEN" not in ran.text
 
 
-def test_due_lists_secrets_past_their_period_from_backdated_history(stack: Path, cli: CLI) -> None:
+def test_due_lists_secrets_past_their_period_from_backdated_history(stack: Path, inproc: CLI) -> None:
     with edited_config(stack) as raw:
         raw["secrets"]["JWT_SECRET"]["rotation_period"] = "30d"
         raw["secrets"]["DASHBOARD_PASSWORD"]["rotation_period"] = "90d"
@@ -167,29 +167,29 @@ def test_due_lists_secrets_past_their_period_from_backdated_history(stack: Path,
     for days, names in ((40, ["JWT_SECRET", "ANON_KEY"]), (10, ["DASHBOARD_PASSWORD"]), (0.1, ["SECRET_KEY_BASE"])):
         backup = store.create("rotation", [".env"], now=now - days * 86400)
         store.update(backup, status="verified", rotated_secrets=names)
-    ran = cli("due")
+    ran = inproc("due")
     assert ran.code == 1
     assert "JWT_SECRET" in ran.out and "40d" in ran.out
     assert "DASHBOARD_PASSWORD" not in ran.out and "SECRET_KEY_BASE" not in ran.out
-    rotated = cli("rotate", "--due", "--json")
+    rotated = inproc("rotate", "--due", "--json")
     assert rotated.code == 0, rotated.text
     assert json.loads(rotated.out)["rotated_secrets"] == ["ANON_KEY", "JWT_SECRET", "SERVICE_ROLE_KEY"]
-    assert cli("due").code == 0
-    assert "no secret is due" in cli("rotate", "--due").out
+    assert inproc("due").code == 0
+    assert "no secret is due" in inproc("rotate", "--due").out
 
 
 @pytest.mark.engine
 def test_a_rollback_that_fails_says_so_keeps_backups_and_prints_the_manual_recovery(
-    compose_stack: tuple[Path, str], docker_client: DockerClient, cli: CLI
+    compose_stack: tuple[Path, str], docker_client: DockerClient, inproc: CLI
 ) -> None:
     root, project = compose_stack
-    assert cli("rotate", "--secrets", "DB_PASSWORD", cwd=root).code == 0
+    assert inproc("rotate", "--secrets", "DB_PASSWORD", cwd=root).code == 0
     compose = root / "docker-compose.yml"  # from now on a new db container can never turn healthy
     compose.write_text(compose.read_text().replace("http://127.0.0.1:8080/password", "http://127.0.0.1:9/password"))
-    ran = cli("restart", "--services", "api", "--timeout", "6", cwd=root)
+    ran = inproc("restart", "--services", "api", "--timeout", "6", cwd=root)
     assert ran.code == 5, ran.text
     assert "ROLLBACK FAILED" in ran.err
-    run = json.loads(cli("restore", "--list", "--json", cwd=root).out)
+    run = json.loads(inproc("restore", "--list", "--json", cwd=root).out)
     rotation = next(row for row in run if row["kind"] == "rotation")
     assert rotation["status"] == "failed"
     assert f"rotation restore --backup {rotation['id']}" in ran.err

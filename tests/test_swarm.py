@@ -30,13 +30,13 @@ def written(base: Path, stack: str, stack_file: str = swarmstack.STACK_FILE) -> 
 
 
 def test_engine_swarm_on_an_engine_that_is_not_a_manager_is_one_line(
-    docker_client: DockerClient, cli: CLI, tmp_path: Path
+    docker_client: DockerClient, inproc: CLI, tmp_path: Path
 ) -> None:
     if (docker_client.info().get("Swarm") or {}).get("LocalNodeState") == "active":
         pytest.skip("this engine is already a swarm manager")
     root = written(tmp_path, "plain")
     before = tree(root)
-    line = one_line_error(cli("check", cwd=root))
+    line = one_line_error(inproc("check", cwd=root))
     assert "not a swarm manager" in line and "docker swarm init" in line
     assert tree(root) == before
 
@@ -55,17 +55,17 @@ def swarm_stack(tmp_path: Path, swarm: DockerClient) -> Iterator[tuple[Path, str
 
 
 def test_a_rotation_keeps_a_healthy_api_task_and_lands_in_environment_secret_and_spec(
-    swarm_stack: tuple[Path, str], swarm: DockerClient, cli: CLI
+    swarm_stack: tuple[Path, str], swarm: DockerClient, inproc: CLI
 ) -> None:
     root, stack = swarm_stack
     before = env_values(root)
     first, second = f"{stack}_api_key_v1", f"{stack}_api_key_v2"
     with Poller(swarm, stack, "api").polling() as poller:
         for task in (["precheck"], ["rotate", "--secrets", "API_KEY,DB_PASSWORD"], ["restart"]):
-            ran = cli(*task, cwd=root)
+            ran = inproc(*task, cwd=root)
             assert ran.code == 0, ran.text
         assert {first, second} <= secret_names(swarm)  # the old version is kept for a rollback...
-        ran = cli("verify", cwd=root)
+        ran = inproc("verify", cwd=root)
         assert ran.code == 0, ran.text
     assert first not in secret_names(swarm)  # ...until verify passed
     assert poller.low >= 1, poller.counts  # at every 0.1 s poll, at least one api task was healthy
@@ -93,7 +93,7 @@ def test_a_rotation_keeps_a_healthy_api_task_and_lands_in_environment_secret_and
 
 
 def test_a_value_that_fails_the_healthcheck_rolls_back_files_specs_and_secrets(
-    swarm_stack: tuple[Path, str], swarm: DockerClient, cli: CLI
+    swarm_stack: tuple[Path, str], swarm: DockerClient, inproc: CLI
 ) -> None:
     root, stack = swarm_stack
     with edited_config(root) as raw:
@@ -101,7 +101,7 @@ def test_a_value_that_fails_the_healthcheck_rolls_back_files_specs_and_secrets(
     original = (root / ".env").read_bytes()
     spec = service(swarm, stack, "api")["Spec"]["TaskTemplate"]["ContainerSpec"]
     with Poller(swarm, stack, "api").polling() as poller:
-        ran = cli("precheck", "rotate", "--secrets", "API_KEY", "restart", "verify", "--timeout", "90", cwd=root)
+        ran = inproc("precheck", "rotate", "--secrets", "API_KEY", "restart", "verify", "--timeout", "90", cwd=root)
     assert ran.code == 1, ran.text
     assert "ROLLED BACK" in ran.err and "api" in ran.err, ran.err
     assert (root / ".env").read_bytes() == original
@@ -113,29 +113,29 @@ def test_a_value_that_fails_the_healthcheck_rolls_back_files_specs_and_secrets(
     assert poller.low >= 1, poller.counts
 
 
-def test_bad_swarm_input_is_one_line_with_nothing_changed(swarm: DockerClient, cli: CLI, tmp_path: Path) -> None:
+def test_bad_swarm_input_is_one_line_with_nothing_changed(swarm: DockerClient, inproc: CLI, tmp_path: Path) -> None:
     root = written(tmp_path, "nosuchstack")
     before = tree(root)
-    line = one_line_error(cli("check", cwd=root))
+    line = one_line_error(inproc("check", cwd=root))
     assert "no stack 'nosuchstack'" in line
     unused = swarmstack.STACK_FILE + "  unused:\n    external: true\n    name: ${UNUSED_SECRET}\n"
     root = written(tmp_path, "unused", unused)
     with edited_config(root) as raw:
         raw["secrets"]["API_KEY"]["swarm_secret"] = "unused"
     before = tree(root)
-    line = one_line_error(cli("rotate", "--secrets", "API_KEY", cwd=root))
+    line = one_line_error(inproc("rotate", "--secrets", "API_KEY", cwd=root))
     assert "secrets.API_KEY.swarm_secret" in line and "no service" in line and "'unused'" in line
     assert tree(root) == before
     root = written(tmp_path, "typo")
     with edited_config(root) as raw:
         raw["secrets"]["API_KEY"]["restart_services"] = ["apii", "api"]
-    ran = cli("rotate", "--secrets", "API_KEY", "--dry-run", cwd=root)  # a typo is said before anything changes
+    ran = inproc("rotate", "--secrets", "API_KEY", "--dry-run", cwd=root)  # a typo is said before anything changes
     assert ran.code == 0 and "'apii' is not a service or container_name" in ran.out, ran.text
     assert "did you mean 'api'" in ran.out and "skipped" in ran.out
 
 
 def test_a_kill_after_the_new_swarm_secret_is_undone_by_the_next_command(
-    swarm: DockerClient, cli: CLI, tmp_path: Path
+    swarm: DockerClient, inproc: CLI, tmp_path: Path
 ) -> None:
     root = written(tmp_path, f"k{uuid.uuid4().hex[:8]}")
     stack = root.name
@@ -146,7 +146,7 @@ def test_a_kill_after_the_new_swarm_secret_is_undone_by_the_next_command(
         child = crashpoints.run(root, 3, "rotate", "API_KEY")
         assert child.returncode == -9, child.stderr
         assert f"{stack}_api_key_v2" in secret_names(swarm)
-        ran = cli("restore", "--list", cwd=root)
+        ran = inproc("restore", "--list", cwd=root)
         assert ran.code == 0 and "recovered an interrupted run" in ran.err, ran.text
         assert f"{stack}_api_key_v2" not in secret_names(swarm)
         assert (root / ".env").read_bytes() == original
