@@ -17,6 +17,8 @@ from rotation.backup import BackupStore
 from rotation.errors import LockedError
 from rotation.fsio import locked
 
+pytestmark = pytest.mark.e2e  # two real processes racing for one stack are the point
+
 FILES = (".env", "supabase/docker/.env")
 
 

@@ -13,6 +13,8 @@ from rotation import envfile
 from . import crashpoints
 from .conftest import CLI
 
+pytestmark = pytest.mark.e2e  # kill -9 of a real process at each crash point is the point
+
 FILES = (".env", "supabase/docker/.env")
 
 # Steps of a JWT_SECRET rotation's commit (crashpoints): the journal, two staged copies, the
