@@ -98,7 +98,8 @@ def task_containers(client: DockerClient, stack: str, name: str) -> list[Contain
 
 
 def wait_converged(client: DockerClient, stack: str, timeout: float = 60) -> None:
-    """Until every service runs all its desired tasks, each healthy, and no update is in progress."""
+    """Until every service runs all its desired tasks, each healthy and counted as running by the
+    manager, and no update is in progress."""
     deadline = time.monotonic() + timeout
     while True:
         states = {}
@@ -107,7 +108,8 @@ def wait_converged(client: DockerClient, stack: str, timeout: float = 60) -> Non
             status = found.get("ServiceStatus") or {}
             update = (found.get("UpdateStatus") or {}).get("State")
             desired = int(status.get("DesiredTasks") or 0)
-            states[name] = (healthy_tasks(client, stack, name), desired, update)
+            running = int(status.get("RunningTasks") or 0)  # the manager's count, which the tool reads, lags
+            states[name] = (min(healthy_tasks(client, stack, name), running), desired, update)
         if all(h == d and d > 0 and u in (None, "completed", "rollback_completed") for h, d, u in states.values()):
             return
         if time.monotonic() > deadline:

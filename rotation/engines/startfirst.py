@@ -213,8 +213,7 @@ def replace(engine: ComposeEngine, service: str, timeout: float) -> ServiceState
             api.disconnect_container_from_network(str(old.id), network)
             left.append(network)
     except docker.errors.DockerException as exc:
-        for network in left:  # the old container serves on, as before
-            api.connect_container_to_network(str(old.id), network, aliases=aliases(old.attrs, network, name))
+        _rejoin(engine, old, left, name)
         _remove(new)
         raise EngineError(f"service {service}: its old container could not leave the network: {_why(exc)}") from None
     serving = engine.client.info().get("SystemTime")
@@ -322,6 +321,19 @@ def _watch(engine: ComposeEngine, service: str, container_id: str, deadline: flo
         retry_error_callback=lambda retry: retry.outcome.result() if retry.outcome else read(),
     )(read)
     return result
+
+
+def _rejoin(engine: ComposeEngine, old: Container, networks: list[str], name: str) -> None:
+    """Put the old container back on the networks it left, under its names: it serves on, as before."""
+    import docker
+
+    for network in networks:
+        try:
+            engine.client.api.connect_container_to_network(
+                str(old.id), network, aliases=aliases(old.attrs, network, name)
+            )
+        except docker.errors.DockerException as exc:
+            log.warning("could not put %s back on %s: %s", name, network, _why(exc))
 
 
 def _remove(container: Container) -> None:
