@@ -80,8 +80,8 @@ def restart(
     """Recreate `services`, each only once every affected service it depends on is healthy again.
 
     Start first where the engine says a service may run twice (`Engine.strategy`): its new container
-    starts beside the old one, which serves until the new one is healthy (`Engine.replace`).
-    Stop late everywhere else: a service's old container keeps serving until everything it depends on in this
+    starts beside the old one, which serves until the new one is healthy (`Engine.replace`). Stop
+    late everywhere else: a service's old container keeps serving until everything it depends on in this
     restart is healthy; only then does compose's own recreate replace it (a new container, so
     the new environment applies). Services that are ready at the same moment share one compose
     call, up to `parallel` in progress at once, and each dependent follows the moment its last
@@ -125,6 +125,7 @@ def restart(
             for name in late:
                 errors[name] = str(exc)
                 tell(name, "failed")
+            started.extend(name for name in names if name in first)  # replaced on their own, beside the old
             return {name: name in first for name in names}
         started.extend(names)
         if waves and len(started) < len(graph):

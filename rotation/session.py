@@ -61,6 +61,7 @@ DEFAULTS = {"timeout": DEFAULT_TIMEOUT, "parallel": DEFAULT_PARALLEL, "lock_time
 
 
 def setting(c: Context, key: str) -> object:
+    """A `rotation.*` setting from Invoke's configuration (invoke.yaml, `-f FILE`, INVOKE_ROTATION_*)."""
     return c.config.get("rotation", {}).get(key)
 
 

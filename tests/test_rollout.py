@@ -80,6 +80,14 @@ def test_a_start_first_replacement_that_never_turns_healthy_leaves_the_old_conta
     assert "the new container was removed and the old one still serves" in result.errors["api"]
 
 
+def test_a_compose_failure_beside_a_start_first_service_leaves_its_replacement_to_go_on() -> None:
+    scripts = shaped()
+    scripts["worker"] = Script(footprint=FIRST)
+    engine = FakeEngine(scripts, recreate_fails={"db"})
+    result = rollout.restart(engine, ["db", "worker"], timeout=5)
+    assert result.outcome == {"db": "failed", "worker": "ok"} and result.order == ("worker",)
+
+
 def test_an_engine_failure_during_a_start_first_replacement_fails_that_service_alone() -> None:
     scripts = shaped()
     scripts["api"] = Script(footprint=FIRST)
