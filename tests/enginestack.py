@@ -105,7 +105,8 @@ def forget_asks(client: DockerClient, project: str) -> None:
 
 def unavailable(client: DockerClient, project: str) -> tuple[float, int, list[str]]:
     """Seconds the start-first stack's `probe` found api not answering (from a failed ask, after its
-    one retry, to the next good one), how many times it asked, and its failed asks as logged."""
+    one retry, to the next good one; to the last ask if none came), how many times it asked, and its
+    failed asks as logged."""
     output = containers(client, project)["probe"].exec_run(["cat", "/tmp/probe.log"]).output
     assert isinstance(output, bytes)
     lines = output.decode().splitlines()
@@ -119,6 +120,20 @@ def unavailable(client: DockerClient, project: str) -> tuple[float, int, list[st
     if failed_at is not None:
         down += asks[-1][0] - failed_at
     return down, len(asks), [line for line in lines if " fail" in line]
+
+
+def answers_again(client: DockerClient, project: str, timeout: float = 30) -> bool:
+    """Whether the start-first stack's `probe` gets an answer from api again within `timeout`."""
+    import time
+
+    forget_asks(client, project)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        output = containers(client, project)["probe"].exec_run(["cat", "/tmp/probe.log"]).output
+        if b" ok" in output:
+            return True
+        time.sleep(0.5)
+    return False
 
 
 def is_podman(client: DockerClient) -> bool:
