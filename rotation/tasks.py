@@ -22,7 +22,7 @@ from invoke.tasks import Task, task
 from . import session
 from .errors import SelectionError
 from .lazy import lazy
-from .session import BUNDLED_CONFIG, DEFAULTS
+from .session import DEFAULTS
 
 if TYPE_CHECKING:
     from . import audit, certificates, fsio, health, pipeline, present, report, runs, schedule
@@ -36,7 +36,7 @@ else:  # loaded on first use: --help, --list and completion import no use case (
         )
     )
 
-__all__ = ["BUNDLED_CONFIG", "DEFAULTS", "SHORT_FLAGS", "namespace"]
+__all__ = ["DEFAULTS", "SHORT_FLAGS", "namespace"]
 
 # One meaning per short flag in every task; destructive flags have none, on purpose.
 SHORT_FLAGS = {"dry_run": "n", "secrets": "s", "config": "c", "json": "j", "timeout": "t", "verbose": "v"}
