@@ -122,8 +122,9 @@ def unavailable(client: DockerClient, project: str) -> tuple[float, int, list[st
     return down, len(asks), [line for line in lines if " fail" in line]
 
 
-def answers_again(client: DockerClient, project: str, timeout: float = 30) -> bool:
-    """Whether the start-first stack's `probe` gets an answer from api again within `timeout`."""
+def answers_again(client: DockerClient, project: str, timeout: float = 90) -> bool:
+    """Whether the start-first stack's `probe` gets an answer from api again within `timeout`: on
+    Podman, aardvark-dns has taken up to about 40 s to answer for a replaced container on a busy machine."""
     import time
 
     forget_asks(client, project)
