@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 __all__ = [
     "EXIT_CODES",
@@ -22,6 +23,7 @@ __all__ = [
     "RotationError",
     "SelectionError",
     "StorageError",
+    "Step",
     "StoreError",
     "UnsafeValue",
     "did_you_mean",
@@ -44,13 +46,24 @@ EXIT_CODES = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A command to run next, as data: one of this tool's tasks with its options (`restore --backup
+    ID`), or, with `ours` false, another program's line (`cd STACK`, `docker compose up -d api`).
+    Only the presenter spells ours, as the user invoked the tool; `why` says what it does."""
+
+    words: str
+    why: str = ""
+    ours: bool = True
+
+
 class RotationError(Exception):
     """Base of every error the tool reports to a user; the message says what, where and what to do.
 
     Besides the message, an error is data for scripts (`--json`): its `kind`, the `key` at fault (a
     configuration key such as `secrets.JWT_SECRET.length`, a flag such as `--secrets`, or a secret's
-    name), the `file` at fault, a `hint` (what would be accepted), and the `steps` to run next (tasks,
-    such as `recover`). `unchanged`
+    name), the `file` at fault, a `hint` (what would be accepted), and the `steps` to run next (each a
+    `Step`; a bare string is one of our tasks, such as `recover`). `unchanged`
     is true when the live system it came from is known to be as it was (the failure came before
     anything was asked to change), so nothing there needs undoing or checking.
     """
@@ -66,13 +79,13 @@ class RotationError(Exception):
         *,
         key: str | None = None,
         file: object = None,
-        steps: Iterable[str] = (),
+        steps: Iterable[Step | str] = (),
         hint: str | None = None,
     ) -> None:
         super().__init__(message)
         self.key = key
         self.file = file
-        self.steps = tuple(steps)
+        self.steps = tuple(Step(step) if isinstance(step, str) else step for step in steps)
         self.hint = hint
 
     def add_context(self, text: str) -> None:
@@ -83,7 +96,8 @@ class RotationError(Exception):
         return ". ".join([super().__str__(), *self._context])
 
     def to_json(self) -> dict[str, object]:
-        """The error for scripts: the one-line message and its parts; never a value."""
+        """The error for scripts: the one-line message and its parts (the presenter adds the steps,
+        spelled); never a value."""
         return {
             "error": str(self),
             "kind": self.kind,
@@ -91,7 +105,6 @@ class RotationError(Exception):
             "key": self.key,
             "file": None if self.file is None else str(self.file),
             "hint": self.hint,
-            "steps": list(self.steps),
         }
 
 
@@ -120,7 +133,7 @@ class SelectionError(RotationError):
     kind = "selection"
 
     def __init__(
-        self, message: str, *, key: str | None = None, steps: Iterable[str] = (), hint: str | None = None
+        self, message: str, *, key: str | None = None, steps: Iterable[Step | str] = (), hint: str | None = None
     ) -> None:
         named = _LEADING_KEY.match(message)
         super().__init__(message, key=key or (named[1] if named else None), steps=steps, hint=hint)

@@ -20,7 +20,7 @@ from .errors import Interrupted, RecoveryError, SelectionError
 from .health import Snapshot, regressions
 from .probes import ProbeResult, run_probes
 from .replacement import Strategy
-from .rollback import Command, RollbackResult, plain_command, roll_back
+from .rollback import RollbackResult, roll_back
 from .rollout import DEFAULT_PARALLEL, DEFAULT_TIMEOUT, Progress, RestartResult
 from .stack import Stack
 
@@ -114,7 +114,6 @@ class _Ending:
     timeout: float
     parallel: int
     progress: Progress | None
-    command: Command
     say: Say
     dry_run: bool = False  # nothing is written: no status, no rollback
 
@@ -151,7 +150,6 @@ def _conclude(
             timeout=ending.timeout,
             parallel=ending.parallel,
             progress=ending.progress,
-            command=ending.command,
         )
     except RecoveryError as exc:
         return Failure(reason, None, exc)
@@ -188,7 +186,6 @@ def restart(
     rollback: bool = True,
     dry_run: bool = False,
     progress: Progress | None = None,
-    command: Command = plain_command,
     say: Say = _quiet,
 ) -> RestartOutcome:
     """Recreate `services` (or every service, or the run's affected ones), judge the stack against
@@ -211,7 +208,7 @@ def restart(
             "would create the whole stack, pulling images). Start the stack first; the rotated values are in the "
             "files and apply when it starts"
         )
-    ending = _Ending(rollback, timeout, parallel, progress, command, say)
+    ending = _Ending(rollback, timeout, parallel, progress, say)
     with stack.session(run.id if run else None), _undone_if_interrupted(stack, engine, run, "restart", ending):
         before = stack.state_before(run)
         result = rollout.restart(
@@ -254,7 +251,6 @@ def _undone_if_interrupted(stack: Stack, engine: Engine, run: Run | None, task: 
             timeout=ending.timeout,
             parallel=ending.parallel,
             progress=ending.progress,
-            command=ending.command,
         )
         raise Interrupted(
             f"interrupted during {task}: rolled back run {result.run.id}; files and databases are back on the "
@@ -287,11 +283,10 @@ def verify(
     timeout: float = DEFAULT_TIMEOUT,
     dry_run: bool = False,
     progress: Progress | None = None,
-    command: Command = plain_command,
     say: Say = _quiet,
 ) -> VerifyOutcome:
     """Compare the stack with the run's precheck state, run the probes, and roll back on failure."""
-    ending = _Ending(rollback, timeout, DEFAULT_PARALLEL, progress, command, say, dry_run)
+    ending = _Ending(rollback, timeout, DEFAULT_PARALLEL, progress, say, dry_run)
     held = nullcontext() if dry_run else stack.session(run.id if run else None)
     with held, _undone_if_interrupted(stack, engine, run, "verify", ending):
         before = stack.state_before(run)
@@ -331,7 +326,6 @@ def recover(
     timeout: float = DEFAULT_TIMEOUT,
     parallel: int = DEFAULT_PARALLEL,
     progress: Progress | None = None,
-    command: Command = plain_command,
 ) -> RecoverOutcome:
     """Finish what was interrupted: a commit's journal first (files, databases, stores), then a run whose
     restart or verify a signal stopped, rolled back as a failed verify would have been."""
@@ -340,7 +334,5 @@ def recover(
         if run is None or run.status is not RunStatus.INTERRUPTED:
             return RecoverOutcome(journal, None)
         reason = str(run.metadata.get("error") or "interrupted")
-        result = roll_back(
-            stack, engine(), run, reason, timeout=timeout, parallel=parallel, progress=progress, command=command
-        )
+        result = roll_back(stack, engine(), run, reason, timeout=timeout, parallel=parallel, progress=progress)
     return RecoverOutcome(journal, result)

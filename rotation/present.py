@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from .guard import Scan
     from .pipeline import CheckResult, Failure, PrecheckResult, RecoverOutcome, RestartOutcome, VerifyOutcome
     from .plan import KeyPhase
-    from .rollback import Command
     from .runs import PullResult, RestoreResult, RotationResult
     from .schedule import Due
 
@@ -52,13 +51,19 @@ def say(line: str) -> None:
     print(report.paint(line, "yellow"), flush=True)
 
 
-def error(exc: RotationError, json: bool) -> Exit:
+def error(exc: RotationError, json: bool, spell: report.Spell | None = None) -> Exit:
     """The `Exit` for an error: its message on standard error, one escaped line per line of it, and
-    with `--json` the error as data on standard output too."""
+    the steps to run next below it, spelled by `spell`; with `--json` the error as data on standard
+    output too."""
+    spell = spell or report.plain
     if json:
-        _json(report.error_json(exc))
-    shown = "\n".join(printable(line) for line in str(exc).splitlines())
-    return Exit(red(f"rotation: {shown}"), exc.exit_code)
+        _json(report.error_json(exc, spell))
+    return Exit(red(f"rotation: {_message(exc, spell)}"), exc.exit_code)
+
+
+def _message(exc: RotationError, spell: report.Spell) -> str:
+    shown = [printable(line) for line in str(exc).splitlines()]
+    return "\n".join(shown + [printable(line) for line in report.step_lines(exc.steps, spell)])
 
 
 def progress(service: str, status: str, seconds: float) -> None:
@@ -85,12 +90,12 @@ def _warnings(warnings: Sequence[str], recovered: str | None) -> None:
         print(report.paint(f"warning: {warning}", "yellow"))
 
 
-def rotation(result: RotationResult, json: bool, command: Command) -> None:
+def rotation(result: RotationResult, json: bool, spell: report.Spell) -> None:
     """A rotation or its dry run: the plan, what changed, the backup and what to run next."""
     if json:
         return _json(report.rotation_json(result))
     _warnings(result.plan.warnings, result.recovered)
-    print(report.rotation_text(result, command))
+    print(report.rotation_text(result, spell))
 
 
 def nothing_due(json: bool, dry_run: bool) -> None:
@@ -98,20 +103,20 @@ def nothing_due(json: bool, dry_run: bool) -> None:
     print(report.dumps(report.nothing_due_json(dry_run)) if json else "rotate: no secret is due")
 
 
-def restoration(result: RestoreResult, json: bool, command: Command) -> None:
+def restoration(result: RestoreResult, json: bool, spell: report.Spell) -> None:
     """A restore or its dry run."""
     if json:
         return _json(report.restore_json(result))
     _warnings((), result.recovered)
-    print(report.restore_text(result, command))
+    print(report.restore_text(result, spell))
 
 
-def pulled(result: PullResult, json: bool, command: Command) -> None:
+def pulled(result: PullResult, json: bool, spell: report.Spell) -> None:
     """A pull or its dry run."""
     if json:
         return _json(report.pull_json(result))
     _warnings(result.plan.warnings, result.recovered)
-    print(report.pull_text(result, command))
+    print(report.pull_text(result, spell))
 
 
 def backups(found: Sequence[Run], damaged: dict[str, str], json: bool) -> None:
@@ -131,7 +136,9 @@ def check(
             print(details(state))
     if result.healthy:
         return None
-    names = ", ".join(s.service for s in result.snapshot.unhealthy) or f"{len(result.regressions)} regressions"
+    names = ", ".join(s.service for s in result.snapshot.unhealthy) or report.count(
+        len(result.regressions), "regression"
+    )
     return Exit(red(f"rotation: not healthy: {names}"), 1)
 
 
@@ -141,18 +148,20 @@ def precheck(result: PrecheckResult) -> Exit | None:
         print(report.states_table(result.snapshot))
         names = ", ".join(s.service for s in result.snapshot.unhealthy)
         return Exit(red(f"rotation: precheck failed, not healthy: {names}; nothing was rotated"), 1)
-    count = len(result.snapshot.states)
+    healthy = report.count(len(result.snapshot.states), "service")
     if result.run is None:
-        print(f"precheck (dry run): {count} services healthy; no run was opened")
+        print(f"precheck (dry run): {healthy} healthy; no run was opened")
     else:
-        print(f"precheck: {count} services healthy; state saved in run {result.run.id}")
+        print(f"precheck: {healthy} healthy; state saved in run {result.run.id}")
     return None
 
 
-def failure(failed: Failure) -> Exit:
-    """The `Exit` for a failed restart or verify: rolled back, not rolled back, or a rollback that failed."""
+def failure(failed: Failure, spell: report.Spell) -> Exit:
+    """The `Exit` for a failed restart or verify: rolled back, not rolled back, or a rollback that
+    failed (with the steps that finish it by hand)."""
     if failed.rollback_error is not None:
-        return Exit(red(f"rotation: {failed.reason}\n{failed.rollback_error}"), failed.rollback_error.exit_code)
+        shown = _message(failed.rollback_error, spell)
+        return Exit(red(f"rotation: {printable(failed.reason)}\n{shown}"), failed.rollback_error.exit_code)
     if failed.rolled_back is None:
         return Exit(red(f"rotation: {failed.reason}"), 1)
     order = failed.rolled_back.restart.order
@@ -166,7 +175,7 @@ def failure(failed: Failure) -> Exit:
     )
 
 
-def restart(outcome: RestartOutcome) -> Exit | None:
+def restart(outcome: RestartOutcome, spell: report.Spell) -> Exit | None:
     """What a restart recreated, how (start-first or stop-late), what failed and each service's
     downtime; the `Exit` when it failed."""
     for name in outcome.absent:
@@ -183,17 +192,17 @@ def restart(outcome: RestartOutcome) -> Exit | None:
     for line in outcome.problems:
         print(report.paint(f"failed: {line}", "red"))
     if outcome.failure is not None:
-        return failure(outcome.failure)
+        return failure(outcome.failure, spell)
     rechecked = sorted(set(outcome.result.outcome) - set(outcome.services))
     also = f", and {', '.join(rechecked)} that depend on them passed a new healthcheck" if rechecked else ""
-    print(report.paint(f"restart: {len(outcome.services)} services healthy{also}", "green"))
+    print(report.paint(f"restart: {report.count(len(outcome.services), 'service')} healthy{also}", "green"))
     if outcome.result.downtime:
         down = ", ".join(f"{name} {secs:.1f}s" for name, secs in sorted(outcome.result.downtime.items()))
         print(f"restart: without a healthy container: {down}")
     return None
 
 
-def verify(outcome: VerifyOutcome) -> Exit | None:
+def verify(outcome: VerifyOutcome, spell: report.Spell) -> Exit | None:
     """The stack against its precheck state, and each probe; the `Exit` when something failed."""
     print(report.states_table(outcome.snapshot))
     if outcome.before is None:
@@ -204,7 +213,7 @@ def verify(outcome: VerifyOutcome) -> Exit | None:
         mark = report.paint("ok  ", "green") if probe.ok else report.paint("FAIL", "red")
         print(f"{mark} {probe.name}: {probe.detail}")
     if outcome.failure is not None:
-        return failure(outcome.failure)
+        return failure(outcome.failure, spell)
     print(report.paint("verify: every service healthy, every probe passed", "green"))
     return None
 
@@ -228,12 +237,13 @@ def guard(result: Scan, short: Sequence[str], minimum: int) -> Exit | None:
     if result.findings:
         return Exit(
             red(
-                f"rotation: guard: {len(result.findings)} secrets or secret files in {result.files} files; "
+                f"rotation: guard: {len(result.findings)} secrets or secret files in "
+                f"{report.count(result.files, 'file')}; "
                 "remove them from the commit (git restore --staged FILE) and rotate any value that was pushed"
             ),
             1,
         )
-    print(f"guard: no secret in {result.files} files")
+    print(f"guard: no secret in {report.count(result.files, 'file')}")
     return None
 
 

@@ -7,28 +7,29 @@ import os
 import re
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 from .backup import Run, age, local_time
 from .config import Config
 from .engines import ServiceState
-from .errors import RotationError
+from .errors import RotationError, Step
 from .escape import printable
 from .health import Snapshot
 from .pipeline import CheckResult
 from .plan import KeyPhase, Plan
 from .replacement import Strategy
-from .rollback import Command, plain_command
 from .runs import PullResult, RestoreResult, RotationResult
 from .schedule import Due
 
 __all__ = [
     "WIDTH",
+    "Spell",
     "backups_json",
     "backups_table",
     "colour_on",
+    "count",
     "details",
     "due_json",
     "due_table",
@@ -39,11 +40,13 @@ __all__ = [
     "log_table",
     "nothing_due_json",
     "paint",
+    "plain",
     "restore_json",
     "restore_text",
     "rotation_json",
     "rotation_text",
     "states_table",
+    "step_lines",
     "table",
 ]
 
@@ -52,6 +55,22 @@ _ANSI = re.compile(r"\033\[[0-9;]*m")
 WIDTH = 100  # every table fits a 100-column terminal
 
 Cell = str | Sequence[str]
+Spell = Callable[[Step], str]  # a step -> the line a person runs, as the user invoked the tool
+
+
+def count(number: int, noun: str) -> str:
+    """`1 service`, `2 services`: a number with its noun in the right form (nouns here take an s)."""
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def plain(step: Step) -> str:
+    """A step as it reads when nothing says how the tool was invoked: `rotation TASK`."""
+    return f"rotation {step.words}" if step.ours else step.words
+
+
+def step_lines(steps: Iterable[Step], spell: Spell) -> list[str]:
+    """Steps to run, one indented line each, with what each does as a shell comment."""
+    return [f"    {spell(step)}" + (f"    # {step.why}" if step.why else "") for step in steps]
 
 
 def colour_on(stream: Any) -> bool:
@@ -153,8 +172,8 @@ def rotation_json(result: RotationResult) -> dict[str, Any]:
     }
 
 
-def rotation_text(result: RotationResult, command: Command = plain_command) -> str:
-    """A rotation for people; `command` spells a follow-up the way this program was invoked."""
+def rotation_text(result: RotationResult, spell: Spell = plain) -> str:
+    """A rotation for people; `spell` writes its follow-ups the way this program was invoked."""
     plan = result.plan
     title = "Rotation plan (dry run: nothing written)" if result.dry_run else "Rotated"
     rows = [[c.name, c.reason, c.old.describe() if c.old else "(unset)", c.new.describe()] for c in plan.changes]
@@ -173,14 +192,14 @@ def rotation_text(result: RotationResult, command: Command = plain_command) -> s
         lines.append(f"store:    {label}")
     if result.accepted_data_loss:
         lines.append(paint(f"accepted: data loss from rotating {', '.join(result.accepted_data_loss)}", "yellow"))
-    if result.backup:
-        lines.append(f"backup:   {result.backup.id}  (undo: {command(f'restore --backup {result.backup.id}')})")
+    if result.backup and result.undo_step:
+        lines.append(f"backup:   {result.backup.id}  (undo: {spell(result.undo_step)})")
     elif not result.dry_run:
         lines.append(paint("backup:   none kept (--skip-backup)", "yellow"))
     if result.pruned:
-        lines.append(f"pruned:   {len(result.pruned)} backups older than the retention period")
-    if not result.dry_run and plan.services:
-        lines.append(f"next:     {command('restart')}   (recreates the services above so they read the new values)")
+        lines.append(f"pruned:   {count(len(result.pruned), 'backup')} older than the retention period")
+    if result.next_step:
+        lines.append(f"next:     {spell(result.next_step)}   ({result.next_step.why})")
     return "\n".join(lines)
 
 
@@ -261,7 +280,7 @@ def restore_json(result: RestoreResult) -> dict[str, Any]:
     }
 
 
-def restore_text(result: RestoreResult, command: Command = plain_command) -> str:
+def restore_text(result: RestoreResult, spell: Spell = plain) -> str:
     """A restore for people."""
     head = f"Would restore backup {result.restored.id}" if result.dry_run else f"Restored backup {result.restored.id}"
     lines = [paint(head, "bold")]
@@ -272,11 +291,10 @@ def restore_text(result: RestoreResult, command: Command = plain_command) -> str
         lines.append(f"store:         {label} (the backed-up values, as a new version)")
     for label in result.reloaded:
         lines.append(f"reloaded:      {label}")
-    if result.undo:
-        lines.append(f"undo:          {command(f'restore --backup {result.undo.id}')}")
-    services = result.restored.affected_services
-    if not result.dry_run and services:
-        lines.append(f"next:          {command('restart')}   (recreates the affected services)")
+    if result.undo_step:
+        lines.append(f"undo:          {spell(result.undo_step)}")
+    if result.next_step:
+        lines.append(f"next:          {spell(result.next_step)}   (recreates the affected services)")
     return "\n".join(lines)
 
 
@@ -300,7 +318,7 @@ def pull_json(result: PullResult) -> dict[str, Any]:
     }
 
 
-def pull_text(result: PullResult, command: Command = plain_command) -> str:
+def pull_text(result: PullResult, spell: Spell = plain) -> str:
     """A pull for people."""
     plan = result.plan
     source = ", ".join(f"{s['label']} version {s['version']}" for s in result.source)
@@ -313,17 +331,17 @@ def pull_text(result: PullResult, command: Command = plain_command) -> str:
     lines += _services(plan)
     for label in result.database:
         lines.append(f"database: {label}")
-    if result.backup:
-        lines.append(f"backup:   {result.backup.id}  (undo: {command(f'restore --backup {result.backup.id}')})")
-    if not result.dry_run and plan.services:
-        lines.append(f"next:     {command('restart')}   (recreates the services above so they read the new values)")
+    if result.backup and result.undo_step:
+        lines.append(f"backup:   {result.backup.id}  (undo: {spell(result.undo_step)})")
+    if result.next_step:
+        lines.append(f"next:     {spell(result.next_step)}   ({result.next_step.why})")
     return "\n".join(lines)
 
 
-def error_json(error: RotationError) -> dict[str, Any]:
+def error_json(error: RotationError, spell: Spell = plain) -> dict[str, Any]:
     """What a `--json` command prints when it fails: the one-line error, its kind and exit code, the
-    key and file at fault, and the tasks to run next."""
-    return error.to_json()
+    key and file at fault, and the commands to run next, spelled as the tool was invoked."""
+    return {**error.to_json(), "steps": [spell(step) for step in error.steps]}
 
 
 def _row(backup: Run, now: float) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from . import envfile, targets
 from .backup import BackupStore, Run, RunStatus
 from .certificates import CertificateSpec, described, inspect, issue
 from .config import Config, check_stack, unavailable
-from .errors import BackupError, LockedError, RotationError, SelectionError, StoreError, UnsafeValue
+from .errors import BackupError, LockedError, RotationError, SelectionError, Step, StoreError, UnsafeValue
 from .fsio import remove_tree
 from .generate import Secret
 from .journal import LiveChange, commit
@@ -39,8 +39,27 @@ PRECHECK_FRESH = 3600  # seconds for which a precheck run on its own is adopted 
 # A run in these states has its new values live: a failed restart or verify rolls it back.
 
 
+class _Written:
+    """What follows a run that wrote a plan's values: its undo (from the backup) and the restart."""
+
+    __slots__ = ()
+    plan: Plan
+    backup: Run | None
+    dry_run: bool
+
+    @property
+    def undo_step(self) -> Step | None:
+        """The restore that puts the files back as they were, when a backup was kept."""
+        return _undo(self.backup)
+
+    @property
+    def next_step(self) -> Step | None:
+        """The restart that makes the services read the new values; none for a dry run."""
+        return None if self.dry_run else _restart(self.plan.services)
+
+
 @dataclass(frozen=True, slots=True)
-class RotationResult:
+class RotationResult(_Written):
     """What a rotation did, or would do for a dry run."""
 
     plan: Plan
@@ -71,9 +90,19 @@ class RestoreResult:
     stores: tuple[str, ...] = ()
     reloaded: tuple[str, ...] = ()  # each server reloaded onto the restored certificate
 
+    @property
+    def undo_step(self) -> Step | None:
+        """The restore that undoes this one, from the backup it took first."""
+        return _undo(self.undo)
+
+    @property
+    def next_step(self) -> Step | None:
+        """The restart that makes the affected services read the restored values."""
+        return None if self.dry_run else _restart(self.restored.affected_services)
+
 
 @dataclass(frozen=True, slots=True)
-class PullResult:
+class PullResult(_Written):
     """What a pull did, or would do: the store version it read and the changes that bring the files to it."""
 
     source: tuple[Mapping[str, Any], ...]  # {store, label, version} of each store read
@@ -82,6 +111,14 @@ class PullResult:
     database: tuple[str, ...]
     recovered: str | None
     dry_run: bool
+
+
+def _undo(backup: Run | None) -> Step | None:
+    return Step(f"restore --backup {backup.id}", why="undo") if backup else None
+
+
+def _restart(services: Sequence[str]) -> Step | None:
+    return Step("restart", why="recreates the services above so they read the new values") if services else None
 
 
 def same_files(root: Path, names: Sequence[str]) -> dict[str, str]:
@@ -279,9 +316,14 @@ def _refuse_unfinished(stack: Stack, own: str | None) -> None:
     finish = "recover" if latest.status is RunStatus.INTERRUPTED else "restart verify"
     raise LockedError(
         f"run {latest.id} ({names or 'no secret'}) is {latest.status.value} but not verified: another rotation "
-        f"now would mix its values into that run. Finish it first with `{finish}` (or `verify` once its "
-        "services were recreated), or put it back with `restore --latest`",
-        steps=[finish, "restore --latest"],
+        "now would mix its values into that run. Finish it first, or put it back:",
+        steps=[
+            Step(
+                finish,
+                why="finishes it" + ("" if finish == "recover" else " (`verify` alone once they were recreated)"),
+            ),
+            Step("restore --latest", why="or puts it back"),
+        ],
     )
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from invoke.context import Context
 from invoke.exceptions import Exit
 
-from .errors import Interrupted, RotationError, SelectionError
+from .errors import Interrupted, RotationError, SelectionError, Step
 from .lazy import lazy
 from .rollout import DEFAULT_PARALLEL, DEFAULT_TIMEOUT
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from . import audit, journal, pipeline, present
     from . import stack as stacks
     from .backup import Run
-    from .rollback import Command
+    from .report import Spell
     from .stack import Stack
 else:  # loaded on first use: --help, --list and completion import no use case
     audit, journal, pipeline, present, stacks = (
@@ -101,18 +101,21 @@ def program() -> list[str]:
     return ["rotation"] if shutil.which("rotation") else [sys.executable, "-m", "rotation"]
 
 
-def follow_up(c: Context, config: str | None) -> Command:
-    """How to spell a follow-up command so that it works as printed, from where it was printed."""
+def follow_up(c: Context, config: str | None) -> Spell:
+    """How the presenter spells a step of ours so that it works as printed, from where it was
+    printed: the program as the user invoked it, with its settings file and `--config`."""
     words = program()
     settings = getattr(c.config, "_runtime_path", None)
     if settings:
         words += ["-f", str(Path(settings).absolute())]  # printed after a `cd STACK` too
     after = ["--config", str(Path(config).expanduser().absolute())] if config else []
 
-    def command(task_words: str) -> str:
-        return shlex.join(words) + f" {task_words}" + (f" {shlex.join(after)}" if after else "")
+    def spell(step: Step) -> str:
+        if not step.ours:
+            return step.words
+        return shlex.join(words) + f" {step.words}" + (f" {shlex.join(after)}" if after else "")
 
-    return command
+    return spell
 
 
 @dataclass
@@ -128,25 +131,27 @@ class Record:
     dry_run: bool = False
     accept_data_loss: bool = False
     verdict: str | None = None  # the outcome, where a non-zero exit is not a failure (`due`)
-    recover: str = "rotation recover"  # the recover command, spelled as the user invoked us
+    spell: Spell | None = None  # how the presenter spells our steps, once the task knows its settings
 
 
 def find_stack(
     c: Context, record: Record, config: str | None = None, *, read_only: bool = False, recover: bool = True
 ) -> Stack:
     """The stack this task works on, found (not assumed), with any interrupted run dealt with first."""
+    record.spell = follow_up(c, config)
     root = stack_root(c)
     explicit = config or setting(c, "config")
     settings, bundled = stacks.locate(root, str(explicit) if explicit else None, BUNDLED_CONFIG)
-    if bundled:
+    if bundled and setting(c, "bundled_told") != str(root):  # once per command line, not once per task
         present.err(f"no secrets-config.yaml in {root}: using the bundled configuration for the local AI stack")
+        c.config.rotation.bundled_told = str(root)
     timeout = number(setting(c, "lock_timeout") or DEFAULTS["lock_timeout"], "rotation.lock_timeout")
     stack = stacks.Stack(root, settings, lock_timeout=timeout, task=record.task, waiting=present.err)
-    record.stack, record.recover = stack, follow_up(c, config)("recover")
+    record.stack = stack
     if recover:
-        recovered, pending_reason = stack.recover_first(read_only=read_only, finish=record.recover)
+        recovered, pending_reason = stack.recover_first(read_only=read_only)
         if pending_reason:
-            present.err(f"warning: {pending_reason}")
+            present.err(f"warning: {pending_reason}; when that is fixed, run: {record.spell(Step('recover'))}")
         elif recovered:
             present.err(recovered)
     return stack
@@ -164,10 +169,10 @@ def task_run(name: str, json: bool = False) -> Iterator[Record]:
         yield record
         outcome = "ok"
     except KeyboardInterrupt:
-        raise present.error(_interrupted(record), json) from None
+        raise present.error(_interrupted(record), json, record.spell) from None
     except RotationError as exc:
         outcome = f"failed: {exc}"
-        raise present.error(exc, json) from None
+        raise present.error(exc, json, record.spell) from None
     except Exit as exc:
         outcome = record.verdict or ("ok" if not exc.code else f"failed: exit code {exc.code}")
         raise
@@ -198,9 +203,7 @@ def _interrupted(record: Record) -> Interrupted:
     except RotationError:
         left = True  # a journal it cannot even read: recover says what is wrong with it
     if left:
-        return Interrupted(
-            f"interrupted: run `{record.recover}` to finish or roll back what was under way", steps=["recover"]
-        )
+        return Interrupted("interrupted; to finish or roll back what was under way, run:", steps=["recover"])
     return Interrupted("interrupted; nothing was left half-done")
 
 

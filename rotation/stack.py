@@ -131,23 +131,22 @@ class Stack:
             finally:
                 _HELD.discard(lock)
 
-    def recover_first(self, *, read_only: bool, finish: str) -> tuple[str | None, str | None]:
+    def recover_first(self, *, read_only: bool) -> tuple[str | None, str | None]:
         """Deal with an interrupted run before a task: (what recovery did, why it is still pending).
 
         When the recovery needs a database, engine or secret store that is down, a read-only task may go on
-        (the second item says why, and `finish` is the command that completes it later); a task
-        that would write is refused with a `RecoveryError` naming that command.
+        (the second item says why; `recover` completes it later); a task that would write is
+        refused with a `RecoveryError` whose step is `recover`.
         """
         try:
             return self.recover(), None
         except (DatabaseError, EngineError, RecoveryError, StoreError) as exc:
             if not read_only:
-                raise RecoveryError(
-                    f"an interrupted run must be finished before anything else, and that failed: {exc}. "
-                    f"Once that is fixed, run: {finish}",
-                    steps=["recover"],
-                ) from None
-            return None, f"an interrupted run is pending ({exc}); when that is fixed, run: {finish}"
+                why = f"an interrupted run must be finished before anything else, and that failed: {exc}"
+                if exc.steps:  # a rollback that failed: its steps by hand finish it
+                    raise RecoveryError(why, steps=exc.steps) from None
+                raise RecoveryError(f"{why}. Once that is fixed, run:", steps=["recover"]) from None
+            return None, f"an interrupted run is pending ({exc})"
 
     def recover(self) -> str | None:
         """Undo an interrupted run before anything else; a no-op that writes nothing when there is none."""

@@ -275,11 +275,10 @@ def restart(
             rollback=not no_rollback,
             dry_run=record.dry_run,
             progress=present.progress,
-            command=session.follow_up(c, config),
             say=present.say,
         )
         record.services = [*session.recreated(outcome.failure, outcome.services)]
-        verdict = present.restart(outcome)
+        verdict = present.restart(outcome, session.follow_up(c, config))
         if verdict is not None:
             raise verdict
 
@@ -307,11 +306,10 @@ def verify(
             timeout=seconds,
             dry_run=record.dry_run,
             progress=present.progress,
-            command=session.follow_up(c, config),
             say=present.say,
         )
         record.services = [*session.recreated(outcome.failure, record.services)]
-        verdict = present.verify(outcome)
+        verdict = present.verify(outcome, session.follow_up(c, config))
         if verdict is not None:
             raise verdict
 
@@ -396,11 +394,11 @@ def recover(c: Context, timeout: str = str(DEFAULTS["timeout"]), config: str | N
         record.announce = False
         seconds = session.number(timeout, "--timeout")
         stack = session.find_stack(c, record, config, recover=False)
-        outcome = pipeline.recover(
-            stack, stack.engine, timeout=seconds, progress=present.progress, command=session.follow_up(c, config)
-        )
+        outcome = pipeline.recover(stack, stack.engine, timeout=seconds, progress=present.progress)
     present.recovered(outcome)
 
 
 namespace = Collection(rotate, restore, pull, check, precheck, restart, verify, due, log, recover, guard)
-namespace.configure({"rotation": {"root": None, "config": None, "lock_timeout": None, "run": None}})
+namespace.configure(
+    {"rotation": {"root": None, "config": None, "lock_timeout": None, "run": None, "bundled_told": None}}
+)

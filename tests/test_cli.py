@@ -120,9 +120,10 @@ def test_no_stack_here_is_an_error_for_every_task(tmp_path: Path) -> None:
 
 def test_bundled_configuration_is_announced(stack: Path) -> None:
     (stack / "secrets-config.yaml").unlink()
-    ran = program(*ROTATION, "rotate", "--dry-run", cwd=stack)
+    ran = program(*ROTATION, "rotate", "--dry-run", "due", "log", cwd=stack)
     assert ran.returncode == 0, ran.stderr
     assert "using the bundled configuration for the local AI stack" in ran.stderr and str(stack) in ran.stderr
+    assert ran.stderr.count("bundled configuration") == 1  # once per command line, not once per task
 
 
 def _clone(tmp_path: Path) -> Path:
@@ -363,7 +364,9 @@ def test_json_errors_say_what_failed_which_key_or_file_and_what_to_run_next(stac
     assert inproc("rotate", "--secrets", "JWT_SECRET").code == 0
     locked = json.loads(inproc("rotate", "--secrets", "DASHBOARD_PASSWORD", "--json").out)
     assert locked["kind"] == "locked" and locked["exit_code"] == 4
-    assert locked["steps"] == ["restart verify", "restore --latest"]
+    finish, undo = locked["steps"]  # whole commands, spelled as the program was invoked
+    assert finish.endswith(" restart verify") and undo.endswith(" restore --latest")
+    assert finish.removesuffix(" restart verify") == undo.removesuffix(" restore --latest")
     assert inproc("restore", "--latest").code == 0
     refused = json.loads(inproc("rotate", "--secrets", "N8N_ENCRYPTION_KEY", "--json").out)
     assert refused["kind"] == "data-loss-refused" and refused["key"] == "N8N_ENCRYPTION_KEY"

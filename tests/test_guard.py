@@ -82,7 +82,7 @@ def test_a_clean_commit_passes_and_short_values_get_a_note(repo: Path, cli: CLI)
     (repo / "README.md").write_text("nothing to see\n")
     git(repo, "add", "README.md")
     ran = cli("guard", cwd=repo)
-    assert ran.code == 0 and "no secret in 1 files" in ran.out
+    assert ran.code == 0 and "no secret in 1 file\n" in ran.out
 
 
 def test_guard_bad_input_is_one_line_or_a_note(repo: Path, cli: CLI, tmp_path: Path) -> None:
@@ -153,7 +153,7 @@ def test_without_files_the_guard_reads_what_is_staged_not_the_working_tree(repo:
     git(repo, "add", "config.js")
     (repo / "config.js").write_text(f"const key = '{secret}'\n")  # leaked on disk, not staged
     ran = inproc("guard", cwd=repo)
-    assert ran.code == 0 and "no secret in 1 files" in ran.out, ran.text
+    assert ran.code == 0 and "no secret in 1 file\n" in ran.out, ran.text
 
 
 def test_binary_files_are_scanned_utf16_included(repo: Path, inproc: CLI) -> None:

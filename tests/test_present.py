@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from rotation import present
-from rotation.errors import ConfigError, RecoveryError
+from rotation import present, report
+from rotation.errors import ConfigError, LockedError, RecoveryError, Step
 from rotation.pipeline import Failure, RestartOutcome
 from rotation.replacement import Strategy
 from rotation.rollout import RestartResult
@@ -22,11 +22,41 @@ def test_an_error_is_one_escaped_line_for_people_and_data_for_scripts(capsys: py
     assert data["key"] == "secrets.X.length" and data["exit_code"] == 2 and data["kind"] == "config"
 
 
+def inv(step: Step) -> str:
+    """Our steps spelled as `inv` would print them from a repository with settings."""
+    return f"inv -f /srv/invoke.yaml {step.words}" if step.ours else step.words
+
+
 def test_a_failure_says_whether_it_was_rolled_back_or_needs_a_person() -> None:
-    assert present.failure(Failure("restart failed: api", None, None)).code == 1
-    manual = RecoveryError("ROLLBACK FAILED: db\n    rotation restore --backup 1", steps=["restore --backup 1"])
-    done = present.failure(Failure("restart failed: api", None, manual))
-    assert done.code == 5 and "rotation restore --backup 1" in str(done.message)
+    assert present.failure(Failure("restart failed: api", None, None), report.plain).code == 1
+    steps = [Step("cd /srv/stack", ours=False), Step("restore --backup 1", why="files as before")]
+    manual = RecoveryError("ROLLBACK FAILED: db\n  Every backup is kept. To recover by hand:", steps=steps)
+    done = present.failure(Failure("restart failed: api", None, manual), inv)
+    lines = str(done.message).splitlines()
+    assert done.code == 5 and lines[0].endswith("rotation: restart failed: api") and "ROLLBACK FAILED: db" in lines[1]
+    assert lines[-2:] == ["    cd /srv/stack", "    inv -f /srv/invoke.yaml restore --backup 1    # files as before"]
+
+
+def test_the_steps_of_an_error_are_spelled_as_the_tool_was_invoked_in_text_and_json(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The core hands over task words; a person and a script both get commands that run as printed."""
+    locked = LockedError(
+        "run 1 is restarted but not verified; finish it first, or put it back:",
+        steps=["restart verify", Step("restore --latest", why="puts it back")],
+    )
+    done = present.error(locked, json=True, spell=inv)
+    assert str(done.message).splitlines()[1:] == [
+        "    inv -f /srv/invoke.yaml restart verify",
+        "    inv -f /srv/invoke.yaml restore --latest    # puts it back",
+    ]
+    data = json.loads(capsys.readouterr().out)
+    assert data["steps"] == ["inv -f /srv/invoke.yaml restart verify", "inv -f /srv/invoke.yaml restore --latest"]
+    assert present.error(locked, json=False).message.splitlines()[1] == "    rotation restart verify"  # type: ignore[union-attr]
+
+
+def test_counts_read_in_the_singular_for_one() -> None:
+    assert [report.count(n, "service") for n in (0, 1, 2)] == ["0 services", "1 service", "2 services"]
 
 
 def test_a_restart_lists_each_services_strategy_and_why_only_where_it_tells_something(
@@ -39,8 +69,9 @@ def test_a_restart_lists_each_services_strategy_and_why_only_where_it_tells_some
         "auth": Strategy("stop-late", "declares no deploy.update_config.order"),
     }
     outcome = RestartOutcome(("db", "api", "auth"), (), result, (), None, strategies)
-    assert present.restart(outcome) is None
+    assert present.restart(outcome, report.plain) is None
     out = capsys.readouterr().out.splitlines()
+    assert "restart: 3 services healthy" in out
     assert "  start-first: api (declares deploy.update_config.order: start-first)" in out
     assert "  stop-late: db (writes db-data, which compose.single_writer marks single-writer)" in out
     assert "  stop-late: auth (no start-first declared)" in out

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rotation import rollout
+from rotation import report, rollout
 from rotation.config import load
 from rotation.engines import ServiceState
 from rotation.errors import RecoveryError
@@ -220,13 +220,17 @@ def test_a_rollback_that_cannot_bring_services_back_says_how_to_finish_by_hand(f
     engine = FakeEngine(scripts)
     with pytest.raises(RecoveryError) as failed:
         roll_back(stack, engine, result.backup, "restart failed", timeout=5, parallel=4)
-    message = str(failed.value)
-    assert message.startswith("ROLLBACK FAILED: api: exited (code 1)")
-    assert f"rotation restore --backup {result.backup.id}" in message
-    assert "fake-compose -p fake up -d --force-recreate api db gateway" in message
+    assert str(failed.value).startswith("ROLLBACK FAILED: api: exited (code 1)")
+    shown = report.step_lines(failed.value.steps, report.plain)
+    assert shown[0] == f"    cd {fake_stack}"
+    assert shown[1].startswith(f"    rotation restore --backup {result.backup.id}    # files")
+    assert shown[2].startswith("    fake-compose -p fake up -d --force-recreate api db gateway")
+    assert shown[3] == "    rotation check --verbose"
     assert stack.store.get(result.backup.id).status == "failed"
-    steps = manual_recovery(stack, engine, result.backup, ["api"], command=lambda t: f"inv {t}")
-    assert steps[1].startswith(f"inv restore --backup {result.backup.id}")
+    steps = manual_recovery(stack, engine, result.backup, ["api"])
+    assert report.step_lines(steps, lambda step: f"inv {step.words}" if step.ours else step.words)[1].startswith(
+        f"    inv restore --backup {result.backup.id}"
+    )
 
 
 def test_a_rollback_whose_restore_fails_keeps_every_backup(fake_stack: Path) -> None:
