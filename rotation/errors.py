@@ -26,6 +26,7 @@ __all__ = [
     "Step",
     "StoreError",
     "UnsafeValue",
+    "count",
     "did_you_mean",
 ]
 
@@ -244,6 +245,11 @@ class RecoveryError(RotationError):
 
     exit_code = 5
     kind = "recovery"
+
+
+def count(number: int, noun: str) -> str:
+    """`1 service`, `2 services`: a number with its noun in the right form (nouns here take an s)."""
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def did_you_mean(word: str, known: Iterable[str]) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 from . import envfile
 from .backup import BackupStore, Run, RunStatus
-from .errors import Interrupted, RecoveryError, RotationError, StorageError
+from .errors import Interrupted, RecoveryError, RotationError, StorageError, count
 from .fsio import (
     ensure_private_dir,
     inside,
@@ -229,7 +229,7 @@ def _undo(
         ) from None
     parts += [f"the values in {', '.join(w.label for w in moved)} (as a new version)"] if moved else []
     parts += [f"the password in {', '.join(c.target.label for c in applied)}"] if applied else []
-    parts += [f"{len(written)} files already written"] if written else []
+    parts += [f"{count(len(written), 'file')} already written"] if written else []
     if unsettled_why is not None:
         done = f"Put back {' and '.join(parts)}, but " if parts else ""
         raise RecoveryError(
@@ -299,7 +299,8 @@ def recover(store: BackupStore, targets: Targets, stores: Stores) -> str | None:
     store.update(run, status=RunStatus.ROLLED_BACK, rollback_reason="interrupted; reverted by the next command")
     _close(store, run)
     where = f" and the {', '.join(reverted)}" if reverted else ""
-    return f"recovered an interrupted run ({run.id}): restored {len(journal['files'])} files{where} from its backup"
+    restored = count(len(journal["files"]), "file")
+    return f"recovered an interrupted run ({run.id}): restored {restored}{where} from its backup"
 
 
 def _recover_stores(run: Run, entries: Sequence[Mapping[str, Any]], stores: Stores) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any
 from .backup import Run, age, local_time
 from .config import Config
 from .engines import ServiceState
-from .errors import RotationError, Step
+from .errors import RotationError, Step, count
 from .escape import printable
 from .health import Snapshot
 from .pipeline import CheckResult
@@ -56,11 +56,6 @@ WIDTH = 100  # every table fits a 100-column terminal
 
 Cell = str | Sequence[str]
 Spell = Callable[[Step], str]  # a step -> the line a person runs, as the user invoked the tool
-
-
-def count(number: int, noun: str) -> str:
-    """`1 service`, `2 services`: a number with its noun in the right form (nouns here take an s)."""
-    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def plain(step: Step) -> str:
