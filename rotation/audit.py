@@ -20,16 +20,20 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .backup import local_time
 from .config import interpolate
 from .errors import RotationError, StorageError
 from .fsio import read_bounded
 
+if TYPE_CHECKING:
+    from .stack import Stack
+
 __all__ = [
     "AUDIT_LOG",
     "TaskRun",
+    "announce_due",
     "announcement",
     "append",
     "due_announcement",
@@ -186,6 +190,14 @@ def due_announcement(stack: str, names: Sequence[str]) -> dict[str, Any]:
     """`due --notify`'s message: which secrets of which stack are past their rotation period."""
     text = f"rotation due on {socket.gethostname()}:{stack}: {', '.join(names)} past their rotation_period"
     return {"text": text, "ok": True, "task": "due", "stack": stack, "secrets": list(names)}
+
+
+def announce_due(stack: Stack, names: Sequence[str]) -> list[str]:
+    """Send `due --notify`'s message to the stack's notify: URLs when something is due; one problem
+    line per URL that failed."""
+    if not names:
+        return []
+    return notify(stack.config.notify, due_announcement(str(stack.root), names), stack.env())
 
 
 def is_webhook(url: str) -> bool:

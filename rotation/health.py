@@ -11,7 +11,7 @@ from typing import Any
 
 from .engines import ServiceState
 from .errors import SelectionError, StorageError
-from .fsio import read_bounded
+from .fsio import read_bounded, write_atomic
 
 __all__ = ["Regression", "Snapshot", "problems", "regressions"]
 
@@ -55,6 +55,10 @@ class Snapshot:
             "taken": self.taken,
             "services": {name: {**asdict(s), "healthy": s.healthy} for name, s in sorted(self.states.items())},
         }
+
+    def save(self, path: Path) -> None:
+        """Write the snapshot where `check --save` was told to, whole or not at all, for `load`."""
+        write_atomic(path, json.dumps(self.to_json(), indent=2, sort_keys=True).encode(), mode=0o644)
 
     @classmethod
     def load(cls, path: Path) -> Snapshot:

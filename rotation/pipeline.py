@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import health, rollout, targets
 from .backup import Run, RunStatus, local_time
@@ -52,23 +53,32 @@ def snapshot(engine: Engine) -> Snapshot:
 
 @dataclass(frozen=True, slots=True)
 class CheckResult:
-    """The stack's health now, what regressed since a saved state, and each certificate's expiry."""
+    """The stack's health now, what regressed since a saved state, each certificate's expiry, and
+    where a dry run did not save the state it was asked to."""
 
     snapshot: Snapshot
     regressions: tuple[health.Regression, ...]
     certificates: Mapping[str, float | None]
+    unsaved: Path | None = None
 
     @property
     def healthy(self) -> bool:
         return self.snapshot.healthy and not self.regressions
 
 
-def check(stack: Stack, engine: Engine, compare: Snapshot | None = None) -> CheckResult:
-    """`check`: every service's state, the regressions since `compare` (what a rotation recreated on
-    purpose after it was saved is none), and the certificates' expiries."""
+def check(
+    stack: Stack, engine: Engine, *, compare: Path | None = None, save: Path | None = None, dry_run: bool = False
+) -> CheckResult:
+    """`check`: every service's state, the regressions since the state saved in `compare` (what a
+    rotation recreated on purpose after it was saved is none), and the certificates' expiries; the
+    state is saved to `save`, except in a dry run."""
+    before = Snapshot.load(compare) if compare else None
     now = snapshot(engine)
-    found = regressions(compare, now, stack.store.recreated_since(compare.taken_at)) if compare else []
-    return CheckResult(now, tuple(found), expiries(stack.root, stack.config.certificates))
+    found = regressions(before, now, stack.store.recreated_since(before.taken_at)) if before else []
+    if save and not dry_run:
+        now.save(save)
+    unsaved = save if dry_run else None
+    return CheckResult(now, tuple(found), expiries(stack.root, stack.config.certificates), unsaved)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,6 @@ from .escape import printable
 if TYPE_CHECKING:
     from .backup import Run
     from .config import Config
-    from .engines import ServiceState
     from .errors import RotationError
     from .guard import Scan
     from .pipeline import CheckResult, Failure, PrecheckResult, RecoverOutcome, RestartOutcome, VerifyOutcome
@@ -126,14 +125,14 @@ def backups(found: Sequence[Run], damaged: dict[str, str], json: bool) -> None:
     print(report.dumps(report.backups_json(found)) if json else report.backups_table(found))
 
 
-def check(
-    result: CheckResult, config: Config, json: bool, details: Callable[[ServiceState], str] | None
-) -> Exit | None:
-    """Every service's state (with `details` for each unhealthy one); the `Exit` when not healthy."""
+def check(result: CheckResult, config: Config, json: bool, logs: Callable[[str], str] | None) -> Exit | None:
+    """Every service's state (with `logs` of each unhealthy one: `--verbose`); the `Exit` when not healthy."""
+    if result.unsaved:
+        err(f"dry run: the state was not saved to {result.unsaved}")
     print(report.dumps(report.check_json(result)) if json else report.check_text(result, config))
-    if details is not None and not json:
+    if logs is not None and not json:
         for state in result.snapshot.unhealthy:
-            print(details(state))
+            print(report.details(state, logs(state.service)))
     if result.healthy:
         return None
     names = ", ".join(s.service for s in result.snapshot.unhealthy) or report.count(

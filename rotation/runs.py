@@ -9,9 +9,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from . import envfile, targets
+from . import envfile, schedule, targets
 from .backup import BackupStore, Run, RunStatus
-from .certificates import CertificateSpec, described, inspect, issue
+from .certificates import CertificateSpec, described, expiries, inspect, issue
 from .config import Config, check_stack, unavailable
 from .errors import BackupError, LockedError, RotationError, SelectionError, Step, StoreError, UnsafeValue
 from .fsio import remove_tree
@@ -27,12 +27,22 @@ from .plan import (
     render_files,
     with_certificates,
 )
-from .schedule import key_moved
+from .schedule import Due, key_moved
 from .stack import Stack, merged_env
 from .targets.vault import StoreChange
 from .validate import check_restored
 
-__all__ = ["PullResult", "RestoreResult", "RotationResult", "pull", "restore", "rotate"]
+__all__ = [
+    "PullResult",
+    "RestoreResult",
+    "RotationResult",
+    "key_sets",
+    "overdue",
+    "pull",
+    "restore",
+    "rotate",
+    "selection",
+]
 
 log = logging.getLogger(__name__)
 PRECHECK_FRESH = 3600  # seconds for which a precheck run on its own is adopted by the next rotate
@@ -158,6 +168,19 @@ def _versions(changes: Sequence[StoreChange], written: dict[str, int]) -> list[d
         for c in changes
         if c.label in written
     ]
+
+
+def overdue(stack: Stack) -> list[Due]:
+    """What is due: secrets past their rotation_period, certificates near their expiry."""
+    return schedule.due(stack.config, stack.store.all(), expiries=expiries(stack.root, stack.config.certificates))
+
+
+def selection(stack: Stack, names: Sequence[str] | None, *, due: bool = False) -> list[str] | None:
+    """The secrets a rotation takes: those named, or with `due` those overdue (empty: none is), or
+    None for every auto_rotate secret."""
+    if due and names:
+        raise SelectionError("--due: rotate takes --due or --secrets, not both")
+    return [d.name for d in overdue(stack)] if due else (list(names) if names else None)
 
 
 def rotate(

@@ -240,6 +240,35 @@ def number(value: object, flag: str, kind: type[int] | type[float] = float) -> f
     return number
 
 
+def optional_number(value: str | None, flag: str) -> int | None:
+    """An optional whole-number flag (`--version N`): None when not given, else as `number` checks it."""
+    return None if value is None else int(number(value, flag, int))
+
+
+def path(flag: str | None) -> Path | None:
+    """A file flag (`--save FILE`), as given; None when not given."""
+    return Path(flag) if flag else None
+
+
+def one_of(task: str, *flags: tuple[str, object]) -> None:
+    """A task that does one of several things takes exactly one of these flags, each (name, value)."""
+    given = [name.split()[0] for name, value in flags if value]
+    if not given:
+        raise SelectionError(f"{task} needs {_either([name for name, _ in flags])}", key=flags[0][0].split()[0])
+    if len(given) > 1:
+        raise SelectionError(f"{given[-1]}: {task} takes {_either(given)}, not {'both' if len(given) == 2 else 'all'}")
+
+
+def _either(names: Sequence[str]) -> str:
+    return ", ".join(names[:-1]) + f" or {names[-1]}"
+
+
+def opened(c: Context, record: Record, run: Run | None) -> None:
+    """The run a task opened becomes the one the next tasks of this command line work on."""
+    if run is not None:
+        c.config.rotation.run = record.run = run.id
+
+
 def names(flag: str | None) -> list[str] | None:
     if not flag:
         return None

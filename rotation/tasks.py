@@ -20,20 +20,15 @@ from invoke.exceptions import Exit
 from invoke.tasks import Task, task
 
 from . import session
-from .errors import SelectionError
 from .lazy import lazy
 from .session import DEFAULTS
 
 if TYPE_CHECKING:
-    from . import audit, certificates, fsio, health, pipeline, present, report, runs, schedule
+    from . import audit, pipeline, present, runs
     from . import guard as guardscan
 else:  # loaded on first use: --help, --list and completion import no use case (as pip's commands_dict)
-    audit, certificates, fsio, guardscan, health, pipeline, present, report, runs, schedule = (
-        lazy(f"{__package__}.{name}")
-        for name in (
-            *("audit", "certificates", "fsio", "guard", "health"),
-            *("pipeline", "present", "report", "runs", "schedule"),
-        )
+    audit, guardscan, pipeline, present, runs = (
+        lazy(f"{__package__}.{name}") for name in ("audit", "guard", "pipeline", "present", "runs")
     )
 
 __all__ = ["DEFAULTS", "SHORT_FLAGS", "namespace"]
@@ -84,21 +79,10 @@ def rotate(
     with session.task_run("rotate", json) as record:
         record.announce, record.dry_run, record.accept_data_loss = not dry, dry, accept_data_loss
         stack = session.find_stack(c, record, config, read_only=dry)
-        selection = session.names(secrets)
-        if due:
-            if selection:
-                raise SelectionError("rotate takes --due or --secrets, not both")
-            selection = [
-                d.name
-                for d in schedule.due(
-                    stack.config,
-                    stack.store.all(),
-                    expiries=certificates.expiries(stack.root, stack.config.certificates),
-                )
-            ]
-            if not selection:
-                record.announce = False
-                return present.nothing_due(json, dry)
+        selection = runs.selection(stack, session.names(secrets), due=due)
+        if due and not selection:
+            record.announce = False
+            return present.nothing_due(json, dry)
         result = runs.rotate(
             stack,
             selection,
@@ -108,8 +92,7 @@ def rotate(
             run=session.setting(c, "run"),  # type: ignore[arg-type]
         )
         record.secrets, record.services = list(result.plan.names), list(result.plan.services)
-        if result.backup is not None:
-            c.config.rotation.run = record.run = result.backup.id
+        session.opened(c, record, result.backup)
     present.rotation(result, json, session.follow_up(c, config))
 
 
@@ -136,10 +119,7 @@ def restore(
     dry = session.dry(c, dry_run)
     with session.task_run("restore", json) as record:
         record.announce, record.dry_run = not (list or dry), dry and not list
-        if not list and not (latest or backup):
-            raise SelectionError("restore needs --latest, --backup ID or --list")
-        if latest and backup:
-            raise SelectionError("restore takes --latest or --backup, not both")
+        session.one_of("restore", ("--list", list), ("--latest", latest), ("--backup ID", backup))
         stack = session.find_stack(c, record, config, read_only=list or dry)
         if list:
             return present.backups(stack.store.all(), stack.store.damaged(), json)
@@ -171,7 +151,7 @@ def pull(
     dry = session.dry(c, dry_run)
     with session.task_run("pull", json) as record:
         record.announce, record.dry_run, record.accept_data_loss = not dry, dry, accept_data_loss
-        number = int(session.number(version, "--version", int)) if version is not None else None
+        number = session.optional_number(version, "--version")
         stack = session.find_stack(c, record, config, read_only=dry)
         result = runs.pull(
             stack,
@@ -181,10 +161,8 @@ def pull(
             run=session.setting(c, "run"),  # type: ignore[arg-type]
         )
         record.secrets, record.services = list(result.plan.names), list(result.plan.services)
-        if result.backup is not None:
-            c.config.rotation.run = record.run = result.backup.id
-        else:
-            record.announce = False  # nothing changed
+        record.announce = result.backup is not None  # a pull that changed nothing is not news
+        session.opened(c, record, result.backup)
     present.pulled(result, json, session.follow_up(c, config))
 
 
@@ -210,13 +188,11 @@ def check(
         record.announce = False
         stack = session.find_stack(c, record, config, read_only=not save or session.dry(c))
         engine = stack.engine()
-        result = pipeline.check(stack, engine, health.Snapshot.load(Path(compare)) if compare else None)
-        if save and session.dry(c):
-            present.err(f"dry run: the state was not saved to {save}")
-        elif save:
-            fsio.write_atomic(Path(save), report.dumps(result.snapshot.to_json()).encode(), mode=0o644)
-        details = (lambda state: report.details(state, engine.logs(state.service, 20))) if verbose else None
-        verdict = present.check(result, stack.config, json, details)
+        result = pipeline.check(
+            stack, engine, compare=session.path(compare), save=session.path(save), dry_run=session.dry(c)
+        )
+        logs = (lambda service: engine.logs(service, 20)) if verbose else None
+        verdict = present.check(result, stack.config, json, logs)
         if verdict is not None:
             raise verdict
 
@@ -228,8 +204,7 @@ def precheck(c: Context, config: str | None = None) -> None:
         record.announce, record.dry_run = False, session.dry(c)
         stack = session.find_stack(c, record, config)
         result = pipeline.precheck(stack, stack.engine(), dry_run=record.dry_run)
-        if result.run is not None:
-            c.config.rotation.run = record.run = result.run.id
+        session.opened(c, record, result.run)
         verdict = present.precheck(result)
         if verdict is not None:
             raise verdict
@@ -326,14 +301,11 @@ def due(c: Context, config: str | None = None, json: bool = False, notify: bool 
     with session.task_run("due", json) as record:
         record.announce = False
         stack = session.find_stack(c, record, config, read_only=True)
-        found = schedule.due(
-            stack.config, stack.store.all(), expiries=certificates.expiries(stack.root, stack.config.certificates)
-        )
+        found = runs.overdue(stack)
         record.secrets = [d.name for d in found]
-        present.due(found, () if json else runs.key_sets(stack), json)
-        if notify and found:
-            message = audit.due_announcement(str(stack.root), record.secrets)
-            present.warnings(audit.notify(stack.config.notify, message, stack.env()))
+        present.due(found, runs.key_sets(stack), json)
+        if notify:
+            present.warnings(audit.announce_due(stack, record.secrets))
         if found:
             record.verdict = f"due: {', '.join(record.secrets)}"
             raise Exit(code=1)

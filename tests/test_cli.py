@@ -384,3 +384,16 @@ def test_help_list_and_completion_import_no_use_case(stack: Path, words: tuple[s
     heavy = {"rotation.runs", "rotation.pipeline", "rotation.report", "rotation.config", "docker", "psycopg"}
     heavy |= {"cryptography", "apprise", "jwt", "hvac"}
     assert not loaded & heavy, sorted(loaded & heavy)
+
+
+def test_each_task_parses_calls_and_presents_with_at_most_two_decisions() -> None:
+    """The shell stays thin: an `if`, a conditional expression or a `try` in a task is a decision
+    the core or the presenter should make, where it can be tested without the command line."""
+    import ast
+
+    tree = ast.parse((REPO / "rotation" / "tasks.py").read_text())
+    tasks = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name in namespace.task_names]
+    assert len(tasks) == len(namespace.task_names)
+    for node in tasks:
+        decisions = sum(isinstance(inner, (ast.If, ast.IfExp, ast.Try)) for inner in ast.walk(node))
+        assert decisions <= 2, (node.name, decisions)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rotation import report, rollout
+from rotation import pipeline, present, report, rollout
 from rotation.config import load
 from rotation.engines import ServiceState
 from rotation.errors import RecoveryError
@@ -310,3 +310,18 @@ def test_precheck_restart_choices_and_a_restart_that_cannot_roll_back(fake_stack
     kept = pipeline.restart(stack, FakeEngine(scripts), rotated.backup, timeout=5, rollback=False)
     assert kept.failure is not None and kept.failure.rolled_back is None
     assert stack.store.get(rotated.backup.id).status == "failed"
+
+
+def test_check_saves_the_state_it_took_except_in_a_dry_run_and_compares_with_it(
+    fake_stack: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = Stack(fake_stack, load(fake_stack / "secrets-config.yaml"))
+    engine = FakeEngine(shaped())
+    state = tmp_path / "state.json"
+    dry = pipeline.check(stack, engine, save=state, dry_run=True)
+    assert dry.unsaved == state and not state.exists()
+    present.check(dry, stack.config, False, None)
+    assert f"dry run: the state was not saved to {state}" in capsys.readouterr().err
+    assert pipeline.check(stack, engine, save=state).unsaved is None and state.is_file()
+    again = pipeline.check(stack, engine, compare=state)
+    assert again.healthy and again.regressions == ()
