@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import envfile
 from .backup import BackupStore, Run, RunStatus
@@ -30,8 +30,10 @@ from .fsio import (
     write_stack_file,
 )
 from .generate import Secret
-from .targets import LiveTarget
-from .targets.vault import StoreChange, Vault, holds, put_back
+from .targets import LiveTarget, store_change
+
+if TYPE_CHECKING:
+    from .targets import StoreChange, Vault
 
 __all__ = ["JOURNAL", "LiveChange", "Stores", "Targets", "commit", "pending", "recover", "stale"]
 
@@ -56,7 +58,7 @@ class LiveChange:
 
 
 Targets = Callable[[Mapping[str, Any]], LiveTarget]  # a journal or metadata entry -> its live target
-Stores = Callable[[Mapping[str, Any]], Vault]  # a journal entry's store -> the configured store it names
+Stores = Callable[[Mapping[str, Any]], "Vault"]  # a journal entry's store -> the configured store it names
 
 
 def pending(store: BackupStore) -> dict[str, Any] | None:
@@ -314,7 +316,8 @@ def _recover_stores(run: Run, entries: Sequence[Mapping[str, Any]], stores: Stor
         vault = stores(entry["store"])
         old = {k: _value(run.read(f), k, f"backup {run.id}/{f}") for k, f in keys.items()}
         new = {k: _value(read_bounded(inside(staged, f, str(staged))), k, f"{staged}/{f}") for k, f in keys.items()}
-        state = holds(vault.read(), entry["version"], old, new)
+        change = store_change(vault, entry["version"], keys, old, new)
+        state = change.state()
         if state is None:
             raise RecoveryError(
                 f"{vault.label}: its current version holds neither the old nor the new values of "
@@ -322,6 +325,6 @@ def _recover_stores(run: Run, entries: Sequence[Mapping[str, Any]], stores: Stor
                 f"automatically. Its backup is kept in {run.path}"
             )
         if state == "new":
-            put_back(vault, old)
+            change.revert()
             reverted.append(f"values in {vault.label} (as a new version)")
     return reverted

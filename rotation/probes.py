@@ -11,13 +11,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .config import Config, HttpProbe, JwtProbe, PostgresProbe
 from .errors import DatabaseError, StoreError
 from .generate import Secret, verify_jwt
 from .interpolation import NAME
-from .targets.postgres import Opener
-from .targets.vault import Vault
+
+if TYPE_CHECKING:
+    from .targets import Opener, Vault
 
 __all__ = ["ProbeResult", "run_probes"]
 

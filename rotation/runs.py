@@ -7,7 +7,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import envfile, schedule, targets
 from .backup import BackupStore, Run, RunStatus
@@ -29,7 +29,9 @@ from .plan import (
 )
 from .schedule import Due, key_moved
 from .stack import Stack, merged_env
-from .targets.vault import StoreChange
+
+if TYPE_CHECKING:
+    from .targets import StoreChange
 from .validate import check_restored
 
 __all__ = [
@@ -139,26 +141,9 @@ def same_files(root: Path, names: Sequence[str]) -> dict[str, str]:
 
 
 def _store_changes(stack: Stack, files: dict[str, envfile.EnvFile], rendered: dict[str, bytes]) -> list[StoreChange]:
-    """A new version for each configured store whose secret would not agree with the files afterwards:
-    its current values with every listed secret as the files will hold it, check-and-set on the
-    version read now. The changed keys are named with a file that holds them, for recovery."""
-    before = merged_env(files)
+    """A new version for each configured store whose secret would not agree with the files afterwards."""
     after = merged_env({**files, **{name: envfile.from_bytes(data) for name, data in rendered.items()}})
-    changes = []
-    for vault in stack.vaults(before):
-        stored = vault.read()
-        data = {**stored.data, **{k: v for k in vault.spec.secrets if (v := after.get(k)) is not None}}
-        if data == stored.data:
-            continue
-        keys = {}
-        for name in vault.spec.secrets:
-            old, new = before.get(name), after.get(name)
-            if old is not None and new is not None and old != new:
-                keys[name] = next(f for f in stack.config.secrets[name].files if f in rendered)
-        old_values = {k: Secret(before[k] or "") for k in keys}
-        new_values = {k: Secret(after[k] or "") for k in keys}
-        changes.append(StoreChange(vault, stored.version, data, keys, old_values, new_values))
-    return changes
+    return targets.store_changes(stack, merged_env(files), after, rendered)
 
 
 def _versions(changes: Sequence[StoreChange], written: dict[str, int]) -> list[dict[str, object]]:
@@ -245,9 +230,7 @@ def _reload_or_restore(stack: Stack, plan: Plan, backup: Run) -> tuple[str, ...]
 
 
 def _reloaded(stack: Stack, spec: CertificateSpec, fingerprint: str) -> list[str]:
-    from .targets.tls import reload_and_prove  # deferred: sockets and ssl only for certificates
-
-    return reload_and_prove(
+    return targets.reload_and_prove(
         spec.reload, fingerprint, stack.env(), lambda service, sig: stack.engine().signal(service, sig)
     )
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import composefiles, envfile
 from .backup import BackupStore, Run, RunStatus
@@ -23,9 +23,10 @@ from .fsio import locked, write_atomic
 from .health import Snapshot
 from .journal import pending, recover, stale
 from .replacement import SWARM, Footprint, Strategy, strategy
-from .targets import LiveTarget, target_from_json
-from .targets.postgres import Opener, opener
-from .targets.vault import Vault
+from .targets import LiveTarget, opener, store, stores, target_from_json
+
+if TYPE_CHECKING:
+    from .targets import Opener, Vault
 
 __all__ = ["LOCK", "STATE_BEFORE", "Stack", "locate", "merged_env"]
 
@@ -100,12 +101,11 @@ class Stack:
 
     def vault(self, raw: Mapping[str, Any]) -> Vault:
         """The configured secret store a journal or metadata entry names (any other is refused)."""
-        return Vault(self.config.store(raw), self.values(), self.root)
+        return store(self, raw, self.values())
 
     def vaults(self, env: Mapping[str, str | None] | None = None) -> list[Vault]:
         """Every configured secret store, its `${VAR}` settings resolved from `env` (default: the files now)."""
-        values = self.values() if env is None else env
-        return [Vault(spec, values, self.root) for spec in self.config.stores]
+        return stores(self, self.values() if env is None else env)
 
     @property
     def store(self) -> BackupStore:

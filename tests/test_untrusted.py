@@ -581,17 +581,29 @@ def test_a_journal_naming_an_unknown_target_kind_is_one_line_and_imports_nothing
     assert "which this version does not know" in str(caught.value) and len(str(caught.value)) < 160
 
 
-def test_the_use_cases_reach_engines_and_target_kinds_only_through_their_registries() -> None:
-    """runs, pipeline, rollback and tasks import no engine implementation and no target kind's
-    module: a new backend registers in its package and plans through its hooks."""
+def test_backends_are_reached_only_through_their_packages() -> None:
+    """No module outside engines/ and targets/ imports an implementation there (only the package,
+    or the engine protocol), not even for a type: a new backend registers in its package and plans
+    through its hooks, and a command that never uses one never loads it."""
     import ast
 
-    from rotation.engines import ENGINES
-    from rotation.targets import TARGETS
-
     package = Path(__file__).resolve().parent.parent / "rotation"
-    forbidden = {f"engines.{module}" for module, _ in ENGINES.values()} | {f"targets.{m}" for m, _ in TARGETS.values()}
-    for name in ("runs", "pipeline", "rollback", "tasks"):
-        tree = ast.parse((package / f"{name}.py").read_text())
-        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-        assert not {module.lstrip(".") for module in imported} & forbidden, name
+    backends = {"engines", "targets"}
+    implementations = {
+        f"{folder}.{path.stem}"
+        for folder in backends
+        for path in (package / folder).glob("*.py")
+        if path.stem not in ("__init__", "protocol")
+    }
+    assert {"engines.compose", "engines.swarm", "targets.postgres", "targets.vault", "targets.tls"} <= implementations
+    for path in package.rglob("*.py"):
+        inside = path.relative_to(package).parts
+        if inside[0] in backends:
+            continue
+        depth = len(inside) - 1  # `from ..targets.vault` in config/ is `targets.vault` too
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level:
+                module = node.module if node.level - 1 == depth else ""
+                assert module not in implementations, (path.name, node.module)
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                assert node.module.removeprefix("rotation.") not in implementations, (path.name, node.module)

@@ -5,6 +5,10 @@ values it holds now; it describes itself without values. The journal knows targe
 `LiveTarget` and records them by `kind`: PostgreSQL (`postgres`: host and container modes, SCRAM
 verifiers from `scram`) and a Swarm secret version (`swarm-secret`). A secret store holds many
 keys in one versioned write, so `vault` has a change type of its own beside them.
+
+Code outside this package reaches the implementations only through the functions here, which
+import each module on first use: the use cases name no backend, and a command that never touches
+a database, a store or a certificate never loads their clients.
 """
 
 from __future__ import annotations
@@ -18,13 +22,34 @@ from ..generate import Secret
 
 if TYPE_CHECKING:
     from ..backup import Run
+    from ..certificates import PostgresReload, SignalReload
     from ..engines import Engine
     from ..envfile import EnvFile
     from ..journal import LiveChange
     from ..plan import Plan
     from ..stack import Stack
+    from .postgres import Opener as Opener
+    from .vault import StoreChange as StoreChange
+    from .vault import Vault as Vault
 
-__all__ = ["TARGETS", "LiveTarget", "planned", "prepared", "restored", "settled", "target_from_json"]
+__all__ = [
+    "TARGETS",
+    "LiveTarget",
+    "Opener",
+    "StoreChange",
+    "Vault",
+    "opener",
+    "planned",
+    "prepared",
+    "reload_and_prove",
+    "restored",
+    "settled",
+    "store",
+    "store_change",
+    "store_changes",
+    "stores",
+    "target_from_json",
+]
 
 
 class LiveTarget(Protocol):
@@ -67,7 +92,11 @@ TARGETS: dict[str, tuple[str, str]] = {
 
 
 def _kind(kind: str) -> Any:
-    return importlib.import_module(f".{TARGETS[kind][0]}", __name__)
+    return _module(TARGETS[kind][0])
+
+
+def _module(name: str) -> Any:
+    return importlib.import_module(f".{name}", __name__)
 
 
 def prepared(stack: Stack, plan: Plan, files: Mapping[str, EnvFile]) -> Plan:
@@ -107,3 +136,49 @@ def target_from_json(raw: Mapping[str, Any], opener: Any, engine: Callable[[], E
         raise RecoveryError(f"a run names a live target of kind '{shown}', which this version does not know")
     made: LiveTarget = getattr(_kind(kind), TARGETS[kind][1]).from_json(raw, opener, engine)
     return made
+
+
+def opener(engine: Callable[[], Engine]) -> Opener:
+    """How a stack's databases are reached: in their compose containers, or directly."""
+    made: Opener = _module("postgres").opener(engine)
+    return made
+
+
+def stores(stack: Stack, env: Mapping[str, str | None]) -> list[Vault]:
+    """Every configured secret store of the stack, its `${VAR}` settings resolved from `env`."""
+    vault = _module("vault")
+    return [vault.Vault(spec, env, stack.root) for spec in stack.config.stores]
+
+
+def store(stack: Stack, raw: Mapping[str, Any], env: Mapping[str, str | None]) -> Vault:
+    """The configured store a journal or metadata entry names (any other is refused)."""
+    made: Vault = _module("vault").Vault(stack.config.store(raw), env, stack.root)
+    return made
+
+
+def store_changes(
+    stack: Stack, before: Mapping[str, str | None], after: Mapping[str, str | None], rendered: Mapping[str, bytes]
+) -> list[StoreChange]:
+    """A new version for each configured store whose secret would not agree with the files once
+    `rendered` is written (`before` and `after`: the stack's values now and then)."""
+    changes: list[StoreChange] = _module("vault").planned(stores(stack, before), stack.config, before, after, rendered)
+    return changes
+
+
+def store_change(
+    store: Vault, version: int, keys: Mapping[str, str], old: Mapping[str, Secret], new: Mapping[str, Secret]
+) -> StoreChange:
+    """The change a journal recorded of `store` from `version`, rebuilt to read its state and put it back."""
+    made: StoreChange = _module("vault").StoreChange(store, version, {}, keys, old, new)
+    return made
+
+
+def reload_and_prove(
+    reloads: tuple[PostgresReload | SignalReload, ...],
+    fingerprint: str,
+    env: Mapping[str, str | None],
+    signal: Callable[[str, str], None],
+) -> list[str]:
+    """Reload every server that presents a certificate, and prove each one presents `fingerprint` (see `tls`)."""
+    proven: list[str] = _module("tls").reload_and_prove(reloads, fingerprint, env, signal)
+    return proven

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -25,7 +25,9 @@ if TYPE_CHECKING:  # hvac (and requests) are imported where a store is reached: 
     import hvac
     import requests
 
-__all__ = ["TIMEOUT", "StoreChange", "Stored", "Vault"]
+    from ..config import Config
+
+__all__ = ["TIMEOUT", "StoreChange", "Stored", "Vault", "planned"]
 
 TIMEOUT = 10  # seconds for each request to the store
 T = TypeVar("T")
@@ -417,3 +419,30 @@ def put_back(store: Vault, old: Mapping[str, Secret]) -> int:
     stored = store.read()
     data = {**stored.data, **{k: v.reveal() for k, v in old.items()}}
     return store.write(data, stored.version)
+
+
+def planned(
+    stores: Sequence[Vault],
+    config: Config,
+    before: Mapping[str, str | None],
+    after: Mapping[str, str | None],
+    rendered: Mapping[str, bytes],
+) -> list[StoreChange]:
+    """A new version for each store whose secret would not agree with the files afterwards: its
+    current values with every listed secret as the files will hold it, check-and-set on the version
+    read now. The changed keys are named with a file (of `rendered`) that holds them, for recovery."""
+    changes = []
+    for vault in stores:
+        stored = vault.read()
+        data = {**stored.data, **{k: v for k in vault.spec.secrets if (v := after.get(k)) is not None}}
+        if data == stored.data:
+            continue
+        keys = {}
+        for name in vault.spec.secrets:
+            old, new = before.get(name), after.get(name)
+            if old is not None and new is not None and old != new:
+                keys[name] = next(f for f in config.secrets[name].files if f in rendered)
+        old_values = {k: Secret(before[k] or "") for k in keys}
+        new_values = {k: Secret(after[k] or "") for k in keys}
+        changes.append(StoreChange(vault, stored.version, data, keys, old_values, new_values))
+    return changes
