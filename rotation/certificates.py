@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, UnsafeValue
 from .fsio import inside, read_bounded
@@ -53,6 +53,9 @@ _KEYS = {
 _PG_KEYS = {"host", "port", "dbname", "user", "password"}
 _SIGNALS = ("HUP", "USR1", "USR2", "TERM", "INT", "QUIT")
 Fail = Callable[[str, str], ConfigError]
+
+if TYPE_CHECKING:
+    from .config.schema import Table
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +113,9 @@ class CertificateSpec:
         return (self.cert, self.key)
 
 
+_DEFAULT = CertificateSpec(name="", cert="", key="", common_name="")  # the defaults, written once above
+
+
 @dataclass(frozen=True, slots=True)
 class Described:
     """A certificate as people and scripts see it: never key material."""
@@ -148,72 +154,69 @@ class Issued:
         return f"Issued({self.described.subject}, sha256 {self.described.fingerprint[:11]}...)"
 
 
-def parse(name: str, body: Mapping[str, Any], fail: Fail, duration: Callable[[object, str], int]) -> CertificateSpec:
-    """A `type: tls-certificate` entry, validated; every error names its key under secrets.NAME."""
-    unknown = sorted(str(k) for k in set(body) - _KEYS)
-    if unknown:
-        raise fail(unknown[0], f"unknown setting for a tls-certificate (known: {', '.join(sorted(_KEYS))})")
-    paths = {key: _path(body.get(key), key, fail) for key in ("cert", "key")}
-    ca = body.get("ca")
+def parse(name: str, raw: Mapping[str, Any], fail: Fail) -> CertificateSpec:
+    """A `type: tls-certificate` entry, validated; every error names its key under secrets.NAME
+    (`fail` spells an error for a whole key path)."""
+    from .config.schema import Table  # the configuration's typed accessors (config imports this module late)
+
+    body = Table.of(raw, f"secrets.{name}", fail, _KEYS, "a mapping with cert, key and common_name")
+    paths = {key: _path(body, key) for key in ("cert", "key")}
     ca_cert = ca_key = None
-    if ca is not None:
-        if not isinstance(ca, dict) or set(ca) != {"cert", "key"}:
-            raise fail("ca", "expected {cert: PATH, key: PATH}: the CA that signs it (leave it out for self-signed)")
-        ca_cert, ca_key = _path(ca["cert"], "ca.cert", fail), _path(ca["key"], "ca.key", fail)
-    common_name = body.get("common_name")
-    if not isinstance(common_name, str) or not common_name.strip() or len(common_name) > 64:
-        raise fail("common_name", "expected the certificate's common name (at most 64 characters)")
-    sans = body.get("sans") or []
-    if not isinstance(sans, list) or not all(isinstance(s, str) and _san_ok(s) for s in sans):
-        raise fail("sans", "expected a list of DNS names and IP addresses")
-    key_type = body.get("key_type", "ec-p256")
+    if body.has("ca"):
+        shape = "{cert: PATH, key: PATH}: the CA that signs it (leave it out for self-signed)"
+        ca = body.table("ca", ("cert", "key"), shape)
+        if not (ca.has("cert") and ca.has("key")):
+            raise body.fail("ca", f"expected {shape}")
+        ca_cert, ca_key = _path(ca, "cert"), _path(ca, "key")
+    common_name = body.text("common_name")
+    if common_name is None or not common_name.strip() or len(common_name) > 64:
+        raise body.fail("common_name", "expected the certificate's common name (at most 64 characters)")
+    sans = body.listed("sans", "a list of DNS names and IP addresses")
+    bad = [san for san in sans if not _san_ok(san)]
+    if bad:
+        raise body.fail("sans", f"'{bad[0][:80]}' is not a DNS name or an IP address")
+    key_type = body.single("key_type", _DEFAULT.key_type)
     if key_type not in KEY_TYPES:
-        raise fail("key_type", f"'{key_type}' is not one of {', '.join(KEY_TYPES)}")
-    days = body.get("days", 90)
-    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 3650:
-        raise fail("days", "expected the validity in days, 1 to 3650")
-    renew = days * 86400 // 3  # a third of the lifetime, as `step ca renew` renews at two thirds
-    if "renew_before" in body:
-        renew = duration(body["renew_before"], f"secrets.{name}.renew_before")
+        raise body.fail("key_type", f"'{key_type}' is not one of {', '.join(KEY_TYPES)}")
+    days = body.whole("days", _DEFAULT.days, "a validity in days, 1 to 3650", minimum=1)
+    if days > 3650:
+        raise body.fail("days", f"'{days}' is not a validity in days, 1 to 3650")
+    renew = body.duration("renew_before")
+    if renew is None:
+        renew = days * 86400 // 3  # a third of the lifetime, as `step ca renew` renews at two thirds
     if renew >= days * 86400:
-        raise fail("renew_before", f"must be shorter than the validity ({days} days), or it is always due")
-    services = body.get("restart_services") or []
-    if not isinstance(services, list) or not all(isinstance(s, str) for s in services):
-        raise fail("restart_services", "expected a list of compose service or container names")
-    if "auto_rotate" in body and not isinstance(body["auto_rotate"], bool):
-        raise fail("auto_rotate", "expected true or false")
+        raise body.fail("renew_before", f"must be shorter than the validity ({days} days), or it is always due")
+    reloads = body.value("reload", [])
+    if not isinstance(reloads, list):
+        raise body.fail("reload", f"expected a list of {_RELOAD}")
     return CertificateSpec(
         name=name,
         cert=paths["cert"],
         key=paths["key"],
         common_name=common_name,
-        sans=tuple(sans),
+        sans=sans,
         ca_cert=ca_cert,
         ca_key=ca_key,
         key_type=key_type,
         days=days,
         renew_before=renew,
-        reload=tuple(_reload(index, item, fail) for index, item in enumerate(_listed(body.get("reload"), fail))),
-        restart_services=tuple(services),
-        auto_rotate=body.get("auto_rotate", True),
-        description=str(body.get("description", "")),
+        reload=tuple(_reload(body, index, item) for index, item in enumerate(reloads)),
+        restart_services=body.listed("restart_services", "a list of compose service or container names"),
+        auto_rotate=body.flag("auto_rotate", _DEFAULT.auto_rotate),
+        description=body.scalar("description", _DEFAULT.description),
     )
 
 
-def _listed(value: Any, fail: Fail) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise fail("reload", "expected a list of {postgres: {...}} or {signal: {service, signal}}")
-    return value
+_RELOAD = "{postgres: {...}} or {signal: {service, signal}}"
 
 
-def _path(value: Any, key: str, fail: Fail) -> str:
-    if not isinstance(value, str) or not value:
-        raise fail(key, "expected a path relative to the stack root")
+def _path(body: Table, key: str) -> str:
+    value = body.text(key)
+    if not value:
+        raise body.fail(key, "expected a path relative to the stack root")
     posix = PurePosixPath(value)
     if posix.is_absolute() or ".." in posix.parts or value.startswith("~"):
-        raise fail(key, f"'{value}' leaves the stack root; use a path relative to it")
+        raise body.fail(key, f"'{value}' leaves the stack root; use a path relative to it")
     return value
 
 
@@ -225,28 +228,25 @@ def _san_ok(value: str) -> bool:
         return bool(re.fullmatch(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*", value))
 
 
-def _reload(index: int, item: Any, fail: Fail) -> PostgresReload | SignalReload:
-    where = f"reload[{index}]"
-    if not isinstance(item, dict) or len(item) != 1:
-        raise fail(where, "expected {postgres: {...}} or {signal: {service, signal}}")
-    ((kind, body),) = item.items()
-    if kind == "postgres" and isinstance(body, dict):
-        unknown = sorted(str(k) for k in set(body) - _PG_KEYS)
-        if unknown:
-            raise fail(f"{where}.postgres.{unknown[0]}", "unknown setting")
-        texts = {k: str(v) for k, v in body.items()}
+def _reload(certificate: Table, index: int, item: object) -> PostgresReload | SignalReload:
+    if not (isinstance(item, dict) and len(item) == 1 and {*item} <= {"postgres", "signal"}):
+        raise certificate.fail(f"reload[{index}]", f"expected {_RELOAD}")  # one kind, and only one
+    entry = certificate.inner(f"reload[{index}]", item, ("postgres", "signal"), _RELOAD)
+    if entry.has("postgres"):
+        body = entry.table("postgres", _PG_KEYS, "a mapping of host, port, dbname, user and password")
+        texts = {key: body.scalar(key, "") for key in body.raw if body.has(key)}
         if "port" in texts and not re.fullmatch(r"\d{1,5}|\$\{[A-Za-z_][A-Za-z0-9_]*\}", texts["port"]):
-            raise fail(f"{where}.postgres.port", f"'{texts['port'][:20]}' is not a port number or a ${{VAR}}")
+            raise body.fail("port", f"'{texts['port'][:20]}' is not a port number or a ${{VAR}}")
         return PostgresReload(**texts)
-    if kind == "signal" and isinstance(body, dict) and isinstance(body.get("service"), str):
-        sig = str(body.get("signal", "HUP")).upper().removeprefix("SIG")
-        if sig not in _SIGNALS:
-            raise fail(f"{where}.signal.signal", f"'{sig}' is not one of {', '.join(_SIGNALS)}")
-        tls = body.get("tls")
-        if tls is not None and not (isinstance(tls, str) and re.fullmatch(r"[A-Za-z0-9.-]+:\d{1,5}", tls)):
-            raise fail(f"{where}.signal.tls", "expected host:port where the service's handshake can be checked")
-        return SignalReload(body["service"], sig, tls)
-    raise fail(where, "expected {postgres: {...}} or {signal: {service, signal}}")
+    body = entry.table("signal", ("service", "signal", "tls"), "a mapping of service, signal and tls")
+    service = body.required_text("service", "expected the compose service (or container) to signal")
+    sig = body.scalar("signal", SignalReload("").signal).upper().removeprefix("SIG")
+    if sig not in _SIGNALS:
+        raise body.fail("signal", f"'{sig}' is not one of {', '.join(_SIGNALS)}")
+    tls = body.text("tls")
+    if tls is not None and not re.fullmatch(r"[A-Za-z0-9.-]+:\d{1,5}", tls):
+        raise body.fail("tls", "expected host:port where the service's handshake can be checked")
+    return SignalReload(service, sig, tls)
 
 
 def _read(root: Path, name: str, what: str) -> bytes:

@@ -155,3 +155,70 @@ def test_yaml_syntax_error_names_the_file_and_line(stack: Path, inproc: CLI) -> 
 def test_missing_config_flag_file_is_named(stack: Path, inproc: CLI) -> None:
     ran = inproc("rotate", "--config", "nope.yaml")
     assert ran.code == 2 and "nope.yaml" in ran.err and "--config" in ran.err
+
+
+def _leaves(node: object, at: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """Every key path of a parsed YAML document: mapping keys and list indexes."""
+    inner = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    return [path for key, value in inner for path in [(*at, key), *_leaves(value, (*at, key))]]
+
+
+HOSTILE = [None, "", 0, -1, True, 3.5, [], ["../x"], {}, {"a": 1}, "/etc/passwd", "x" * 300]
+
+
+def test_any_value_anywhere_in_the_bundled_config_is_accepted_or_one_config_error() -> None:
+    """Every setting of the bundled file, replaced by each hostile value in turn: the schema either
+    accepts it or raises a ConfigError that names a key path, never another exception."""
+    import copy
+
+    import yaml
+
+    from rotation.config.schema import build
+
+    bundled = yaml.safe_load((REPO / "secrets-config.yaml").read_text())
+    bundled["secrets"]["DB_TLS"] = {  # a certificate too, with every kind of setting it takes
+        **{"type": "tls-certificate", "cert": "certs/db.crt", "key": "certs/db.key", "common_name": "db"},
+        **{"ca": {"cert": "certs/ca.crt", "key": "certs/ca.key"}, "sans": ["db", "127.0.0.1"], "days": 90},
+        "reload": [{"postgres": {"host": "localhost", "port": 5432}}, {"signal": {"service": "db", "tls": "db:5432"}}],
+    }
+    bundled["stores"] = [{"vault": {"address": "http://bao:8200", "path": "stack", "auth": {"method": "token"}}}]
+    for path in _leaves(bundled):
+        for value in HOSTILE:
+            raw = copy.deepcopy(bundled)
+            node = raw
+            for key in path[:-1]:
+                node = node[key]
+            node[path[-1]] = value
+            try:
+                build(Path("secrets-config.yaml"), raw)
+            except ConfigError as exc:
+                assert exc.key and "\n" not in str(exc), (path, value, str(exc))
+
+
+@pytest.mark.parametrize(
+    ("edit", "key", "words"),
+    [
+        (_set("secrets.JWT_SECRET.lenght", 40), "secrets.JWT_SECRET.lenght", "did you mean 'length'"),
+        (_set("backup.retention", 3), "backup.retention", "did you mean 'retention_days'"),
+        (_set("compose", {"projct": "x"}), "compose.projct", "did you mean 'project'"),
+        (_set("notify", [{"url": "https://x.example", "name": "a"}]), "notify[0].name", "known: url"),
+        (_set("stores", [{"bao": {}}]), "stores[0].bao", "known: vault"),
+        (_set("verify", [{"http": {"url": "http://x", "exepct": 200}}]), "verify[0].http.exepct", "'expect'"),
+        (
+            _set("secrets.N8N_ENCRYPTION_KEY.encrypts_data", None),
+            "secrets.N8N_ENCRYPTION_KEY.encrypts_data",
+            "no value",
+        ),
+        (_set("secrets.JWT_SECRET.description", ["a", "list"]), "secrets.JWT_SECRET.description", "a single value"),
+    ],
+)
+def test_unknown_keys_get_the_closest_known_one_and_null_never_means_the_default(
+    stack: Path, inproc: CLI, edit: Edit, key: str, words: str
+) -> None:
+    """A typo anywhere says what was meant; `encrypts_data:` left empty is not taken as false, which
+    would let a key that encrypts data be rotated without --accept-data-loss."""
+    with edited_config(stack) as raw:
+        edit(raw)
+    ran = inproc("rotate", "--dry-run", "--json")
+    error = __import__("json").loads(ran.out)
+    assert ran.code == 2 and error["key"] == key and words in error["error"], error

@@ -59,7 +59,12 @@ class AfterStatement:
             return cls(raw)
         if not isinstance(raw, dict) or not isinstance(raw.get("sql"), str):
             raise ConfigError(f"an 'after' statement must be SQL text or {{sql, params, if_table}}, not {raw!r:.60}")
+        unknown = sorted(str(key) for key in set(raw) - {"sql", "params", "if_table"})
+        if unknown:
+            raise ConfigError(f"{unknown[0]}: unknown setting of an 'after' statement (known: if_table, params, sql)")
         params = raw.get("params") or {}
+        if not isinstance(params, dict):
+            raise ConfigError("params: expected a mapping of names to values (%(name)s in sql)")
         table = raw.get("if_table")
         return cls(raw["sql"], {str(k): str(v) for k, v in params.items()}, str(table) if table else None)
 
