@@ -8,6 +8,7 @@ what the tool does, only how it is shown. Colour is decided per stream (`report.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,17 @@ __all__ = ["err", "error", "failure", "progress", "quiet_stdout", "red", "say"]
 def quiet_stdout() -> None:
     """After a reader closed our stdout (`| head`), send the rest to nothing: the work goes on quietly."""
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def width() -> int:
+    """How wide a table may be on standard output: `COLUMNS`, or the terminal's width on a
+    terminal, never under report.WIDTH; elsewhere (a pipe, a file, a cron log) report.WIDTH."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit():
+        return max(report.WIDTH, int(columns))
+    if sys.stdout.isatty():
+        return max(report.WIDTH, shutil.get_terminal_size().columns)
+    return report.WIDTH
 
 
 def err(text: str, colour: str = "yellow") -> None:
@@ -122,7 +134,7 @@ def backups(found: Sequence[Run], damaged: dict[str, str], json: bool) -> None:
     """`restore --list`: every backup, and a warning for each damaged one."""
     for ident, why in damaged.items():
         err(f"warning: backup {ident} is damaged and skipped: {printable(why)}")
-    print(report.dumps(report.backups_json(found)) if json else report.backups_table(found))
+    print(report.dumps(report.backups_json(found)) if json else report.backups_table(found, width=width()))
 
 
 def check(result: CheckResult, config: Config, json: bool, logs: Callable[[str], str] | None) -> Exit | None:
@@ -224,7 +236,7 @@ def due(found: Sequence[Due], phases: Sequence[KeyPhase], json: bool) -> None:
 
 def log(entries: Sequence[Any], json: bool) -> None:
     """The newest audit log entries."""
-    print(report.dumps(report.log_json(entries)) if json else report.log_table(entries))
+    print(report.dumps(report.log_json(entries)) if json else report.log_table(entries, width()))
 
 
 def guard(result: Scan, short: Sequence[str], minimum: int) -> Exit | None:

@@ -366,7 +366,7 @@ def backups_json(backups: Sequence[Run], now: float | None = None) -> list[dict[
     return [_row(b, moment) for b in reversed(backups)]
 
 
-def backups_table(backups: Sequence[Run], now: float | None = None) -> str:
+def backups_table(backups: Sequence[Run], now: float | None = None, width: int = WIDTH) -> str:
     """The backups for people, newest first."""
     if not backups:
         return "no backups yet"
@@ -379,7 +379,7 @@ def backups_table(backups: Sequence[Run], now: float | None = None) -> str:
         cells: list[Cell] = [row["id"], row["age"], row["kind"], row["status"], secrets, row["affected_services"]]
         rows.append(_escaped([*cells, _store_cell(row)] if stored else cells))
     headers = ["id", "age", "kind", "status", "secrets", "services"]
-    return table([*headers, "store"] if stored else headers, rows)
+    return table([*headers, "store"] if stored else headers, rows, width)
 
 
 def _escaped(row: Sequence[Cell]) -> list[Cell]:
@@ -406,22 +406,30 @@ def log_json(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def log_table(entries: Sequence[Mapping[str, Any]]) -> str:
+def log_table(entries: Sequence[Mapping[str, Any]], width: int = WIDTH) -> str:
     """Audit log entries for people, newest first; dry runs and accepted data loss are marked.
 
-    The table keeps to 100 columns: the date loses its year and an outcome its tail (JSON has both).
+    The table keeps to `width` columns: the date loses its year, and of the columns left an outcome
+    takes at most half (12 at least, its tail cut) while secrets and services share the rest,
+    giving way to `+N more` (JSON has them whole).
     """
     if not entries:
         return "no task has run on this stack yet"
+    found = log_json(entries)
+    tasks = [
+        f"{e['task']}{' dry-run' if e['dry_run'] else ' data-loss' if e['accept_data_loss'] else ''}" for e in found
+    ]
+    took = [f"{e['duration']:.1f}s" if isinstance(e["duration"], (int, float)) else "-" for e in found]
+    runs = [str(e["run"] or "-") for e in found]
+    fixed = 11 + max(map(len, [*tasks, "task"])) + max(map(len, [*runs, "run"])) + max(map(len, [*took, "took"]))
+    room = max(12, (width - 2 * 6 - fixed) // 2)  # half the rest; secrets and services share the other
     rows: list[list[Cell]] = []
-    for e in log_json(entries):
-        mark = " dry-run" if e["dry_run"] else " data-loss" if e["accept_data_loss"] else ""
+    for e, task, run, duration in zip(found, tasks, runs, took, strict=True):
         outcome = str(e["outcome"] or "")
-        duration = f"{e['duration']:.1f}s" if isinstance(e["duration"], (int, float)) else "-"
         when = str(e["time"] or "")[5:16].replace("T", " ")
-        row: list[Cell] = [when, f"{e['task']}{mark}", outcome if len(outcome) <= 12 else outcome[:11] + "…"]
-        rows.append(_escaped([*row, e["secrets"], e["services"], e["run"] or "-", duration]))
-    return table(["time", "task", "outcome", "secrets", "services", "run", "took"], rows)
+        row: list[Cell] = [when, task, outcome if len(outcome) <= room else outcome[: room - 1] + "…"]
+        rows.append(_escaped([*row, e["secrets"], e["services"], run, duration]))
+    return table(["time", "task", "outcome", "secrets", "services", "run", "took"], rows, width)
 
 
 def _uptime(started: str | None, now: float) -> str:

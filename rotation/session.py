@@ -43,13 +43,17 @@ __all__ = [
     "BUNDLED_CONFIG",
     "DEFAULTS",
     "Record",
+    "concluded",
     "dry",
     "find_stack",
     "follow_up",
     "names",
     "number",
+    "one_of",
+    "opened",
+    "optional_number",
+    "path",
     "pipeline_run",
-    "recreated",
     "setting",
     "stack_root",
     "task_run",
@@ -275,9 +279,19 @@ def names(flag: str | None) -> list[str] | None:
     return [name.strip() for name in flag.split(",") if name.strip()]
 
 
-def recreated(failed: pipeline.Failure | None, services: Sequence[str]) -> Sequence[str]:
-    """The services a task names in the audit log: after a rollback, those the rollback recreated."""
-    return failed.rolled_back.restart.order if failed is not None and failed.rolled_back is not None else services
+def concluded(record: Record, failed: pipeline.Failure | None, services: Sequence[str]) -> None:
+    """What a restart or verify did, for the audit log: the services it recreated (after a rollback,
+    those the rollback recreated), and an outcome that names a rollback and its reason."""
+    rolled_back = failed.rolled_back if failed is not None else None
+    record.services = [*(rolled_back.restart.order if rolled_back is not None else services)]
+    if failed is None:
+        return
+    if failed.rollback_error is not None:
+        record.verdict = f"failed: {failed.reason}; the rollback failed too: {failed.rollback_error}"
+    elif rolled_back is not None:
+        record.verdict = f"rolled back run {rolled_back.run.id}: {failed.reason}"
+    else:
+        record.verdict = f"failed: {failed.reason}"
 
 
 def pipeline_run(c: Context, stack: Stack, record: Record) -> Run | None:

@@ -122,6 +122,7 @@ def restore(
         session.one_of("restore", ("--list", list), ("--latest", latest), ("--backup ID", backup))
         stack = session.find_stack(c, record, config, read_only=list or dry)
         if list:
+            record.stack = None  # a listing changes nothing: not worth a line in the audit log
             return present.backups(stack.store.all(), stack.store.damaged(), json)
         result = runs.restore(stack, backup, dry_run=dry)
         record.run = result.restored.id
@@ -252,7 +253,7 @@ def restart(
             progress=present.progress,
             say=present.say,
         )
-        record.services = [*session.recreated(outcome.failure, outcome.services)]
+        session.concluded(record, outcome.failure, outcome.services)
         verdict = present.restart(outcome, session.follow_up(c, config))
         if verdict is not None:
             raise verdict
@@ -283,7 +284,7 @@ def verify(
             progress=present.progress,
             say=present.say,
         )
-        record.services = [*session.recreated(outcome.failure, record.services)]
+        session.concluded(record, outcome.failure, record.services)
         verdict = present.verify(outcome, session.follow_up(c, config))
         if verdict is not None:
             raise verdict

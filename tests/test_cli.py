@@ -397,3 +397,10 @@ def test_each_task_parses_calls_and_presents_with_at_most_two_decisions() -> Non
     for node in tasks:
         decisions = sum(isinstance(inner, (ast.If, ast.IfExp, ast.Try)) for inner in ast.walk(node))
         assert decisions <= 2, (node.name, decisions)
+
+
+def test_a_listing_is_not_logged_and_a_change_is(stack: Path, inproc: CLI) -> None:
+    assert inproc("rotate", "--secrets", "JWT_SECRET").code == 0
+    assert inproc("restore", "--list").code == 0
+    logged = json.loads(inproc("log", "--json").out)
+    assert [e["task"] for e in logged] == ["rotate"], logged

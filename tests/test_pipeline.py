@@ -144,6 +144,9 @@ def test_pipeline_that_breaks_a_service_rolls_back_to_a_healthy_stack(
     rotation = next(row for row in listing if row["kind"] == "rotation" and row["rotated_secrets"])
     assert rotation["status"] == "rolled-back"
     assert inproc("check", cwd=root).code == 0
+    logged = json.loads(inproc("log", "--json", cwd=root).out)  # newest first; the listing is not in it
+    assert [e["task"] for e in logged[:4]] == ["check", "restart", "rotate", "precheck"], logged
+    assert logged[1]["outcome"].startswith(f"rolled back run {rotation['id']}: restart failed: api"), logged[1]
 
 
 def test_a_failing_notification_is_reported_but_never_fails_the_rotation(stack: Path, inproc: CLI) -> None:

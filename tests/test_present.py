@@ -88,3 +88,17 @@ def test_progress_on_a_closed_pipe_goes_on_quietly(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr("builtins.print", closed)
     present.progress("api", "healthy", 1.5)
     assert quieted == [True]
+
+
+def test_the_log_gives_an_outcome_the_room_the_terminal_has_and_keeps_to_its_width() -> None:
+    why = "rolled back run 20261206-181939: restart failed: api: exited (code 1) after 12.3 s of waiting"
+    entry: dict[str, object] = {"time": "2026-12-06T18:19:39", "task": "restart", "outcome": why}
+    entry |= {"secrets": ["JWT_SECRET"] * 3, "services": ["auth", "rest", "kong"], "run": "20261206-181939"}
+    entry["duration"] = 14.2
+    for width in (100, 160, 240):
+        lines = report.log_table([entry], width).splitlines()
+        assert max(len(line) for line in lines) <= width, (width, lines)
+        shown = lines[1].split("  restart  ", 1)[1]
+        assert shown.startswith(why[:20])
+    assert why in report.log_table([entry], 240)  # a wide terminal shows it whole
+    assert "…" in report.log_table([entry], 100)  # a narrow one cuts its tail, not the other columns
