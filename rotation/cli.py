@@ -1,14 +1,16 @@
 """The `rotation` command: an Invoke program over the same tasks that `inv` finds in tasks.py.
 
-It exposes only the options that make sense for it (help, version, the task list, completion and
-`-f` for an environment's settings file). Invoke's other core flags are gone, `--dry` above all:
-the dry run of this program is each task's own `--dry-run`.
+It exposes only the options that make sense for it (help, version, the task list, completion,
+`-q` for a cron job's log and `-f` for an environment's settings file). Invoke's other core flags
+are gone, `--dry` above all: the dry run of this program is each task's own `--dry-run`.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
+import re
 import signal
 import sys
 import textwrap
@@ -21,7 +23,7 @@ from invoke.program import Program
 
 from . import __version__
 from .errors import EXIT_CODES, did_you_mean
-from .tasks import namespace
+from .tasks import SHORT_FLAGS, namespace
 
 __all__ = ["configure_logging", "main", "program"]
 
@@ -37,6 +39,52 @@ Standard pipeline, run inside the stack directory:
   rotation precheck rotate restart verify    rotate for real, with a health gate and rollback
 """
 _DRY_FLAGS = ("--dry", "-R", "--dry-run", "-n")
+
+# What each flag's value is, for `help TASK` (Invoke says STRING for every value).
+_METAVARS = {
+    **dict.fromkeys(("timeout",), "SECONDS"),
+    **dict.fromkeys(("parallel", "limit", "version"), "N"),
+    **dict.fromkeys(("config", "save", "compare", "file"), "FILE"),
+    **dict.fromkeys(("secrets", "services"), "NAME,..."),
+    "backup": "ID",
+}
+_SHORT = {letter: flag for flag, letter in SHORT_FLAGS.items()}
+_FLAG_VALUE = re.compile(r"(--([a-z-]+)|-([a-z]))[ =]STRING")
+
+EXAMPLES = {
+    "rotate": (
+        "rotation rotate --dry-run                        # the plan; nothing is written",
+        "rotation rotate --secrets JWT_SECRET,DASHBOARD_PASSWORD",
+        "rotation precheck rotate --due restart verify   # what is due, end to end, rolled back on failure",
+    ),
+    "restore": (
+        "rotation restore --list",
+        "rotation restore --latest --dry-run",
+        "rotation restore --backup 20261206-031500 && rotation restart",
+    ),
+    "pull": ("rotation pull --dry-run", "rotation pull --version 7 && rotation restart verify"),
+    "check": (
+        "rotation check --verbose",
+        "rotation check --save before.json   # later: rotation check --compare before.json",
+    ),
+    "precheck": ("rotation precheck rotate restart verify",),
+    "restart": ("rotation restart", "rotation restart --services n8n,supabase-auth --timeout 300"),
+    "verify": ("rotation verify", "rotation verify --no-rollback"),
+    "due": ("rotation due", "rotation -q due --notify   # from cron: one message when something is due"),
+    "log": ("rotation log --limit 50", "rotation log --json"),
+    "guard": ("rotation guard                     # what git has staged", "rotation guard .env docker-compose.yml"),
+    "recover": ("rotation recover",),
+}
+
+
+def _metavars(flags: str) -> str:
+    """`-t STRING, --timeout=STRING` as `-t SECONDS, --timeout=SECONDS`."""
+
+    def named(match: re.Match[str]) -> str:
+        flag = match[2] or _SHORT.get(match[3] or "", "")
+        return match[0].replace("STRING", _METAVARS.get(flag.replace("-", "_"), "VALUE"))
+
+    return _FLAG_VALUE.sub(named, flags)
 
 
 def configure_logging() -> None:
@@ -82,6 +130,12 @@ class RotationProgram(Program):
             Argument(names=("help", "h"), optional=True, help="Show this help, or a task's: -h TASK."),
             Argument(names=("list", "l"), optional=True, kind=bool, help="List the tasks."),
             Argument(
+                names=("quiet", "q"),
+                kind=bool,
+                default=False,
+                help="No progress lines and no notes, for a cron job's log: results, warnings and errors stay.",
+            ),
+            Argument(
                 names=("print-completion-script",),
                 kind=str,
                 default="",
@@ -89,6 +143,17 @@ class RotationProgram(Program):
             ),
             Argument(names=("version", "V"), kind=bool, default=False, help="Show the version and exit."),
         ]
+
+    def run(self, argv: list[str] | None = None, exit: bool = True) -> None:  # noqa: A002 - Invoke's name
+        """Run, and leave the next run in this process (a test's) as loud as ever."""
+        try:
+            super().run(argv, exit)
+        finally:
+            if getattr(self, "core", None) is not None and self.args.quiet.value:  # parsed, and quiet
+                from . import present
+
+                present.quiet(False)
+                logging.getLogger().setLevel(logging.INFO)
 
     def normalize_argv(self, argv: list[str] | None) -> None:
         super().normalize_argv(argv)
@@ -103,6 +168,11 @@ class RotationProgram(Program):
     def parse_core(self, argv: list[str] | None) -> None:
         self.normalize_argv(argv)
         self.parse_core_args()
+        if self.args.quiet.value:  # the presenter is loaded for -q only: --help stays light
+            from . import present
+
+            present.quiet(True)
+            logging.getLogger().setLevel(logging.WARNING)
         if self.args.version.value:
             self.print_version()
             raise Exit
@@ -163,6 +233,21 @@ class RotationProgram(Program):
         self.config.load_runtime(merge=False)
         if merge:
             self.config.merge()
+
+    def print_task_help(self, name: str) -> None:
+        """`rotation help TASK`: what it does, its options with what each takes, and examples."""
+        context = self.parser.contexts[name]
+        print(f"Usage: {self.binary} [-f FILE] {name} [--options]\n")
+        for paragraph in (inspect.getdoc(self.collection[name]) or "").split("\n\n"):
+            print(textwrap.fill(" ".join(paragraph.split()), 96, initial_indent="  ", subsequent_indent="  ") + "\n")
+        options = [(_metavars(flags), text) for flags, text in context.help_tuples()]
+        if options:
+            print("Options:\n")
+            self.print_columns(options)
+        print("Examples:\n")
+        for example in EXAMPLES.get(name, ()):
+            print(f"  {example}")
+        print()
 
     def print_help(self) -> None:
         print(DESCRIPTION)

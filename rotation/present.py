@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .runs import PullResult, RestoreResult, RotationResult
     from .schedule import Due
 
-__all__ = ["err", "error", "failure", "progress", "quiet_stdout", "red", "say"]
+__all__ = ["err", "error", "failure", "progress", "quiet", "quiet_stdout", "red", "say", "width"]
 
 
 def quiet_stdout() -> None:
@@ -47,8 +47,19 @@ def width() -> int:
     return report.WIDTH
 
 
-def err(text: str, colour: str = "yellow") -> None:
-    """A `rotation: ...` line on standard error: warnings and notes beside the result."""
+_quiet = False  # `-q`: no progress lines and no notes, for a cron job's log
+
+
+def quiet(on: bool) -> None:
+    """Leave out progress lines and notes (`rotation -q`); results, warnings and errors stay."""
+    global _quiet
+    _quiet = on
+
+
+def err(text: str, colour: str = "yellow", *, note: bool = False) -> None:
+    """A `rotation: ...` line on standard error: a warning, or a `note` that `-q` leaves out."""
+    if note and _quiet:
+        return
     print(report.paint(f"rotation: {text}", colour, sys.stderr), file=sys.stderr)
 
 
@@ -82,6 +93,8 @@ def progress(service: str, status: str, seconds: float) -> None:
 
     A closed pipe must not stop a restart half-way, so a line that cannot be written is dropped.
     """
+    if _quiet:
+        return
     colour = {"healthy": "green", "failed": "red", "left running": "yellow"}.get(status)
     line = f"  {seconds:6.1f}s  {service}: {status}"
     try:
@@ -98,7 +111,7 @@ def _warnings(warnings: Sequence[str], recovered: str | None) -> None:
     if recovered:
         err(recovered)
     for warning in warnings:
-        print(report.paint(f"warning: {warning}", "yellow"))
+        err(f"warning: {warning}")
 
 
 def rotation(result: RotationResult, json: bool, spell: report.Spell) -> None:
@@ -242,7 +255,7 @@ def log(entries: Sequence[Any], json: bool) -> None:
 def guard(result: Scan, short: Sequence[str], minimum: int) -> Exit | None:
     """The guard's findings; the `Exit` that refuses the commit when there are any."""
     if short:
-        err(f"note: not looked for, shorter than {minimum} characters: {', '.join(short)}")
+        err(f"note: not looked for, shorter than {minimum} characters: {', '.join(short)}", note=True)
     for finding in result.findings:
         print(finding.describe())
     if result.findings:

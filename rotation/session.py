@@ -147,7 +147,9 @@ def find_stack(
     explicit = config or setting(c, "config")
     settings, bundled = stacks.locate(root, str(explicit) if explicit else None, BUNDLED_CONFIG)
     if bundled and setting(c, "bundled_told") != str(root):  # once per command line, not once per task
-        present.err(f"no secrets-config.yaml in {root}: using the bundled configuration for the local AI stack")
+        present.err(
+            f"no secrets-config.yaml in {root}: using the bundled configuration for the local AI stack", note=True
+        )
         c.config.rotation.bundled_told = str(root)
     timeout = number(setting(c, "lock_timeout") or DEFAULTS["lock_timeout"], "rotation.lock_timeout")
     stack = stacks.Stack(root, settings, lock_timeout=timeout, task=record.task, waiting=present.err)

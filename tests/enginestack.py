@@ -96,6 +96,19 @@ def from_fixture(base: Path, client: DockerClient, name: str) -> Iterator[tuple[
             yield root, project
     finally:
         subprocess.run(["docker-compose", "-p", project, "down", "-v", "-t", "0"], cwd=root, capture_output=True)
+        remove_project(client, project)
+
+
+def remove_project(client: DockerClient, project: str) -> None:
+    """Whatever is left of `project`, found by compose's label: `docker-compose down` reads the
+    compose file, which a test may have broken on purpose, and then removes nothing."""
+    label = f"com.docker.compose.project={project}"
+    for container in client.containers.list(all=True, filters={"label": label}):
+        container.remove(force=True, v=True)
+    for network in client.networks.list(filters={"label": label}):
+        network.remove()
+    for volume in client.volumes.list(filters={"label": label}):
+        volume.remove(force=True)
 
 
 def forget_asks(client: DockerClient, project: str) -> None:

@@ -404,3 +404,19 @@ def test_a_listing_is_not_logged_and_a_change_is(stack: Path, inproc: CLI) -> No
     assert inproc("restore", "--list").code == 0
     logged = json.loads(inproc("log", "--json").out)
     assert [e["task"] for e in logged] == ["rotate"], logged
+
+
+def test_task_help_names_what_each_flag_takes_and_shows_examples(stack: Path, inproc: CLI) -> None:
+    ran = inproc("help", "restart")
+    assert ran.code == 0, ran.text
+    assert "STRING" not in ran.out and "Docstring:" not in ran.out
+    assert "-t SECONDS, --timeout=SECONDS" in ran.out and "--services=NAME,..." in ran.out
+    assert ran.out.split("Examples:", 1)[1].split()[:2] == ["rotation", "restart"]
+
+
+def test_quiet_keeps_a_cron_log_to_results_warnings_and_errors(stack: Path, inproc: CLI) -> None:
+    (stack / "secrets-config.yaml").unlink()  # the bundled configuration: a note on every run
+    assert "using the bundled configuration" in inproc("due").err
+    ran = inproc("-q", "due")
+    assert ran.code == 0 and ran.err == "" and "no secret is due" in ran.out, ran.text
+    assert "using the bundled configuration" in inproc("due").err  # the next command is not quiet

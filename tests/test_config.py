@@ -136,7 +136,7 @@ def test_a_secret_its_files_cannot_serve_blocks_only_itself(
     assert tree(stack) == before
     ran = inproc("rotate")  # not named: left alone with one warning line, the others rotate
     assert ran.code == 0, ran.err
-    assert f"warning: {secret} is left alone: {words}" in ran.out
+    assert f"warning: {secret} is left alone: {words}" in ran.err  # beside the result, not in it
     rotated = ran.out.split("Rotated", 1)[1].split("files:", 1)[0]
     assert not re.search(rf"^{secret} ", rotated, re.M) and re.search(r"^DASHBOARD_PASSWORD ", rotated, re.M)
 

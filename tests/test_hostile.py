@@ -303,7 +303,8 @@ def test_invalid_utf8_in_a_current_value_is_a_clear_line(stack: Path, inproc: CL
     env.write_bytes(env.read_bytes().replace(b"JWT_SECRET=", b"JWT_SECRET=\xff", 1))
     before = tree(stack)
     ran = inproc("rotate", "--secrets", "JWT_SECRET")
-    assert "Traceback" not in ran.err and ran.err.count("\n") <= 2, ran.err
+    said = [line for line in ran.err.splitlines() if not line.startswith("rotation: warning:")]
+    assert "Traceback" not in ran.err and len(said) <= 2, ran.err
     if ran.code != 0:
         assert tree(stack) == before
     assert envfile.read(stack / ".env") is not None

@@ -178,7 +178,7 @@ def test_the_shipped_env_rotates_jwt_secret_with_a_warning_about_what_it_lacks(s
     ran = inproc("rotate", "--secrets", "JWT_SECRET", cwd=shipped)
     assert ran.code == 0, ran.err
     assert "using the bundled configuration for the local AI stack" in ran.err
-    assert "warning: PG_META_CRYPTO_KEY is left alone: .env does not contain it" in ran.out
+    assert "warning: PG_META_CRYPTO_KEY is left alone: .env does not contain it" in ran.err
     old = envfile.from_bytes(original[".env"])
     for name in FILES:
         new = envfile.read(shipped / name)

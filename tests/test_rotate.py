@@ -201,7 +201,7 @@ def test_a_key_set_twice_is_updated_everywhere_with_a_warning(stack: Path, inpro
     env.write_bytes(env.read_bytes() + f'DASHBOARD_PASSWORD="{old}"\n'.encode())
     ran = inproc("rotate", "--secrets", "DASHBOARD_PASSWORD")
     assert ran.code == 0, ran.err
-    assert "warning: DASHBOARD_PASSWORD is set 2 times in .env; every occurrence is updated" in ran.out
+    assert "warning: DASHBOARD_PASSWORD is set 2 times in .env; every occurrence is updated" in ran.err
     parsed = envfile.read(env)
     assert [e.value for e in parsed.by_key["DASHBOARD_PASSWORD"]] == [parsed.get("DASHBOARD_PASSWORD")] * 2
     assert old not in env.read_text()
