@@ -17,6 +17,7 @@ __all__ = [
     "EngineUnreachable",
     "EnvFileError",
     "GuardError",
+    "HealthUnknown",
     "Interrupted",
     "LockedError",
     "RecoveryError",
@@ -42,7 +43,7 @@ EXIT_CODES = {
     3: "refused: a key that encrypts stored data, without --accept-data-loss",
     4: "locked: another rotation or restore of this stack holds the lock",
     5: "recovery failed: an interrupted run or a rollback needs a person; every backup is kept",
-    6: "the container engine could not be reached: nothing about the stack's health is known",
+    6: "the stack could not be looked at (the engine unreachable, the compose files unreadable): its health is unknown",
     130: "interrupted (Ctrl-C, SIGTERM): what was under way was undone, or `recover` finishes it",
 }
 
@@ -230,6 +231,14 @@ class EngineUnreachable(EngineError):
 
     exit_code = 6
     kind = "engine-unreachable"
+
+
+class HealthUnknown(EngineError):
+    """The stack could not be looked at (its compose files could not be read): its health is not
+    known, which a health gate must tell from unhealthy."""
+
+    exit_code = 6
+    kind = "health-unknown"
 
 
 class Interrupted(RotationError):

@@ -17,7 +17,7 @@ from . import health, rollout, targets
 from .backup import Run, RunStatus, local_time
 from .certificates import expiries
 from .engines import Engine
-from .errors import Interrupted, RecoveryError, SelectionError
+from .errors import EngineError, EngineUnreachable, HealthUnknown, Interrupted, RecoveryError, SelectionError
 from .health import Snapshot, regressions
 from .probes import ProbeResult, run_probes
 from .replacement import Strategy
@@ -47,8 +47,14 @@ def _quiet(_line: str) -> None:
 
 
 def snapshot(engine: Engine) -> Snapshot:
-    """Every service's state now."""
-    return Snapshot(engine.project, local_time(time.time()), engine.states())
+    """Every service's state now; a stack that cannot be looked at is `HealthUnknown`, never unhealthy."""
+    try:
+        states = engine.states()
+    except EngineUnreachable:
+        raise
+    except EngineError as exc:
+        raise HealthUnknown(f"cannot tell the stack's health: {exc}") from None
+    return Snapshot(engine.project, local_time(time.time()), states)
 
 
 @dataclass(frozen=True, slots=True)

@@ -137,6 +137,11 @@ def test_check_table_save_and_compare_report_a_stopped_service(
     ran = inproc("check", "--compare", str(saved), cwd=root)
     assert ran.code == 1
     assert "regression: gateway is no longer healthy: exited" in ran.out
+    compose = root / "docker-compose.yml"
+    compose.write_text(f"include:\n  - other.yml\n{compose.read_text()}")  # beyond docker-compose v1
+    for task in ("check", "precheck"):  # could not look: not the same as unhealthy, for a health gate
+        ran = inproc(task, cwd=root)
+        assert ran.code == 6 and "cannot tell the stack's health" in ran.err and "include:" in ran.err, ran.text
 
 
 def test_container_names_resolve_and_unknown_services_are_named(
