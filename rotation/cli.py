@@ -14,6 +14,7 @@ import re
 import signal
 import sys
 import textwrap
+from collections.abc import Iterable
 from pathlib import Path
 
 from invoke.completion.complete import complete, print_completion_script
@@ -25,7 +26,7 @@ from . import __version__
 from .errors import EXIT_CODES, did_you_mean
 from .tasks import SHORT_FLAGS, namespace
 
-__all__ = ["configure_logging", "main", "program"]
+__all__ = ["configure_logging", "explain", "main", "program"]
 
 DESCRIPTION = """\
 rotation: automated secret rotation for self-hosted Docker Compose stacks (self-hosted Supabase,
@@ -117,6 +118,20 @@ def _guard_words(words: list[str]) -> list[str]:
     return out + [f"--file=./{name}" if name.startswith("-") else f"--file={name}" for name in words[at:]]
 
 
+def explain(message: str, tasks: Iterable[str], program: str = "rotation") -> str:
+    """Invoke's parse error in our words, with the closest task or a pointer to --dry-run."""
+    _, _, rest = message.partition("'")
+    word = rest.rsplit("'", 1)[0] if rest else ""
+    if not message.startswith("No idea what") or not word:
+        return message
+    if word in _DRY_FLAGS and program == "rotation":
+        return f"'{word}' is not an option here; a dry run is the task's own flag: rotation TASK --dry-run"
+    if word.startswith("-"):
+        one = "rotation help TASK" if program == "rotation" else f"{program} --help TASK"
+        return f"unknown option '{word}'; see {program} --help, or {one}"
+    return f"unknown task '{word}'{did_you_mean(word, tasks)}; see {program} --list"
+
+
 class RotationProgram(Program):
     """Invoke's `Program`, reduced to the options this tool needs and speaking its language."""
 
@@ -187,16 +202,7 @@ class RotationProgram(Program):
             raise Exit(f"rotation: {self._explain(str(exc))}", 2) from None
 
     def _explain(self, message: str) -> str:
-        """Invoke's parse error in our words, with the closest task or a pointer to --dry-run."""
-        _, _, rest = message.partition("'")
-        word = rest.rsplit("'", 1)[0] if rest else ""
-        if not message.startswith("No idea what") or not word:
-            return message
-        if word in _DRY_FLAGS:
-            return f"'{word}' is not an option here; a dry run is the task's own flag: rotation TASK --dry-run"
-        if word.startswith("-"):
-            return f"unknown option '{word}'; see rotation --help, or rotation help TASK"
-        return f"unknown task '{word}'{did_you_mean(word, self.collection.task_names)}; see rotation --list"
+        return explain(message, self.collection.task_names, self.binary)
 
     def parse_cleanup(self) -> None:
         wanted = self.args.help.value

@@ -420,3 +420,9 @@ def test_quiet_keeps_a_cron_log_to_results_warnings_and_errors(stack: Path, inpr
     ran = inproc("-q", "due")
     assert ran.code == 0 and ran.err == "" and "no secret is due" in ran.out, ran.text
     assert "using the bundled configuration" in inproc("due").err  # the next command is not quiet
+
+
+def test_inv_suggests_the_closest_task_as_rotation_does() -> None:
+    ran = program(*INV, "rotat", cwd=REPO)
+    assert ran.returncode == 2 and "inv: unknown task 'rotat' (did you mean 'rotate'?)" in ran.stderr, ran.stderr
+    assert "Traceback" not in ran.stderr
