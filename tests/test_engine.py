@@ -154,7 +154,7 @@ def test_container_names_resolve_and_unknown_services_are_named(
     with edited_config(root) as raw:  # a name the stack lacks is said in the plan, and skipped
         raw["secrets"]["API_KEY"]["restart_services"].append("supabase-nonexistent")
     ran = inproc("rotate", "--secrets", "API_KEY", cwd=root)
-    assert ran.code == 0 and "'supabase-nonexistent' is not a service or container_name" in ran.out, ran.text
+    assert ran.code == 0 and "'supabase-nonexistent' is not a service or container_name" in ran.err, ran.text
     ran = inproc("restart", cwd=root)
     assert ran.code == 0 and "recreated gateway" in ran.out, ran.text
 

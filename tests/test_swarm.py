@@ -130,7 +130,7 @@ def test_bad_swarm_input_is_one_line_with_nothing_changed(swarm: DockerClient, i
     with edited_config(root) as raw:
         raw["secrets"]["API_KEY"]["restart_services"] = ["apii", "api"]
     ran = inproc("rotate", "--secrets", "API_KEY", "--dry-run", cwd=root)  # a typo is said before anything changes
-    assert ran.code == 0 and "'apii' is not a service or container_name" in ran.out, ran.text
+    assert ran.code == 0 and "'apii' is not a service or container_name" in ran.err, ran.text
     assert "did you mean 'api'" in ran.out and "skipped" in ran.out
 
 
