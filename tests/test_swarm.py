@@ -131,7 +131,7 @@ def test_bad_swarm_input_is_one_line_with_nothing_changed(swarm: DockerClient, i
         raw["secrets"]["API_KEY"]["restart_services"] = ["apii", "api"]
     ran = inproc("rotate", "--secrets", "API_KEY", "--dry-run", cwd=root)  # a typo is said before anything changes
     assert ran.code == 0 and "'apii' is not a service or container_name" in ran.err, ran.text
-    assert "did you mean 'api'" in ran.out and "skipped" in ran.out
+    assert "did you mean 'api'" in ran.err and "skipped" in ran.err
 
 
 def test_a_kill_after_the_new_swarm_secret_is_undone_by_the_next_command(
