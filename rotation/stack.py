@@ -23,7 +23,9 @@ from .fsio import locked, write_atomic
 from .health import Snapshot
 from .journal import pending, recover, stale
 from .replacement import SWARM, Footprint, Strategy, strategy
-from .targets import LiveTarget, opener, store, stores, target_from_json
+from .targets import LiveTarget, opener, target_from_json
+from .targets import store as configured_store
+from .targets import stores as configured_stores
 
 if TYPE_CHECKING:
     from .targets import Opener, Vault
@@ -101,11 +103,11 @@ class Stack:
 
     def vault(self, raw: Mapping[str, Any]) -> Vault:
         """The configured secret store a journal or metadata entry names (any other is refused)."""
-        return store(self, raw, self.values())
+        return configured_store(self, raw, self.values())
 
     def vaults(self, env: Mapping[str, str | None] | None = None) -> list[Vault]:
         """Every configured secret store, its `${VAR}` settings resolved from `env` (default: the files now)."""
-        return stores(self, self.values() if env is None else env)
+        return configured_stores(self, self.values() if env is None else env)
 
     @property
     def store(self) -> BackupStore:

@@ -35,9 +35,6 @@ if TYPE_CHECKING:
 __all__ = [
     "TARGETS",
     "LiveTarget",
-    "Opener",
-    "StoreChange",
-    "Vault",
     "opener",
     "planned",
     "prepared",
