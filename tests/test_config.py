@@ -163,12 +163,12 @@ def _leaves(node: object, at: tuple[object, ...] = ()) -> list[tuple[object, ...
     return [path for key, value in inner for path in [(*at, key), *_leaves(value, (*at, key))]]
 
 
-HOSTILE = [None, "", 0, -1, True, 3.5, [], ["../x"], {}, {"a": 1}, "/etc/passwd", "x" * 300]
+HOSTILE = [None, "", 0, -1, True, 3.5, [], ["../x"], {}, {"a\nb": 1}, "/etc/passwd", "x" * 300, "a\nb\x1b[2J"]
 
 
 def test_any_value_anywhere_in_the_bundled_config_is_accepted_or_one_config_error() -> None:
     """Every setting of the bundled file, replaced by each hostile value in turn: the schema either
-    accepts it or raises a ConfigError that names a key path, never another exception."""
+    accepts it or raises a ConfigError that names a key path on one line, never another exception."""
     import copy
 
     import yaml
@@ -192,7 +192,7 @@ def test_any_value_anywhere_in_the_bundled_config_is_accepted_or_one_config_erro
             try:
                 build(Path("secrets-config.yaml"), raw)
             except ConfigError as exc:
-                assert exc.key and "\n" not in str(exc), (path, value, str(exc))
+                assert exc.key and "\n" not in str(exc) and "\x1b" not in str(exc), (path, value, str(exc))
 
 
 @pytest.mark.parametrize(

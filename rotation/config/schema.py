@@ -11,6 +11,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import ConfigError, did_you_mean
+from ..escape import printable
 from ..interpolation import NAME, REFERENCE, references
 from .model import (
     ALPHABETS,
@@ -205,8 +206,8 @@ def _joined(path: str, name: str) -> str:
 def build(path: Path, raw: Any) -> Config:
     """The validated configuration that the YAML of `path` (already parsed, as `raw`) describes."""
 
-    def fail(key: str, message: str) -> ConfigError:
-        return ConfigError(f"{path}: {key}: {message}", path, key)
+    def fail(key: str, message: str) -> ConfigError:  # one line, whatever the file's keys and values hold
+        return ConfigError(f"{path}: {printable(key)}: {printable(message)}", path, key)
 
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping with a 'secrets' section", path)
