@@ -43,7 +43,7 @@ _DRY_FLAGS = ("--dry", "-R", "--dry-run", "-n")
 
 # What each flag's value is, for `help TASK` (Invoke says STRING for every value).
 _METAVARS = {
-    **dict.fromkeys(("timeout",), "SECONDS"),
+    "timeout": "SECONDS",
     **dict.fromkeys(("parallel", "limit", "version"), "N"),
     **dict.fromkeys(("config", "save", "compare", "file"), "FILE"),
     **dict.fromkeys(("secrets", "services"), "NAME,..."),

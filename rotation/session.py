@@ -29,14 +29,14 @@ from .lazy import lazy
 from .rollout import DEFAULT_PARALLEL, DEFAULT_TIMEOUT
 
 if TYPE_CHECKING:
-    from . import audit, journal, pipeline, present
+    from . import audit, journal, pipeline, present, report
     from . import stack as stacks
     from .backup import Run
     from .report import Spell
     from .stack import Stack
 else:  # loaded on first use: --help, --list and completion import no use case
-    audit, journal, pipeline, present, stacks = (
-        lazy(f"{__package__}.{name}") for name in ("audit", "journal", "pipeline", "present", "stack")
+    audit, journal, pipeline, present, report, stacks = (
+        lazy(f"{__package__}.{name}") for name in ("audit", "journal", "pipeline", "present", "report", "stack")
     )
 
 __all__ = [
@@ -135,7 +135,7 @@ class Record:
     dry_run: bool = False
     accept_data_loss: bool = False
     verdict: str | None = None  # the outcome, where a non-zero exit is not a failure (`due`)
-    spell: Spell | None = None  # how the presenter spells our steps, once the task knows its settings
+    spell: Spell = field(default=lambda step: report.plain(step))  # find_stack adds the task's settings
 
 
 def find_stack(

@@ -93,7 +93,7 @@ def rotate(
         )
         record.secrets, record.services = list(result.plan.names), list(result.plan.services)
         session.opened(c, record, result.backup)
-    present.rotation(result, json, session.follow_up(c, config))
+    present.rotation(result, json, record.spell)
 
 
 @_task_options(
@@ -128,7 +128,7 @@ def restore(
         record.run = result.restored.id
         record.secrets = [*result.restored.rotated_secrets]
         record.services = [*result.restored.affected_services]
-    present.restoration(result, json, session.follow_up(c, config))
+    present.restoration(result, json, record.spell)
 
 
 @_task_options(
@@ -164,7 +164,7 @@ def pull(
         record.secrets, record.services = list(result.plan.names), list(result.plan.services)
         record.announce = result.backup is not None  # a pull that changed nothing is not news
         session.opened(c, record, result.backup)
-    present.pulled(result, json, session.follow_up(c, config))
+    present.pulled(result, json, record.spell)
 
 
 @_task_options(
@@ -254,7 +254,7 @@ def restart(
             say=present.say,
         )
         session.concluded(record, outcome.failure, outcome.services)
-        verdict = present.restart(outcome, session.follow_up(c, config))
+        verdict = present.restart(outcome, record.spell)
         if verdict is not None:
             raise verdict
 
@@ -285,7 +285,7 @@ def verify(
             say=present.say,
         )
         session.concluded(record, outcome.failure, record.services)
-        verdict = present.verify(outcome, session.follow_up(c, config))
+        verdict = present.verify(outcome, record.spell)
         if verdict is not None:
             raise verdict
 
